@@ -1,0 +1,28 @@
+"""The three token encodings. Each module has a `Config` dataclass and a `Codec` with
+`table()` (its event ranges), `encode(score, vocab) -> ids` (vectorized numpy) and
+`decode(ids, vocab) -> Score` (a forgiving state machine that never raises).
+
+What each encoding loses:
+
+* **performance** (Performance RNN / Music Transformer, 388 events): drums are dropped; all other
+  instruments merge into one piano stream (programs, track names and meters are lost; decoded as
+  Acoustic Grand Piano at 120 qpm); times are quantized to 10 ms; velocities to 32 bins; the
+  sustain pedal is folded into note durations (a note sounds until the pedal lifts), pedal events
+  themselves are not kept; overlapping notes of one pitch are cut where the next one starts; a
+  decoded note lasts at most `max_note_seconds`.
+* **remi** (beat-relative, multi-track): onsets quantized to 1/12 of a quarter (holds 16ths,
+  triplets and 16th-triplets exactly); durations to a table of 50 values from 1/12 to 32
+  quarters (longer notes are cut); velocities to 32 bins; tempo to 32 log-spaced bins between
+  30 and 300 qpm, placed on the grid; time signatures outside the table (bar longer than 8
+  quarters) become 4/4; key signatures, pedal, track names and several tracks with the same
+  program (they merge) are lost; drums keep their own pitch tokens.
+* **grid** (fixed voices per step, e.g. SATB on 16ths): onsets and ends quantized to the step
+  (a 16th by default); at most `voices` notes sound at once (tracks are voices when there are
+  exactly `voices` tracks, otherwise the highest sounding pitches fill the voices from the top);
+  velocities, programs, drums, tempo and meter are lost (decoded at `qpm`, velocity 80); a held
+  note is a HOLD token, so a re-struck pitch is kept only when `hold` is on.
+"""
+
+from . import grid, performance, remi
+
+ENCODINGS = {"performance": performance, "remi": remi, "grid": grid}

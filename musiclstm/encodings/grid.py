@@ -1,0 +1,134 @@
+"""`grid`: fixed voices per time step (SATB on a 16th grid by default), for chorales.
+
+Every step emits one token per voice, highest voice first: PITCH p (a note starts), HOLD (the
+voice's note goes on) or REST. With `hold=False` a sounding voice repeats its PITCH at every step
+(the JSB Chorales benchmark convention). `encode_grid` takes a (steps, voices) array of MIDI
+pitches with NaN or -1 for silence, as in the JSB Chorales files; `load_jsb` reads those files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..score import Score, Track
+
+VOICE_NAMES = ("Soprano", "Alto", "Tenor", "Bass")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Grid settings."""
+
+    voices: int = 4  #: tokens per step, highest voice first
+    steps_per_quarter: int = 4  #: 4 = a 16th-note grid
+    hold: bool = True  #: HOLD tokens for held notes (False: repeat the pitch)
+    qpm: float = 100.0  #: tempo of decoded scores
+    max_hold_steps: int = 64  #: a decoded note never lasts longer than this many steps
+
+
+class Codec:
+    def __init__(self, config: Config):
+        self.c = config
+
+    def table(self) -> list[tuple[str, int]]:
+        return [("PITCH", 128), ("REST", 1), ("HOLD", 1)]
+
+    def value_name(self, kind: str, v: int) -> str:
+        return str(v)
+
+    # ---- encode ---------------------------------------------------------------------------
+    def to_grid(self, score: Score) -> tuple[np.ndarray, np.ndarray]:
+        """Score -> (pitch grid (T, V) with -1 for silence, onset flags (T, V))."""
+        keep = ~score.is_drum
+        s = score.select(keep)
+        V, q = self.c.voices, self.c.steps_per_quarter
+        on = np.round(s.start * q).astype(np.int64)
+        off = np.maximum(np.round(s.end * q).astype(np.int64), on + 1)
+        T = int(off.max()) if len(on) else 0
+        grid, onset = np.full((T, V), -1, np.int64), np.zeros((T, V), bool)
+        used = [k for k in range(len(s.tracks)) if (s.track == k).any()]
+        if len(used) == V:  # one track per voice, ordered by mean pitch, highest first
+            used.sort(key=lambda k: -s.pitch[s.track == k].mean())
+            for v, k in enumerate(used):
+                for i in np.flatnonzero(s.track == k)[np.argsort(on[s.track == k], kind="stable")]:
+                    grid[on[i]:off[i], v] = s.pitch[i]
+                    onset[on[i], v] = True
+            return grid, onset
+        # otherwise the highest sounding pitches fill the voices from the top
+        sounding: list[list[tuple[int, bool]]] = [[] for _ in range(T)]
+        for i in range(len(on)):
+            for t in range(on[i], off[i]):
+                sounding[t].append((int(s.pitch[i]), t == on[i]))
+        for t, notes in enumerate(sounding):
+            for v, (p, is_on) in enumerate(sorted(set(notes), reverse=True)[:V]):
+                grid[t, v], onset[t, v] = p, is_on
+        return grid, onset
+
+    def encode(self, score: Score, vocab) -> np.ndarray:
+        return self._tokens(*self.to_grid(score), vocab)
+
+    def encode_grid(self, pitches: np.ndarray, vocab) -> np.ndarray:
+        """A (steps, voices) pitch array (NaN or -1 = silent; a repeated pitch is held) -> ids."""
+        a = np.asarray(pitches, dtype=np.float64)
+        a = np.where(np.isnan(a), -1, a).astype(np.int64).reshape(len(a), -1)[:, : self.c.voices]
+        a = np.pad(a, ((0, 0), (0, self.c.voices - a.shape[1])), constant_values=-1)
+        onset = np.r_[np.ones((1, a.shape[1]), bool), a[1:] != a[:-1]] if len(a) else np.zeros_like(a, bool)
+        return self._tokens(a, onset, vocab)
+
+    def _tokens(self, grid: np.ndarray, onset: np.ndarray, vocab) -> np.ndarray:
+        held = (grid >= 0) & ~onset if self.c.hold else np.zeros_like(onset)
+        toks = np.where(grid < 0, vocab.id("REST"), vocab.id("PITCH", np.clip(grid, 0, 127)))
+        return np.where(held, vocab.id("HOLD"), toks).ravel().astype(np.int64)
+
+    # ---- decode ---------------------------------------------------------------------------
+    def decode(self, ids: np.ndarray, vocab) -> Score:
+        o_p, rest, hold = vocab.offset["PITCH"], vocab.id("REST"), vocab.id("HOLD")
+        V, cap = self.c.voices, self.c.max_hold_steps
+        ids = ids[((ids >= o_p) & (ids < o_p + 128)) | (ids == rest) | (ids == hold)]
+        open_: list[tuple[int, int] | None] = [None] * V  # (start step, pitch) per voice
+        notes = []
+
+        def close(v: int, t: int) -> None:
+            s, p = open_[v]
+            notes.append((s, min(t, s + cap), p, v))
+            open_[v] = None
+
+        for k, i in enumerate(ids.tolist()):
+            t, v = divmod(k, V)
+            cur = open_[v]
+            if cur is not None and (i != hold or t - cur[0] >= cap):
+                if not (i == o_p + cur[1] and not self.c.hold and t - cur[0] < cap):
+                    close(v, t)
+            if o_p <= i < o_p + 128 and open_[v] is None:
+                open_[v] = (t, i - o_p)
+        T = len(ids) // V + 1
+        for v in range(V):
+            if open_[v] is not None:
+                close(v, T)
+        a = np.array(notes, dtype=np.float64).reshape(-1, 4)
+        q = self.c.steps_per_quarter
+        names = VOICE_NAMES if V == 4 else [f"Voice {v + 1}" for v in range(V)]
+        return Score(a[:, 0] / q, a[:, 1] / q, a[:, 2], np.full(len(a), 80), a[:, 3],
+                     tracks=[Track(52, False, names[v]) for v in range(V)], tempos=[[0.0, self.c.qpm]])
+
+
+def load_jsb(path) -> dict[str, list[np.ndarray]]:
+    """The JSB Chorales arrays (`Jsb16thSeparated.npz`/`.json` or the piano-roll `jsb-chorales-*.json`).
+
+    Returns {"train"|"valid"|"test": [array, ...]}: for the separated files each array is
+    (steps, 4) MIDI pitches with NaN for silence; for the piano-roll files each piece is a list of
+    frames, each a list of sounding pitches.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        data = np.load(path, allow_pickle=True, encoding="latin1")
+        return {k: [np.asarray(x, dtype=np.float64) for x in data[k]] for k in ("train", "valid", "test")}
+    raw = json.loads(path.read_text())
+    if "separated" in path.name.lower():
+        return {k: [np.where(np.asarray(x, float) < 0, np.nan, np.asarray(x, float)) for x in raw[k]]
+                for k in ("train", "valid", "test")}
+    return {k: raw[k] for k in ("train", "valid", "test")}

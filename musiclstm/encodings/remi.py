@@ -1,0 +1,172 @@
+"""`remi`: beat-relative, multi-track (REMI with programs, after Huang & Yang 2020 and MidiTok).
+
+A bar is BAR [TIMESIG] then, per onset, POSITION [TEMPO] and per note PROGRAM PITCH|DRUM
+VELOCITY DURATION. Positions count 1/12 of a quarter, so 16ths, 8th-triplets and 16th-triplets
+are exact. Drums use their own DRUM pitch tokens (program token 128).
+Encoding sorts all events by a composite key in one numpy `lexsort`; no Python loop over notes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..score import Score, Track
+from .performance import bin_velocity, velocity_bin
+
+DRUMS = 128  # the PROGRAM value of drum tracks
+
+
+def _durations() -> np.ndarray:
+    """Duration table in grid ticks (1/12 quarter): fine for short notes, coarser for long."""
+    return np.r_[np.arange(1, 13), np.arange(14, 25, 2), np.arange(27, 49, 3), np.arange(54, 97, 6),
+                 np.arange(108, 193, 12), np.arange(216, 385, 24)]
+
+
+def _time_signatures(max_bar_quarters: int) -> list[tuple[int, int]]:
+    return [(n, d) for d in (2, 4, 8, 16) for n in range(1, 33) if n * 4 / d <= max_bar_quarters]
+
+
+@dataclass(frozen=True)
+class Config:
+    """REMI settings."""
+
+    ticks_per_quarter: int = 12  #: grid resolution: 12 holds 16ths (3) and triplets (4)
+    max_bar_quarters: int = 8  #: the longest bar (8 quarters = 8/4, 16/8); longer meters become 4/4
+    velocity_bins: int = 32  #: number of VELOCITY tokens
+    tempo_bins: int = 32  #: number of TEMPO tokens, log-spaced
+    min_qpm: float = 30.0  #: the slowest TEMPO token
+    max_qpm: float = 300.0  #: the fastest TEMPO token
+
+
+class Codec:
+    def __init__(self, config: Config):
+        self.c = config
+        self.durations = _durations() * config.ticks_per_quarter // 12
+        self.durations = np.unique(np.maximum(self.durations, 1))
+        self.sigs = _time_signatures(config.max_bar_quarters)
+        self.tempos = np.geomspace(config.min_qpm, config.max_qpm, config.tempo_bins)
+        self.positions = config.ticks_per_quarter * config.max_bar_quarters
+
+    def table(self) -> list[tuple[str, int]]:
+        return [("BAR", 1), ("TIMESIG", len(self.sigs)), ("POSITION", self.positions), ("TEMPO", len(self.tempos)),
+                ("PROGRAM", 129), ("PITCH", 128), ("DRUM", 128), ("VELOCITY", self.c.velocity_bins),
+                ("DURATION", len(self.durations))]
+
+    def value_name(self, kind: str, v: int) -> str:
+        if kind == "TIMESIG":
+            return "%d/%d" % self.sigs[v]
+        if kind == "TEMPO":
+            return f"{self.tempos[v]:.0f}"
+        if kind == "DURATION":
+            return f"{self.durations[v]}/{self.c.ticks_per_quarter}"
+        return str(v)
+
+    def sig_index(self, num, den) -> int:
+        try:
+            return self.sigs.index((int(num), int(den)))
+        except ValueError:
+            return self.sigs.index((4, 4))
+
+    # ---- encode ---------------------------------------------------------------------------
+    def encode(self, score: Score, vocab) -> np.ndarray:
+        if len(score) == 0:
+            return np.zeros(0, np.int64)
+        q = self.c.ticks_per_quarter
+        on = np.round(score.start * q).astype(np.int64)
+        dur = np.round((score.end - score.start) * q).astype(np.int64)
+        d_ix = np.clip(np.searchsorted(self.durations, dur), 0, len(self.durations) - 1)
+        lower = np.maximum(d_ix - 1, 0)  # nearest table entry
+        d_ix = np.where(np.abs(self.durations[lower] - dur) <= np.abs(self.durations[d_ix] - dur), lower, d_ix)
+        program = np.where(score.is_drum, DRUMS, score.program)
+        last = int(on.max())
+
+        # bars: restart the bar grid at every time-signature change
+        ts = score.time_signatures
+        ts_tick = np.round(ts[:, 0] * q).astype(np.int64)
+        sig = np.array([self.sig_index(n, d) for n, d in ts[:, 1:]])
+        bar_len = np.array([self.sigs[i][0] * 4 * q // self.sigs[i][1] for i in sig])
+        keep = np.r_[ts_tick[1:] > ts_tick[:-1], True] & (ts_tick <= last)  # last of same-tick changes
+        keep[0] |= not keep.any()
+        ts_tick, sig, bar_len = ts_tick[keep], sig[keep], bar_len[keep]
+        ts_tick[0] = 0
+        seg_end = np.r_[ts_tick[1:], last + 1]
+        bars, bar_sig = [], []
+        for a, b, n, s in zip(ts_tick, seg_end, bar_len, sig, strict=True):
+            starts = np.arange(a, b, n)
+            bars.append(starts)
+            bar_sig.append(np.full(len(starts), s))
+        bars, bar_sig = np.concatenate(bars), np.concatenate(bar_sig)
+        new_sig = np.r_[True, bar_sig[1:] != bar_sig[:-1]]
+
+        def position(ticks):
+            b = np.searchsorted(bars, ticks, side="right") - 1
+            return np.clip(ticks - bars[b], 0, self.positions - 1)
+
+        # tempo changes on the grid, deduplicated by bin, none after the last onset
+        t_tick = np.round(score.tempos[:, 0] * q).astype(np.int64)
+        t_bin = np.argmin(np.abs(np.log(score.tempos[:, 1:2]) - np.log(self.tempos)[None]), axis=1)
+        keep = np.r_[t_tick[1:] > t_tick[:-1], True] & (t_tick <= last)
+        t_tick, t_bin = t_tick[keep], t_bin[keep]
+        keep = np.r_[True, t_bin[1:] != t_bin[:-1]]
+        t_tick, t_bin = t_tick[keep], t_bin[keep]
+        pos_tick = np.unique(np.r_[on, t_tick])
+
+        # (tick, order, rank) keys: BAR 0, TIMESIG 1, POSITION 2, TEMPO 3, notes 4 (4 tokens each)
+        n = len(on)
+        note_order = np.lexsort((score.pitch, program, on))
+        rank = np.empty(n, np.int64)
+        rank[note_order] = np.arange(n)
+        vb = velocity_bin(score.velocity, self.c.velocity_bins)
+        pitch_tok = np.where(program == DRUMS, vocab.id("DRUM", score.pitch), vocab.id("PITCH", score.pitch))
+        note_toks = np.stack([vocab.id("PROGRAM", program), pitch_tok, vocab.id("VELOCITY", vb),
+                              vocab.id("DURATION", d_ix)], axis=1).ravel()
+        tick = np.r_[bars, bars[new_sig], pos_tick, t_tick, np.repeat(on, 4)]
+        order = np.r_[np.zeros(len(bars)), np.ones(new_sig.sum()), np.full(len(pos_tick), 2),
+                      np.full(len(t_tick), 3), np.full(4 * n, 4)]
+        sub = np.r_[np.zeros(len(bars) + new_sig.sum() + len(pos_tick) + len(t_tick)),
+                    (rank[:, None] * 4 + np.arange(4)).ravel()]
+        toks = np.r_[np.full(len(bars), vocab.id("BAR")), vocab.id("TIMESIG", bar_sig[new_sig]),
+                     vocab.id("POSITION", position(pos_tick)), vocab.id("TEMPO", t_bin), note_toks]
+        return toks[np.lexsort((sub, order, tick))].astype(np.int64)
+
+    # ---- decode ---------------------------------------------------------------------------
+    def decode(self, ids: np.ndarray, vocab) -> Score:
+        q = self.c.ticks_per_quarter
+        kinds = vocab.kinds
+        ki = vocab.kind_index(ids)
+        vals = ids - np.array([vocab.offset[k] for k in kinds])[ki]
+        bar_start, bar_len, pos, started = 0, 4 * q, 0, False
+        program, pitch, velocity = 0, None, 80
+        notes, tempos, sigs = [], [], []
+        for k, v in zip(ki.tolist(), vals.tolist(), strict=True):
+            kind = kinds[k]
+            if kind == "BAR":
+                bar_start, pos = (bar_start + bar_len if started else 0), 0
+                started = True
+            elif kind == "TIMESIG":
+                num, den = self.sigs[v]
+                bar_len = num * 4 * q // den
+                sigs.append((bar_start, num, den))
+            elif kind == "POSITION":
+                pos = v
+            elif kind == "TEMPO":
+                tempos.append((bar_start + pos, float(self.tempos[v])))
+            elif kind == "PROGRAM":
+                program, pitch = v, None
+            elif kind in ("PITCH", "DRUM"):
+                pitch = (v, DRUMS if kind == "DRUM" else (program if program != DRUMS else 0))
+            elif kind == "VELOCITY":
+                velocity = bin_velocity(v, self.c.velocity_bins)
+            elif kind == "DURATION" and pitch is not None:
+                t = bar_start + pos
+                notes.append((t, t + int(self.durations[v]), pitch[0], velocity, pitch[1]))
+                pitch = None
+        a = np.array(notes, dtype=np.float64).reshape(-1, 5)
+        progs = sorted(set(a[:, 4].astype(int).tolist()))
+        tracks = [Track(0 if p == DRUMS else p, p == DRUMS) for p in progs]
+        track = np.searchsorted(progs, a[:, 4]) if progs else np.zeros(0)
+        return Score(a[:, 0] / q, a[:, 1] / q, a[:, 2], a[:, 3], track, tracks=tracks,
+                     tempos=np.array(tempos or [(0, 120.0)], dtype=np.float64) / [q, 1],
+                     time_signatures=np.array(sigs or [(0, 4, 4)], dtype=np.float64) / [q, 1, 1])

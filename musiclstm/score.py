@@ -1,0 +1,125 @@
+"""The project's note representation: a `Score` of plain numpy arrays.
+
+Everything that reads music (corpus files, primers, pretty_midi objects) ends up as a `Score`, and
+every encoding turns a `Score` into token ids and back. Nothing here touches a MIDI library.
+
+Units: times are in quarter notes (float64, exact for any file resolution); `seconds()` converts
+through the tempo map. Pitches and velocities are MIDI numbers 0-127.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_QPM = 120.0
+
+
+@dataclass(frozen=True)
+class Track:
+    """One instrument: a General MIDI program (0-127), whether it is drums (channel 10), a name."""
+
+    program: int = 0
+    is_drum: bool = False
+    name: str = ""
+
+
+@dataclass
+class Score:
+    """Notes of all tracks, one row per note, plus the tempo, meter, key and pedal maps.
+
+    Arrays (length N notes): `start`, `end` in quarter notes; `pitch`, `velocity` (0-127);
+    `track` indexes `tracks`. Maps: `tempos` (K, 2) of (quarter, qpm), sorted, starting at 0;
+    `time_signatures` (M, 3) of (quarter, numerator, denominator); `key_signatures` (J, 3) of
+    (quarter, key 0-11 (C=0), minor 0/1); `pedals` (P, 3) of (track, down quarter, up quarter).
+    """
+
+    start: np.ndarray
+    end: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+    track: np.ndarray
+    tracks: list[Track] = field(default_factory=list)
+    tempos: np.ndarray = field(default_factory=lambda: np.array([[0.0, DEFAULT_QPM]]))
+    time_signatures: np.ndarray = field(default_factory=lambda: np.array([[0.0, 4, 4]]))
+    key_signatures: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    pedals: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    source: str = "<score>"
+
+    def __post_init__(self) -> None:
+        self.start = np.asarray(self.start, dtype=np.float64)
+        self.end = np.asarray(self.end, dtype=np.float64)
+        self.pitch = np.asarray(self.pitch, dtype=np.int64)
+        self.velocity = np.asarray(self.velocity, dtype=np.int64)
+        self.track = np.asarray(self.track, dtype=np.int64)
+        self.tempos = np.asarray(self.tempos, dtype=np.float64).reshape(-1, 2)
+        if len(self.tempos) == 0 or self.tempos[0, 0] > 0:
+            first = self.tempos[0, 1] if len(self.tempos) else DEFAULT_QPM
+            self.tempos = np.vstack([[0.0, first], self.tempos])
+        self.time_signatures = np.asarray(self.time_signatures, dtype=np.float64).reshape(-1, 3)
+        if len(self.time_signatures) == 0 or self.time_signatures[0, 0] > 0:
+            self.time_signatures = np.vstack([[0.0, 4, 4], self.time_signatures])
+        self.key_signatures = np.asarray(self.key_signatures, dtype=np.float64).reshape(-1, 3)
+        self.pedals = np.asarray(self.pedals, dtype=np.float64).reshape(-1, 3)
+
+    @classmethod
+    def from_notes(cls, notes, *, program: int = 0, is_drum: bool = False, qpm: float = DEFAULT_QPM,
+                   **maps) -> Score:
+        """A one-track score from (start, end, pitch, velocity) rows in quarter notes."""
+        a = np.asarray(notes, dtype=np.float64).reshape(-1, 4)
+        return cls(a[:, 0], a[:, 1], a[:, 2], a[:, 3], np.zeros(len(a)),
+                   tracks=[Track(program, is_drum)], tempos=[[0.0, qpm]], **maps)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @property
+    def is_drum(self) -> np.ndarray:
+        """(N,) bool: whether each note is on a drum track."""
+        flags = np.array([t.is_drum for t in self.tracks] or [False], dtype=bool)
+        return flags[self.track] if len(self) else np.zeros(0, dtype=bool)
+
+    @property
+    def program(self) -> np.ndarray:
+        """(N,) int: each note's General MIDI program."""
+        progs = np.array([t.program for t in self.tracks] or [0], dtype=np.int64)
+        return progs[self.track] if len(self) else np.zeros(0, dtype=np.int64)
+
+    def seconds(self, quarters) -> np.ndarray:
+        """Quarter-note times -> seconds through the tempo map (vectorized, float64)."""
+        q = np.asarray(quarters, dtype=np.float64)
+        at, qpm = self.tempos[:, 0], self.tempos[:, 1]
+        sec_at = np.concatenate([[0.0], np.cumsum(np.diff(at) * 60.0 / qpm[:-1])])
+        k = np.clip(np.searchsorted(at, q, side="right") - 1, 0, len(at) - 1)
+        return sec_at[k] + (q - at[k]) * 60.0 / qpm[k]
+
+    def quarters(self, seconds) -> np.ndarray:
+        """Seconds -> quarter-note times: the inverse of `seconds`."""
+        s = np.asarray(seconds, dtype=np.float64)
+        at, qpm = self.tempos[:, 0], self.tempos[:, 1]
+        sec_at = self.seconds(at)
+        k = np.clip(np.searchsorted(sec_at, s, side="right") - 1, 0, len(at) - 1)
+        return at[k] + (s - sec_at[k]) * qpm[k] / 60.0
+
+    @property
+    def duration_seconds(self) -> float:
+        """Time of the last note end, in seconds (0 for an empty score)."""
+        return float(self.seconds(self.end.max())) if len(self) else 0.0
+
+    def select(self, mask: np.ndarray) -> Score:
+        """A copy holding only the notes where `mask` is true (maps and tracks kept)."""
+        return Score(self.start[mask], self.end[mask], self.pitch[mask], self.velocity[mask],
+                     self.track[mask], list(self.tracks), self.tempos, self.time_signatures,
+                     self.key_signatures, self.pedals, self.source)
+
+    def crop(self, quarters: float) -> Score:
+        """The notes that start before `quarters`, cut to end there: the opening of a piece."""
+        s = self.select(self.start < quarters)
+        s.end = np.minimum(s.end, quarters)
+        return s
+
+    def sorted(self) -> Score:
+        """A copy with notes ordered by (start, track, pitch)."""
+        order = np.lexsort((self.pitch, self.track, self.start))
+        return self.select(order)
