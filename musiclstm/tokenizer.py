@@ -140,6 +140,9 @@ class Tokenizer:
         out = []
         for i in ids:
             kind, v = self.vocab.split(int(i))
+            if kind == "?":
+                out.append(f"?{v}")
+                continue
             out.append(kind if self.vocab.sizes[self.vocab.kinds.index(kind)] == 1 and kind != "STYLE"
                        else f"{kind}_{self.styles[v] if kind == 'STYLE' else self.codec.value_name(kind, v)}")
         return out
