@@ -1,0 +1,127 @@
+"""Checkpoints: one self-contained file, written atomically, loaded without running code.
+
+A checkpoint is a `torch.save` of plain tensors, numbers and strings: the weights, a JSON string
+with the tokenizer, model and training configs, metrics and a data fingerprint, and (in `last.pt`)
+the optimizer and random state to resume from. It is loaded with `torch.load(weights_only=True)`,
+which refuses any pickled object that is not such plain data, so a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+from .model import ModelConfig, MusicLSTM
+from .tokenizer import Tokenizer
+
+FORMAT = "musiclstm-checkpoint"
+VERSION = 1
+BUNDLED = Path(__file__).resolve().parent / "bundled"  # small models shipped in the package
+
+
+@dataclass
+class Model:
+    """A loaded model: the network, its tokenizer and everything the checkpoint recorded."""
+
+    net: MusicLSTM
+    tokenizer: Tokenizer
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the weights' checkpoint identity (data fingerprint + step)."""
+        return f"{self.meta.get('fingerprint', '?')}@{self.meta.get('step', 0)}"
+
+
+def save(path: Path, net: MusicLSTM, tokenizer: Tokenizer, meta: dict, resume: dict | None = None) -> Path:
+    """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    meta = {**meta, "format": FORMAT, "version": VERSION, "tokenizer": tokenizer.to_dict(),
+            "model": {k: getattr(net.config, k) for k in net.config.__dataclass_fields__}}
+    blob = {"format": FORMAT, "version": VERSION, "meta": json.dumps(meta),
+            "weights": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+    if resume is not None:
+        blob["resume"] = resume
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(blob, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
+    return path
+
+
+def resolve(path_or_name: str | os.PathLike | None) -> Path:
+    """A checkpoint file, a run folder (its best.pt, else last.pt) or a bundled model's name."""
+    if path_or_name is None:
+        path_or_name = "default"
+    p = Path(path_or_name)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"no best.pt or last.pt in {p}")
+    if p.is_file():
+        return p
+    bundled = BUNDLED / f"{path_or_name}.pt"
+    if bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(f.stem for f in BUNDLED.glob("*.pt"))) or "none yet"
+    if path_or_name == "default":
+        raise CheckpointError(f"no bundled default model in this install (bundled: {names}); "
+                              "train one with 'musiclstm train' and pass --checkpoint")
+    raise CheckpointError(f"no checkpoint file, run folder or bundled model named {str(path_or_name)!r} "
+                          f"(bundled: {names})")
+
+
+def read(path: Path) -> dict:
+    """Load a checkpoint's raw contents safely; any foreign, truncated or unsafe file -> CheckpointError."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} is not a safe musiclstm checkpoint (it holds pickled code or objects; "
+                              "refused without running it)") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or foreign file: "
+                              f"{str(e).splitlines()[0][:120]})") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a musiclstm checkpoint")
+    if blob.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {blob.get('version')}; "
+                              f"this musiclstm reads version {VERSION}")
+    try:
+        blob["meta"] = json.loads(blob["meta"])
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} has damaged metadata") from e
+    return blob
+
+
+def load(path_or_name: str | os.PathLike | None = None, *, device: str | torch.device = "cpu") -> Model:
+    """Load a model for generation: `load()` is the bundled default; else a file, run folder or name."""
+    path = resolve(path_or_name)
+    blob = read(path)
+    meta = blob["meta"]
+    try:
+        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+        config = ModelConfig(**meta["model"])
+        net = MusicLSTM(config)
+        net.load_state_dict(blob["weights"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path} does not match this musiclstm's model or tokenizer: "
+                              f"{str(e).splitlines()[0][:160]}") from e
+    if config.vocab_size != tokenizer.vocab_size:
+        raise CheckpointError(f"{path}: model vocabulary {config.vocab_size} != tokenizer's {tokenizer.vocab_size}")
+    return Model(net.to(device).eval(), tokenizer, meta, path)

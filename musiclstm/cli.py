@@ -1,0 +1,164 @@
+"""The `musiclstm` command: a thin layer over the Python API (parse options, call, print one line)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import MusiclstmError
+
+EXISTING = click.Path(exists=True, path_type=Path)
+
+
+class Group(click.Group):
+    """Turns project errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MusiclstmError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="musiclstm")
+def cli() -> None:
+    """musiclstm: train an LSTM on any MIDI folder and compose new music with it.
+
+    \b
+    musiclstm compose                          # a new piece from the bundled model
+    musiclstm train my_midis/ --out runs/mine  # train your own
+    musiclstm compose --checkpoint runs/mine
+    """
+
+
+def _quiet(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@cli.command()
+@click.argument("corpus", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
+@click.option("--encoding", type=click.Choice(["remi", "performance", "grid"]), help="Token encoding [remi].")
+@click.option("--preset", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True)
+@click.option("--config", "config_file", type=EXISTING, help="TOML file of training options.")
+@click.option("--embed", type=click.IntRange(1), help="Embedding width.")
+@click.option("--hidden", type=click.IntRange(1), help="LSTM state size.")
+@click.option("--layers", type=click.IntRange(1), help="LSTM layers.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell [lstm].")
+@click.option("--tie-weights/--no-tie-weights", default=None, help="Share embedding and output weights.")
+@click.option("--seq-len", type=click.IntRange(2), help="Tokens per training window.")
+@click.option("--batch-size", type=click.IntRange(1))
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate.")
+@click.option("--epochs", type=click.IntRange(1))
+@click.option("--max-steps", type=click.IntRange(1))
+@click.option("--max-time", type=click.FloatRange(0, min_open=True), help="Seconds of training at most.")
+@click.option("--windows", type=click.Choice(["tbptt", "random"]), help="Window order [tbptt].")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--eval-every", type=click.IntRange(1), help="Steps between validations [an epoch].")
+@click.option("--patience", type=click.IntRange(1), help="Validations without improvement before stopping.")
+@click.option("--augment", "augment_transpose", type=click.IntRange(0, 12),
+              help="Transpose each window by a random -N..N semitones.")
+@click.option("--styles", type=click.Choice(["none", "folder", "corpus"]), help="Style conditioning tokens.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--seed", type=int)
+@click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Start over in an --out that already holds a run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train(corpus, out, preset, config_file, resume, force, quiet, **options) -> None:
+    """Train on CORPUS (MIDI folders or files) and write checkpoints to --out.
+
+    \b
+    musiclstm corpus export bach corpora/bach
+    musiclstm train corpora/bach --out runs/bach --preset small
+    musiclstm train corpora/bach --out runs/bach --resume      # after Ctrl-C
+    torchrun --nproc_per_node=2 -m musiclstm train corpora/bach --out runs/ddp
+    """
+    from .train import train as run
+
+    paths = []
+    for c in corpus:
+        p = Path(c)
+        if not p.exists():
+            from .corpus import COLLECTIONS
+
+            if c in COLLECTIONS:
+                raise MusiclstmError(f"{c} is a built-in collection: export it first with "
+                                     f"'musiclstm corpus export {c} corpora/{c}'")
+            raise MusiclstmError(f"corpus {c} does not exist")
+        paths.append(p)
+    try:
+        best = run(paths, out, resume=resume, force=force, progress=_quiet(quiet), config_file=config_file,
+                   preset=preset, **options)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: saved {out / 'last.pt'}; continue with --resume", err=True)
+        sys.exit(130)
+    click.echo(f"best checkpoint: {best}")
+
+
+@cli.command()
+@click.argument("checkpoint", default=None, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(checkpoint, as_json) -> None:
+    """What a checkpoint (file, run folder or bundled name) holds: configs, step, metrics, data."""
+    from . import checkpoint as ck
+
+    path = ck.resolve(checkpoint)
+    meta = ck.read(path)["meta"]
+    report = {"path": str(path), "step": meta.get("step"), "epoch": meta.get("epoch"),
+              "config": {"train": meta.get("train"), "model": meta.get("model"), "tokenizer": meta.get("tokenizer")},
+              "metrics": meta.get("metrics", {}), "best_val_nll": meta.get("best_val_nll"),
+              "fingerprint": meta.get("fingerprint"), "data": meta.get("data")}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    m, t = report["config"]["model"] or {}, report["config"]["tokenizer"] or {}
+    click.echo(f"{path}\n  step {report['step']} (epoch {report['epoch'] or 0:.2f}), data {report['fingerprint']}")
+    click.echo(f"  model: {m.get('cell')} {m.get('layers')}x{m.get('hidden')}, embed {m.get('embed')}, "
+               f"vocab {m.get('vocab_size')}; encoding {t.get('encoding')}, styles {t.get('styles') or 'none'}")
+    click.echo(f"  metrics: {json.dumps(report['metrics'])}")
+
+
+@cli.group()
+def corpus() -> None:
+    """Public-domain collections bundled with music21, written out as MIDI."""
+
+
+@corpus.command("list")
+def corpus_list() -> None:
+    """List the built-in collections."""
+    from .corpus import list_collections
+
+    for c in list_collections():
+        click.echo(f"{c.name:12} {c.description}")
+
+
+@corpus.command("export")
+@click.argument("name")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--jobs", type=click.IntRange(1), help="Worker processes [all cores].")
+@click.option("--limit", type=click.IntRange(1), help="Export at most this many pieces.")
+@click.option("--force", is_flag=True, help="Overwrite files already exported.")
+@click.option("--quiet", "-q", is_flag=True)
+def corpus_export(name, out_dir, jobs, limit, force, quiet) -> None:
+    """Write collection NAME as MIDI files into OUT_DIR (e.g. `musiclstm corpus export bach corpora/bach`)."""
+    from .corpus import export
+
+    r = export(name, out_dir, jobs=jobs, limit=limit, force=force, progress=_quiet(quiet))
+    for piece, why in r.skipped:
+        click.echo(f"skipped {piece}: {why}", err=True)
+    click.echo(f"{len(r.written)} written, {r.existing} already there, {len(r.skipped)} skipped -> {out_dir}")
+
+
+def main() -> None:
+    cli(prog_name="musiclstm")

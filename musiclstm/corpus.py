@@ -1,0 +1,233 @@
+"""Built-in training corpora: pieces from music21's bundled corpus, exported to MIDI files.
+
+`export("bach", out_dir)` writes one MIDI file per piece (480 ticks per quarter, so pretty_midi
+loads even long pieces) in worker processes, skipping files already there and reporting pieces
+music21 cannot convert. Listing a collection only globs files and scans ABC books for `X:` lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from .errors import ConfigError, MusiclstmError
+
+PIECE_TIMEOUT_S = 120  # seconds one piece may take to parse and write
+EXPORT_TPQ = 480  # music21's default, 10,080, puts long pieces past pretty_midi's tick limit
+_M21_LICENCE = "see music21/corpus/license.txt: public-domain music or used by permission, some non-commercial"
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A named set of files in music21's corpus, given as globs relative to the corpus folder."""
+
+    name: str
+    description: str
+    licence: str
+    globs: tuple[str, ...]
+
+    def paths(self) -> list[Path]:
+        """The collection's files, sorted; where two globs match a folder/stem pair the earlier glob wins."""
+        root, seen, out = _corpus_root(), set(), []
+        for pattern in self.globs:
+            for path in sorted(root.glob(pattern)):
+                if path.is_file() and (path.parent, path.stem) not in seen:
+                    seen.add((path.parent, path.stem))
+                    out.append(path)
+        return out
+
+
+class _Piece(NamedTuple):
+    source: Path
+    number: int | None  # ABC reference number (X:) inside a book
+    stem: str  # output file name without .mid
+    label: str  # how reports name it
+
+
+@dataclass
+class ExportReport:
+    """What `export` did: files written, pieces skipped (piece, reason) and files already present."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    existing: int = 0
+
+
+COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
+    Collection("bach", "J. S. Bach's four-part chorales (~410, MusicXML)", _M21_LICENCE,
+               ("bach/bwv*.mxl", "bach/bwv*.xml")),
+    Collection("folk", "Irish/Scottish/American fiddle tunes: O'Neill's Music of Ireland (1850) and "
+               "Ryan's Mammoth Collection (~3,000 ABC tunes, one melody each)", _M21_LICENCE,
+               ("oneills1850/*.abc", "ryansMammoth/*.abc")),
+    Collection("essen", "Essen folksong database subset, mostly German songs (~8,500 ABC melodies)",
+               "legal status unclear (music21/corpus/essenFolksong/license.txt)", ("essenFolksong/*.abc",)),
+    Collection("palestrina", "Palestrina mass movements (~1,300, Humdrum)",
+               "Copyright 2000 John Miller, Humdrum licensing agreement (see each file's header)",
+               ("palestrina/*.krn",)),
+    Collection("monteverdi", "Monteverdi madrigals, books 3-5 (49, MusicXML)", _M21_LICENCE, ("monteverdi/*.mxl",)),
+    Collection("trecento", "14th-century Italian songs (~100, MusicXML)", _M21_LICENCE,
+               ("trecento/*.xml", "trecento/*.mxl")),
+)}
+
+
+def list_collections() -> list[Collection]:
+    """All built-in collections, in a fixed order."""
+    return list(COLLECTIONS.values())
+
+
+def export(name: str, out_dir: Path, *, jobs: int | None = None, limit: int | None = None,
+           force: bool = False, progress: bool = True) -> ExportReport:
+    """Export collection `name` as `<corpus path>[_<tune>].mid` files into `out_dir`.
+
+    Existing files are kept unless `force`; `limit` caps how many pieces are considered.
+    """
+    if name not in COLLECTIONS:
+        raise ConfigError(f"unknown corpus {name!r}; known: {', '.join(COLLECTIONS)}")
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if jobs < 1 or (limit is not None and limit < 0):
+        raise ConfigError(f"jobs must be >= 1 and limit >= 0 (got jobs={jobs}, limit={limit})")
+    pieces = _pieces(COLLECTIONS[name])
+    if not pieces:
+        raise MusiclstmError(f"music21's corpus at {_corpus_root()} has no files for {name!r}")
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MusiclstmError(f"cannot create {out_dir}: {e.strerror or e}") from e
+    report, todo = ExportReport(), []
+    for piece in pieces[:limit]:
+        dest = out_dir / f"{piece.stem}.mid"
+        if dest.exists() and not force:
+            report.existing += 1
+        else:
+            todo.append((piece, dest))
+    if todo:
+        _run(todo, min(jobs, len(todo)), report, progress=progress and sys.stderr.isatty(), desc=name)
+    report.written.sort()
+    report.skipped.sort()
+    return report
+
+
+def _run(todo: list[tuple[_Piece, Path]], jobs: int, report: ExportReport, *, progress: bool, desc: str) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm import tqdm
+
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
+    try:
+        futures = {pool.submit(_export_one, str(p.source), p.number, str(dest), PIECE_TIMEOUT_S): (p, dest)
+                   for p, dest in todo}
+        with tqdm(total=len(todo), desc=f"export {desc}", unit="piece", disable=not progress) as bar:
+            for fut in as_completed(futures):
+                piece, dest = futures[fut]
+                try:
+                    reason = fut.result()
+                except BrokenProcessPool:
+                    reason = "worker process died"
+                except Exception as e:  # e.g. the alarm firing just as the piece finished
+                    reason = f"{type(e).__name__}: {e}"
+                if reason is None:
+                    report.written.append(dest)
+                else:
+                    report.skipped.append((piece.label, reason))
+                bar.update()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _corpus_root() -> Path:
+    from music21 import common
+
+    return Path(common.getCorpusFilePath())
+
+
+def _pieces(collection: Collection) -> list[_Piece]:
+    """Every piece of the collection: one per file, or one per tune (X: number) of an ABC file."""
+    root, out = _corpus_root(), []
+    for path in collection.paths():
+        rel = path.relative_to(root)
+        stem = _safe("_".join(rel.with_suffix("").parts))
+        if path.suffix.lower() != ".abc":
+            out.append(_Piece(path, None, stem, rel.as_posix()))
+            continue
+        numbers = _abc_numbers(path)
+        for n in numbers:
+            out.append(_Piece(path, n, stem if len(numbers) == 1 else f"{stem}_{n}", f"{rel.as_posix()}#X:{n}"))
+    return out
+
+
+def _abc_numbers(path: Path) -> list[int]:
+    """The distinct reference numbers (X: lines) of an ABC file, in file order."""
+    found = re.findall(r"^\s*X:\s*(\d+)\s*$", path.read_text(encoding="latin-1"), flags=re.MULTILINE)
+    return list(dict.fromkeys(int(n) for n in found))
+
+
+def _safe(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
+
+
+class _PieceTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame) -> None:
+    raise _PieceTimeout
+
+
+def _init_worker() -> None:
+    """Worker set-up: music21 writes MIDI at EXPORT_TPQ, with a one-quarter start/end pad at that rate."""
+    import music21
+
+    music21.defaults.ticksPerQuarter = EXPORT_TPQ
+    music21.defaults.ticksAtStart = EXPORT_TPQ
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, _on_alarm)
+
+
+def _unshare_markers(score) -> None:
+    """Copy meter/key/tempo objects music21 placed in two measures (its ABC reader does, e.g. after a
+    pickup bar); else its MIDI writer fails with "StreamException: ... is already found in this Stream"."""
+    import copy
+
+    seen: set[int] = set()
+    for stream in score.recurse(streamsOnly=True, includeSelf=True):
+        for el in list(stream.getElementsByClass(("TimeSignature", "KeySignature", "MetronomeMark"))):
+            if id(el) in seen:
+                stream.replace(el, copy.deepcopy(el))
+            seen.add(id(el))
+
+
+def _export_one(source: str, number: int | None, dest: str, timeout: float) -> str | None:
+    """Convert one piece to MIDI at `dest`; None on success, else a one-line reason."""
+    import music21
+
+    alarm = hasattr(signal, "SIGALRM")
+    if alarm:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:  # no pickle cache: nothing written outside out_dir, no races between workers
+        score = music21.converter.parseFile(source, number=number, forceSource=True, storePickle=False)
+        if next(iter(score.recurse().notes), None) is None:
+            return "no notes"
+        _unshare_markers(score)
+        data = music21.midi.translate.music21ObjectToMidiFile(score).writestr()
+    except _PieceTimeout:
+        return f"timed out after {timeout:g} s"
+    except Exception as e:  # music21 raises many unrelated types (StreamException, ExpanderException, ...)
+        return " ".join(f"{type(e).__name__}: {e}".split())[:300]
+    finally:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    tmp = Path(dest).with_name(f".{Path(dest).name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        return f"cannot write {dest}: {e.strerror or e}"
+    return None

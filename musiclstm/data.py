@@ -1,0 +1,246 @@
+"""Corpus preparation: find files, tokenize once into a cache, report, split, and cut windows.
+
+The cache holds one `.npy` of token ids per (file content, tokenizer config): a second run, or a
+run on an overlapping corpus, reads ids instead of MIDI. Files are read in worker processes so
+a file that crashes or hangs a parser cannot take the run down with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, MidiReadError, MusiclstmError
+from .midi import is_music_file
+from .tokenizer import Tokenizer
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MUSICLSTM_CACHE", Path.home() / ".cache" / "musiclstm"))
+
+
+@dataclass
+class Piece:
+    """One usable file: where it came from, its content hash, style, split and token ids."""
+
+    path: Path
+    sha: str
+    style: str | None
+    split: str
+    ids: np.ndarray
+    seconds: float
+
+
+@dataclass
+class Corpus:
+    """The prepared data and its report."""
+
+    pieces: list[Piece]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, same as file)
+    fingerprint: str = ""
+
+    def split(self, name: str) -> list[Piece]:
+        return [p for p in self.pieces if p.split == name]
+
+    def report(self) -> str:
+        tokens = sum(len(p.ids) for p in self.pieces)
+        hours = sum(p.seconds for p in self.pieces) / 3600
+        lines = [f"{len(self.pieces)} files read ({len(self.split('train'))} train, "
+                 f"{len(self.split('valid'))} valid), {tokens:,} tokens, {hours:.2f} hours of music; "
+                 f"{len(self.skipped)} skipped, {len(self.duplicates)} duplicates"]
+        lines += [f"  skipped {f}: {why}" for f, why in self.skipped[:50]]
+        if len(self.skipped) > 50:
+            lines.append(f"  ... and {len(self.skipped) - 50} more skipped")
+        lines += [f"  duplicate {f} (same as {g})" for f, g in self.duplicates[:20]]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"files": len(self.pieces), "tokens": int(sum(len(p.ids) for p in self.pieces)),
+                "hours": sum(p.seconds for p in self.pieces) / 3600, "skipped": self.skipped,
+                "duplicates": self.duplicates, "fingerprint": self.fingerprint}
+
+
+def find_files(corpus: Path) -> list[Path]:
+    """Music files under `corpus` (recursive, case-insensitive suffixes), sorted."""
+    if corpus.is_file():
+        return [corpus]
+    return sorted(p for p in corpus.rglob("*") if p.is_file() and is_music_file(p) and not p.name.startswith("."))
+
+
+def _style_of(path: Path, root: Path, mode: str) -> str | None:
+    if mode == "none":
+        return None
+    if mode == "corpus" or path == root:
+        return root.name
+    rel = path.relative_to(root).parts
+    return rel[0] if len(rel) > 1 else root.name
+
+
+def _csv_splits(root: Path) -> dict[str, str]:
+    """A MAESTRO-style csv at the corpus root: {relative file name: split}."""
+    out: dict[str, str] = {}
+    for f in root.glob("*.csv") if root.is_dir() else []:
+        with f.open(newline="", encoding="utf-8", errors="replace") as fh:
+            for row in csv.DictReader(fh):
+                name = row.get("midi_filename") or row.get("filename") or row.get("file")
+                split = (row.get("split") or "").strip().lower()
+                if name and split:
+                    out[name] = {"validation": "valid", "val": "valid"}.get(split, split)
+    return out
+
+
+def _hash_split(sha: str, val_fraction: float) -> str:
+    return "valid" if int(sha[:8], 16) / 0xFFFFFFFF < val_fraction else "train"
+
+
+def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, float]:
+    """Worker: (path, tokenizer dict, cache dir) -> (sha, cache file or "", error, seconds)."""
+    path, tok_dict, cache_dir = args
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return "", "", f"cannot read: {e.strerror or e}", 0.0
+    tok_key = hashlib.sha1(json.dumps(tok_dict, sort_keys=True).encode()).hexdigest()[:12]
+    sha = hashlib.sha1(data).hexdigest()
+    out = Path(cache_dir) / tok_key / sha[:2] / f"{sha}.npz"
+    if out.exists():
+        try:
+            with np.load(out) as z:
+                return sha, str(out), None, float(z["seconds"])
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is simply rebuilt
+    tok = Tokenizer.from_dict(tok_dict)
+    try:
+        from .midi import read
+
+        score = read(data if not Path(path).suffix.lower() in {".xml", ".mxl", ".musicxml", ".abc", ".krn"}
+                     else path, name=path)
+        if len(score) == 0:
+            return sha, "", "no notes", 0.0
+        ids = tok.codec.encode(score, tok.vocab)
+    except MidiReadError as e:
+        return sha, "", e.reason, 0.0
+    if len(ids) == 0:
+        return sha, "", f"no notes the {tok.encoding} encoding keeps", 0.0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, ids=ids.astype(np.int32), seconds=score.duration_seconds)
+    os.replace(tmp, out)
+    return sha, str(out), None, score.duration_seconds
+
+
+def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 0.1, styles: str = "none",
+            jobs: int | None = None, cache_dir: Path | None = None, progress: bool = True) -> Corpus:
+    """Tokenize every music file of `corpora` (cached) and split it by file, deterministically."""
+    from tqdm.auto import tqdm
+
+    cache_dir = Path(cache_dir or default_cache_dir())
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    items: list[tuple[Path, Path]] = []
+    for root in corpora:
+        root = Path(root)
+        if not root.exists():
+            raise ConfigError(f"corpus {root} does not exist")
+        items += [(f, root) for f in find_files(root)]
+    if not items:
+        raise MusiclstmError(f"no music files (.mid, .midi, .kar, MusicXML, ABC) in {', '.join(map(str, corpora))}")
+    tok_dict = tokenizer.to_dict()
+    args = [(str(f), tok_dict, str(cache_dir)) for f, _ in items]
+    bar = dict(total=len(args), desc="preparing", unit="file", disable=not progress, leave=False)
+    if jobs == 1 or len(args) < 8:
+        results = [_prepare_one(a) for a in tqdm(args, **bar)]
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(tqdm(pool.map(_prepare_one, args, chunksize=8), **bar))
+
+    corpus = Corpus([])
+    seen: dict[str, str] = {}
+    splits = {root: _csv_splits(root) for root in {r for _, r in items}}
+    for (f, root), (sha, cached, err, seconds) in zip(items, results, strict=True):
+        if err is not None:
+            corpus.skipped.append((str(f), err))
+            continue
+        if sha in seen:
+            corpus.duplicates.append((str(f), seen[sha]))
+            continue
+        seen[sha] = str(f)
+        with np.load(cached) as z:
+            ids = z["ids"].astype(np.int64)
+        rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+        split = splits[root].get(rel) or _hash_split(sha, val_fraction)
+        if split not in ("train", "valid"):
+            continue  # e.g. MAESTRO's test split is left out of training
+        corpus.pieces.append(Piece(f, sha, _style_of(f, root, styles), split, ids, seconds))
+    if not corpus.pieces:
+        reasons = "; ".join(sorted({why for _, why in corpus.skipped}))[:200]
+        raise MusiclstmError(f"no readable music in {', '.join(map(str, corpora))} ({reasons or 'all duplicates'})")
+    if not corpus.split("train"):  # tiny corpora: keep at least one training file
+        corpus.pieces[0].split = "train"
+    if val_fraction > 0 and not corpus.split("valid") and len(corpus.pieces) > 1:
+        corpus.pieces[-1].split = "valid"
+    h = hashlib.sha256(json.dumps(tok_dict, sort_keys=True).encode())
+    for p in sorted(corpus.pieces, key=lambda p: p.sha):
+        h.update(f"{p.sha}:{p.split}:{p.style}".encode())
+    corpus.fingerprint = h.hexdigest()[:16]
+    return corpus
+
+
+def stream(pieces: list[Piece], tokenizer: Tokenizer) -> torch.Tensor:
+    """All pieces laid end to end, each as BOS [STYLE] ids EOS: a 1-D int64 tensor."""
+    from .tokenizer import BOS, EOS
+
+    parts = []
+    for p in pieces:
+        head = [BOS] + ([tokenizer.style_id(p.style)] if p.style is not None and tokenizer.styles else [])
+        parts += [np.array(head, np.int64), p.ids, np.array([EOS], np.int64)]
+    return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, dtype=torch.long)
+
+
+class Windows:
+    """Training windows from one token stream, in one of two orders.
+
+    * `tbptt`: the stream is cut into `batch` contiguous lanes and windows are taken in order,
+      so the LSTM state can be carried (and detached) from one window to the next.
+    * `random`: each batch is `batch` windows at random offsets, state starting from zero.
+    `batches_per_epoch` and `get(i, generator)` let a run resume at an exact position.
+    """
+
+    def __init__(self, data: torch.Tensor, batch: int, length: int, mode: str = "tbptt", rank: int = 0,
+                 world: int = 1):
+        if mode not in ("tbptt", "random"):
+            raise ConfigError(f"unknown window mode {mode!r}")
+        self.mode, self.batch, self.length = mode, batch, length
+        if mode == "tbptt":
+            lanes = batch * world
+            n = (len(data) - 1) // lanes
+            if n < 2:
+                raise MusiclstmError(f"corpus too small: {len(data)} tokens for {lanes} lanes")
+            x = data[: n * lanes].view(lanes, n)[rank * batch:(rank + 1) * batch]
+            y = data[1: n * lanes + 1].view(lanes, n)[rank * batch:(rank + 1) * batch]
+            self.x, self.y = x, y
+            self.batches_per_epoch = max(1, (n - 1) // length + 1)
+        else:
+            if len(data) < 2:
+                raise MusiclstmError("corpus too small")
+            self.data = data
+            self.length = min(length, len(data) - 1)
+            self.batches_per_epoch = max(1, (len(data) - 1) // (batch * self.length * world))
+
+    def get(self, i: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Batch `i` of an epoch -> (x (B, T), y (B, T), whether to carry the state)."""
+        if self.mode == "tbptt":
+            s = i * self.length
+            return self.x[:, s: s + self.length], self.y[:, s: s + self.length], i > 0
+        starts = torch.randint(0, len(self.data) - self.length, (self.batch,), generator=generator)
+        idx = starts[:, None] + torch.arange(self.length + 1)
+        w = self.data[idx]
+        return w[:, :-1], w[:, 1:], False

@@ -1,0 +1,380 @@
+"""Training: `train(corpus, out, **options)` from MIDI folders to a self-contained checkpoint.
+
+The loop is the word-language-model recipe (stateful truncated BPTT, gradient clipping, AdamW)
+with a warmup + cosine schedule, early stopping on validation NLL, atomic checkpoints, exact
+resume, and PyTorch DDP when started under `torchrun`. It knows nothing about music: it sees the
+token streams that `data.prepare` makes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint, data
+from .errors import ConfigError, MusiclstmError
+from .model import ModelConfig, MusicLSTM
+from .tokenizer import Tokenizer
+
+PRESETS = {  # model sizes and schedules; any field can be overridden
+    "tiny": dict(embed=64, hidden=128, layers=2, seq_len=128, batch_size=16, lr=3e-3),
+    "small": dict(embed=256, hidden=256, layers=2, seq_len=256, batch_size=32, lr=2e-3),
+    "medium": dict(embed=256, hidden=512, layers=3, seq_len=256, batch_size=64, lr=1e-3),
+    "large": dict(embed=512, hidden=1024, layers=3, seq_len=512, batch_size=64, lr=5e-4),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data. Stored in every checkpoint."""
+
+    encoding: str = "remi"  #: performance, remi or grid
+    preset: str = "small"  #: tiny, small, medium or large (see PRESETS)
+    embed: int = 256  #: embedding width
+    hidden: int = 256  #: LSTM state size per layer
+    layers: int = 2  #: LSTM layers
+    dropout: float = 0.1  #: dropout between layers and before the output
+    cell: str = "lstm"  #: lstm, gru or rnn
+    tie_weights: bool = False  #: share embedding and output weights (needs embed == hidden)
+    seq_len: int = 256  #: tokens per training window
+    batch_size: int = 32  #: windows per step (per process under torchrun)
+    lr: float = 2e-3  #: peak learning rate (AdamW)
+    weight_decay: float = 0.01  #: AdamW weight decay
+    warmup_steps: int = 100  #: linear warmup, then cosine decay to 10 % of `lr`
+    grad_clip: float = 1.0  #: gradient norm clipping
+    epochs: int = 20  #: passes over the training stream
+    max_steps: int | None = None  #: stop after this many optimizer steps
+    max_time: float | None = None  #: stop after this many seconds of training
+    windows: str = "tbptt"  #: tbptt (state carried between windows) or random (fresh state)
+    val_fraction: float = 0.1  #: share of files held out, by content hash (a csv split wins)
+    eval_every: int | None = None  #: steps between validations (default: once an epoch)
+    patience: int = 5  #: stop after this many validations without improvement
+    augment_transpose: int = 0  #: random transposition of each training window in [-n, n] semitones
+    styles: str = "none"  #: conditioning: none, folder (top sub-folder name) or corpus (corpus name)
+    precision: str = "auto"  #: auto, fp32, bf16 (CPU autocast) or fp16 (CUDA AMP)
+    device: str = "auto"  #: auto, cpu, cuda, cuda:N or mps
+    seed: int = 0  #: seeds initialisation, window order and samples
+    jobs: int | None = None  #: worker processes for preparation (default: all cores)
+    sample_tokens: int = 256  #: length of the sample MIDI written at each validation (0: none)
+
+    @classmethod
+    def build(cls, preset: str = "small", config_file: str | os.PathLike | None = None, **overrides) -> TrainConfig:
+        """Defaults, then the preset, then a TOML file, then explicit overrides (None = not given)."""
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        values = {**PRESETS[preset], "preset": preset}
+        if config_file is not None:
+            import tomllib
+
+            try:
+                values.update(tomllib.loads(Path(config_file).read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as e:
+                raise ConfigError(f"cannot read config {config_file}: {e}") from e
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if self.windows not in ("tbptt", "random"):
+            raise ConfigError("windows must be tbptt or random")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError("precision must be auto, fp32, bf16 or fp16")
+        if self.styles not in ("none", "folder", "corpus"):
+            raise ConfigError("styles must be none, folder or corpus")
+        if min(self.seq_len, self.batch_size, self.epochs) < 1 or self.lr <= 0:
+            raise ConfigError("seq_len, batch_size and epochs must be >= 1 and lr > 0")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError("val_fraction must be in [0, 1)")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def evaluate_nll(net: MusicLSTM, ids: torch.Tensor, cfg: TrainConfig, device: torch.device) -> float:
+    """Mean next-token NLL (nats) over a token stream, state carried across windows."""
+    net.eval()
+    lanes = max(1, min(16, (len(ids) - 1) // max(2, cfg.seq_len)))
+    win = data.Windows(ids, lanes, cfg.seq_len, "tbptt")
+    total, count, state = 0.0, 0, None
+    for i in range(win.batches_per_epoch):
+        x, y, _ = win.get(i, None)
+        if x.shape[1] == 0:
+            break
+        with _autocast(device, cfg.precision):
+            logits, state = net(x.to(device), state)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), reduction="sum").item()
+        count += y.numel()
+    net.train()
+    return total / max(1, count)
+
+
+def train(corpus, out, *, resume: bool = False, force: bool = False, progress: bool = True,
+          cache_dir=None, config_file=None, preset: str = "small", **options) -> Path:
+    """Prepare `corpus` (a folder, a file, or a list of them), train, and return the best checkpoint path.
+
+    Options are the fields of `TrainConfig`. Writes into `out`: last.pt, best.pt, config.json,
+    metrics.jsonl, loss.png, data_report.json and samples/.
+    """
+    out = Path(out)
+    corpora = [Path(c) for c in (corpus if isinstance(corpus, list | tuple) else [corpus])]
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    resume_blob = None
+    if resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise MusiclstmError(f"nothing to resume: {last} does not exist")
+        resume_blob = checkpoint.read(last)
+        saved = resume_blob["meta"]["train"]
+        cfg = replace(TrainConfig(**saved), **{k: v for k, v in options.items()
+                                               if v is not None and k in ("epochs", "max_steps", "max_time",
+                                                                          "patience", "device", "jobs")})
+    else:
+        if (out / "last.pt").exists() and not force:
+            raise MusiclstmError(f"{out} already holds a run; use --resume to continue it or --force to start over")
+        cfg = TrainConfig.build(preset, config_file, **options)
+
+    if world > 1 and not torch.distributed.is_initialized():
+        device = pick_device(cfg.device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend)
+    else:
+        device = pick_device(cfg.device)
+    is_main = rank == 0
+    try:
+        return _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir)
+    finally:
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir) -> Path:
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    # styles come from sub-folders or corpus names; the tokenizer must know them before training
+    style_names = None
+    if cfg.styles != "none":
+        found = sorted({data._style_of(f, Path(c), cfg.styles) for c in corpora for f in data.find_files(Path(c))})
+        style_names = tuple(s for s in found if s)
+    if resume_blob is not None:
+        tokenizer = Tokenizer.from_dict(resume_blob["meta"]["tokenizer"])
+    else:
+        tokenizer = Tokenizer(cfg.encoding, styles=style_names or ())
+    if world > 1 and not is_main:
+        torch.distributed.barrier()  # let rank 0 fill the cache first
+    corpus = data.prepare(corpora, tokenizer, val_fraction=cfg.val_fraction, styles=cfg.styles, jobs=cfg.jobs,
+                          cache_dir=cache_dir, progress=progress and is_main)
+    if world > 1 and is_main:
+        torch.distributed.barrier()
+    if resume_blob is not None and resume_blob["meta"].get("fingerprint") != corpus.fingerprint:
+        raise MusiclstmError("the corpus changed since this run started (data fingerprint differs); "
+                             "start a new run instead of --resume")
+    train_ids = data.stream(corpus.split("train"), tokenizer)
+    valid_ids = data.stream(corpus.split("valid"), tokenizer)
+    windows = data.Windows(train_ids, cfg.batch_size, cfg.seq_len, cfg.windows, rank, world)
+    per_epoch = windows.batches_per_epoch
+    total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
+    eval_every = cfg.eval_every or per_epoch
+
+    mcfg = ModelConfig(tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.cell, cfg.tie_weights)
+    net = MusicLSTM(mcfg).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    st = {"step": 0, "best": float("inf"), "bad_evals": 0, "history": []}
+    carry = None
+    if resume_blob is not None:
+        net.load_state_dict(resume_blob["weights"])
+        r = resume_blob["resume"]
+        opt.load_state_dict(r["optimizer"])
+        gen.set_state(r["generator"])
+        torch.set_rng_state(r["torch_rng"])
+        st = json.loads(r["progress"])
+        if "carry_h" in r and cfg.windows == "tbptt":
+            carry = (r["carry_h"].to(device), r["carry_c"].to(device)) if "carry_c" in r else r["carry_h"].to(device)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "samples").mkdir(exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg),
+                                                     "tokenizer": tokenizer.to_dict()}, indent=2))
+        (out / "data_report.json").write_text(json.dumps(corpus.to_json(), indent=2))
+        if progress:
+            tqdm.write(corpus.report())
+
+    def meta(step: int) -> dict:
+        return {"step": step, "epoch": step / per_epoch, "train": asdict(cfg), "fingerprint": corpus.fingerprint,
+                "metrics": st["history"][-1] if st["history"] else {}, "best_val_nll": st["best"],
+                "data": {k: v for k, v in corpus.to_json().items() if k in ("files", "tokens", "hours")},
+                "world_size": world, "torch": torch.__version__}
+
+    def save_last(step: int) -> None:
+        if not is_main:
+            return
+        r = {"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+             "progress": json.dumps(st)}
+        if carry is not None:
+            if isinstance(carry, tuple):
+                r["carry_h"], r["carry_c"] = carry[0].detach().cpu(), carry[1].detach().cpu()
+            else:
+                r["carry_h"] = carry.detach().cpu()
+        checkpoint.save(out / "last.pt", net, tokenizer, meta(step), r)
+
+    def validate(step: int, train_loss: float, tok_s: float) -> bool:
+        nonlocal carry
+        val = evaluate_nll(net, valid_ids, cfg, device) if len(valid_ids) > 2 else float("nan")
+        if world > 1:
+            t = torch.tensor([val], device=device)
+            torch.distributed.all_reduce(t)
+            val = t.item() / world
+        row = {"step": step, "epoch": round(step / per_epoch, 3), "train_nll": round(train_loss, 5),
+               "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5), "lr": lr_at(step, cfg, total),
+               "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
+        st["history"].append(row)
+        improved = val < st["best"] or math.isnan(val)
+        if improved:
+            st["best"], st["bad_evals"] = (val if not math.isnan(val) else st["best"]), 0
+        else:
+            st["bad_evals"] += 1
+        if is_main:
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            save_last(step)
+            if improved:
+                checkpoint.save(out / "best.pt", net, tokenizer, meta(step))
+            _plot(out, st["history"])
+            _sample(net, tokenizer, cfg, out / "samples" / f"step{step:07d}.mid", device)
+        return st["bad_evals"] >= cfg.patience
+
+    net.train()
+    t0, tokens, loss_sum, loss_n = time.time(), 0, 0.0, 0
+    bar = tqdm(total=total, initial=st["step"], desc="training", unit="step", disable=not (progress and is_main),
+               dynamic_ncols=True)
+    step = st["step"]
+    try:
+        while step < total:
+            if cfg.max_time is not None and time.time() - t0 > cfg.max_time:
+                break
+            x, y, keep = windows.get(step % per_epoch, gen)
+            if cfg.augment_transpose:
+                k = int(torch.randint(-cfg.augment_transpose, cfg.augment_transpose + 1, (1,), generator=gen))
+                x, y = _transpose(tokenizer, x, k), _transpose(tokenizer, y, k)
+            x, y = x.to(device), y.to(device)
+            state = _detach(carry) if (keep and carry is not None) else None
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg, total)
+            with _autocast(device, cfg.precision):
+                logits, carry = model(x, state)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            carry = _detach(carry) if cfg.windows == "tbptt" else None
+            step += 1
+            st["step"] = step
+            tokens += x.numel() * world
+            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            tok_s = tokens / max(1e-9, time.time() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_s:,.0f}")
+            if step % eval_every == 0 or step == total:
+                if validate(step, loss_sum / loss_n, tok_s):
+                    break
+                loss_sum, loss_n = 0.0, 0
+    except KeyboardInterrupt:
+        save_last(step)
+        bar.close()
+        raise
+    bar.close()
+    if not st["history"] or st["history"][-1]["step"] != step:
+        validate(step, loss_sum / max(1, loss_n), tokens / max(1e-9, time.time() - t0))
+    return out / "best.pt"
+
+
+def _detach(state):
+    if state is None:
+        return None
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def _transpose(tokenizer: Tokenizer, ids: torch.Tensor, k: int) -> torch.Tensor:
+    """Shift pitch tokens by k semitones; drums and non-pitch tokens stay."""
+    if k == 0:
+        return ids
+    out = ids.clone()
+    for kind in ("NOTE_ON", "NOTE_OFF", "PITCH"):
+        if kind in tokenizer.vocab.offset:
+            o = tokenizer.vocab.offset[kind]
+            m = (ids >= o) & (ids < o + 128)
+            out[m] = o + ((ids[m] - o + k).clamp(0, 127))
+    return out
+
+
+def _plot(out: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["train_nll"] for h in history], label="train")
+    ax.plot(steps, [h["val_nll"] for h in history], label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("NLL (nats/token)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
+
+
+def _sample(net: MusicLSTM, tokenizer: Tokenizer, cfg: TrainConfig, path: Path, device) -> None:
+    if cfg.sample_tokens <= 0:
+        return
+    from .midi import write_midi
+    from .sample import generate
+
+    ids = generate(net, max_tokens=cfg.sample_tokens, temperature=1.0, seed=cfg.seed, device=device)[0]
+    write_midi(tokenizer.decode_score(ids), path, force=True)
+    net.train()
