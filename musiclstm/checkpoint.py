@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,9 +93,9 @@ def read(path: Path) -> dict:
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path} is not a safe musiclstm checkpoint (it holds pickled code or objects; "
                               "refused without running it)") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or foreign file: "
-                              f"{str(e).splitlines()[0][:120]})") from e
+    except Exception as e:  # the unpickler raises anything on foreign bytes (IndexError, KeyError, ...)
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or foreign file: {first})") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a musiclstm checkpoint")
     if blob.get("version") != VERSION:

@@ -162,3 +162,61 @@ def corpus_export(name, out_dir, jobs, limit, force, quiet) -> None:
 
 def main() -> None:
     cli(prog_name="musiclstm")
+
+
+@cli.command()
+@click.option("--checkpoint", "-c", help="Checkpoint file, run folder or bundled model name [default].")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("composition.mid"), show_default=True,
+              help="MIDI file to write (with --num N: OUT-1.mid ... OUT-N.mid).")
+@click.option("--num", "-n", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--seconds", type=click.FloatRange(0, min_open=True), help="Length in seconds [30].")
+@click.option("--bars", type=click.IntRange(1), help="Length in bars (remi models).")
+@click.option("--tokens", type=click.IntRange(1), help="Length in tokens.")
+@click.option("--temperature", "-t", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="0 = always the most likely token.")
+@click.option("--top-k", type=click.IntRange(1))
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
+@click.option("--repetition-penalty", type=click.FloatRange(1), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prime", type=EXISTING, help="MIDI, MusicXML or ABC file to continue.")
+@click.option("--prime-seconds", type=click.FloatRange(0, min_open=True), help="Use the primer's first N seconds.")
+@click.option("--prime-bars", type=click.FloatRange(0, min_open=True), help="Use the primer's first N bars.")
+@click.option("--prime-notes", help="Start from these MIDI pitches, e.g. '60 64 67'.")
+@click.option("--style", help="Conditioning style (see `musiclstm info`).")
+@click.option("--key", help="Keep notes in a key, e.g. 'D minor'.")
+@click.option("--instruments", help="e.g. 'piano,strings,drums' or GM program numbers.")
+@click.option("--drums/--no-drums", default=None, help="Allow drums (remi models).")
+@click.option("--tempo", type=click.FloatRange(10, 400), help="Tempo in quarter notes per minute.")
+@click.option("--max-polyphony", type=click.IntRange(1), help="Most notes sounding at once.")
+@click.option("--wav", is_flag=True, help="Also render audio (FluidSynth + GM soundfont).")
+@click.option("--png", is_flag=True, help="Also draw a piano roll.")
+@click.option("--musicxml", is_flag=True, help="Also write MusicXML (music21).")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def compose(checkpoint, out, num, wav, png, musicxml, force, prime, **options) -> None:
+    """Compose new music (MIDI plus a JSON sidecar that reproduces it).
+
+    \b
+    musiclstm compose                                  # 30 s from the bundled default model
+    musiclstm compose -c runs/bach --seconds 45 --seed 7 -o chorale.mid
+    musiclstm compose --prime intro.mid --prime-seconds 8 --temperature 0.9 --top-p 0.9
+    musiclstm compose --num 4 --key "D minor" --png --wav
+    """
+    from . import checkpoint as ck
+    from .compose import compose as run
+    from .compose import sidecar, write_outputs
+
+    model = ck.load(checkpoint)
+    if options["seconds"] is None and options["bars"] is None and options["tokens"] is None:
+        options["seconds"] = 30.0
+    targets = [out] if num == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(num)]
+    for p in targets:
+        if p.exists() and not force:
+            raise MusiclstmError(f"{p} exists; use --force to overwrite")
+    pms, seqs = run(model, prime, num=num, return_ids=True, **options)
+    pms = pms if num > 1 else [pms]
+    for pm, ids, path in zip(pms, seqs, targets, strict=True):
+        info = sidecar(model, {**options, "num": num, "prime": str(prime) if prime else None,
+                               "checkpoint": checkpoint}, prime, ids)
+        write_outputs(pm, path, force=force, info=info, wav=wav, png=png, musicxml=musicxml)
+        click.echo(f"wrote {path} ({pm.get_end_time():.1f} s, "
+                   f"{sum(len(i.notes) for i in pm.instruments)} notes)")

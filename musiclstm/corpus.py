@@ -190,13 +190,18 @@ def _init_worker() -> None:
         signal.signal(signal.SIGALRM, _on_alarm)
 
 
-def _unshare_markers(score) -> None:
-    """Copy meter/key/tempo objects music21 placed in two measures (its ABC reader does, e.g. after a
-    pickup bar); else its MIDI writer fails with "StreamException: ... is already found in this Stream"."""
+def _clean(score) -> None:
+    """Work around two music21 MIDI-writer flaws, in place. Grace notes (zero length) are dropped: they
+    are written note-off before note-on, leaving a note hanging until the next one of that pitch.
+    Meter/key/tempo objects placed in two measures (its ABC reader does, e.g. after a pickup bar) are
+    copied: shared, they fail the export with "StreamException: ... is already found in this Stream"."""
     import copy
 
     seen: set[int] = set()
     for stream in score.recurse(streamsOnly=True, includeSelf=True):
+        graces = [n for n in stream.notes if n.duration.isGrace]
+        if graces:
+            stream.remove(graces)
         for el in list(stream.getElementsByClass(("TimeSignature", "KeySignature", "MetronomeMark"))):
             if id(el) in seen:
                 stream.replace(el, copy.deepcopy(el))
@@ -212,9 +217,9 @@ def _export_one(source: str, number: int | None, dest: str, timeout: float) -> s
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:  # no pickle cache: nothing written outside out_dir, no races between workers
         score = music21.converter.parseFile(source, number=number, forceSource=True, storePickle=False)
+        _clean(score)
         if next(iter(score.recurse().notes), None) is None:
             return "no notes"
-        _unshare_markers(score)
         data = music21.midi.translate.music21ObjectToMidiFile(score).writestr()
     except _PieceTimeout:
         return f"timed out after {timeout:g} s"

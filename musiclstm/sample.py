@@ -51,11 +51,13 @@ def check_options(temperature: float, top_k: int | None, top_p: float | None, re
 def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int = 0, batch: int = 1, *, repetition_penalty: float = 1.0,
              repetition_window: int = 32, eos: int | None = 2, constraint: Constraint | None = None,
-             device: str | torch.device | None = None) -> list[list[int]]:
+             stop: Callable[[], torch.Tensor] | None = None, device: str | torch.device | None = None) -> list[list[int]]:
     """Sample `batch` continuations of `prime` (a list of ids, the same for every sequence).
 
     Returns `batch` lists of ids: the primer followed by up to `max_tokens` new ids, stopping a
     sequence at `eos`. `temperature=0` is argmax. `model` is a loaded `Model` or a `MusicLSTM`.
+    `constraint` masks the allowed next ids (see `grammar`); `stop()` -> (B,) bool ends sequences
+    early (they get `eos` next).
     """
     check_options(temperature, top_k, top_p, repetition_penalty)
     net = getattr(model, "net", model)
@@ -93,6 +95,9 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
             done |= nxt == eos
         out.append(nxt[:, None])
+        if stop is not None and constraint is not None:
+            constraint(torch.cat(out, 1), logits)  # bring the grammar's clock up to date
+            done |= stop().to(device)
         if eos is not None and bool(done.all()):
             break
         logits, state = net.step(nxt, state)

@@ -1,0 +1,272 @@
+"""Grammar masks: the sampler may only pick ids that keep the output valid music.
+
+A `Grammar` follows every sequence of a batch token by token (vectorized over the batch) and
+says which ids may come next. It is how composed output is valid by construction: no note-off
+without an open note, no zero-length notes, no note left open past the cap (no stuck notes),
+timing tokens in order, REMI's BAR/POSITION/PROGRAM/PITCH/VELOCITY/DURATION order, plus the
+musical controls: allowed pitches (key/scale, range), programs, drums and maximum polyphony.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ConfigError
+from .tokenizer import BOS, EOS, PAD, Tokenizer
+
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+NOTE_NAMES = {"C": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "F": 5, "F#": 6, "GB": 6, "G": 7,
+              "G#": 8, "AB": 8, "A": 9, "A#": 10, "BB": 10, "B": 11}
+
+
+def parse_key(key: str) -> tuple[int, str]:
+    """'C', 'A minor', 'f# major', 'Eb' -> (tonic pitch class, scale name)."""
+    parts = key.replace("-", " ").split()
+    tonic = parts[0].upper() if parts else ""
+    scale = parts[1].lower() if len(parts) > 1 else ("minor" if tonic.endswith("M") and len(tonic) > 1 else "major")
+    if tonic.endswith("M") and len(tonic) > 1:
+        tonic = tonic[:-1]
+    if tonic not in NOTE_NAMES or scale not in SCALES:
+        raise ConfigError(f"unknown key {key!r}; try e.g. 'C', 'A minor', 'F# major'")
+    return NOTE_NAMES[tonic], scale
+
+
+@dataclass
+class Controls:
+    """Musical constraints on sampling. None means unconstrained."""
+
+    key: str | None = None  #: keep pitched notes in this key's scale, e.g. "D minor"
+    pitch_range: tuple[int, int] | None = None  #: lowest and highest MIDI pitch allowed
+    programs: tuple[int, ...] | None = None  #: remi: General MIDI programs allowed (drums aside)
+    drums: bool = True  #: remi: whether drum notes may appear
+    max_polyphony: int | None = None  #: most notes sounding at once
+    max_note_steps: int | None = None  #: the longest note, in the encoding's time steps
+
+    def pitch_mask(self) -> torch.Tensor:
+        m = torch.ones(128, dtype=torch.bool)
+        if self.key:
+            tonic, scale = parse_key(self.key)
+            pcs = {(tonic + s) % 12 for s in SCALES[scale]}
+            m &= torch.tensor([p % 12 in pcs for p in range(128)])
+        if self.pitch_range:
+            lo, hi = self.pitch_range
+            m &= (torch.arange(128) >= lo) & (torch.arange(128) <= hi)
+        if not m.any():
+            raise ConfigError("the key and pitch range leave no pitch to play")
+        return m
+
+
+class Grammar:
+    """Call with (ids so far (B, t), logits (B, V)) -> allowed next ids (B, V)."""
+
+    def __init__(self, tokenizer: Tokenizer, controls: Controls | None = None):
+        self.tok, self.v = tokenizer, tokenizer.vocab
+        self.c = controls or Controls()
+        self.pitches = self.c.pitch_mask()
+        self.seen = 0
+        self.state: dict[str, torch.Tensor] | None = None
+        self._rng = {k: (self.v.offset[k], self.v.offset[k] + n) for k, n in zip(self.v.kinds, self.v.sizes,
+                                                                                   strict=True)}
+
+    def r(self, kind: str) -> slice:
+        a, b = self._rng[kind]
+        return slice(a, b)
+
+    def is_(self, t: torch.Tensor, kind: str) -> torch.Tensor:
+        a, b = self._rng[kind]
+        return (t >= a) & (t < b)
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        B = ids.shape[0]
+        if self.state is None:
+            self.state = self.init(B)
+        for j in range(self.seen, ids.shape[1]):
+            self.update(ids[:, j].cpu())
+        self.seen = ids.shape[1]
+        allowed = self.allowed(B)
+        allowed[:, PAD] = False
+        allowed[:, BOS] = False
+        allowed[:, self.r("STYLE")] = False
+        # never leave a row with nothing to pick: EOS is the way out
+        allowed[~allowed.any(1), EOS] = True
+        return allowed.to(logits.device)
+
+    # encodings fill these in
+    def init(self, B: int) -> dict[str, torch.Tensor]:
+        return {}
+
+    def update(self, t: torch.Tensor) -> None:
+        pass
+
+    def allowed(self, B: int) -> torch.Tensor:
+        return torch.ones(B, self.v.size, dtype=torch.bool)
+
+    def seconds(self) -> torch.Tensor:
+        """(B,) how much music each sequence holds so far, in seconds."""
+        return torch.zeros(1)
+
+
+class PerformanceGrammar(Grammar):
+    """NOTE_OFF only for open notes held at least one step; shifts never carry a note past the cap."""
+
+    def init(self, B):
+        cfg = self.tok.config
+        self.cap = self.c.max_note_steps or int(cfg.max_note_seconds * 1000 / cfg.shift_ms)
+        return {"open": torch.zeros(B, 128, dtype=torch.bool), "age": torch.zeros(B, 128, dtype=torch.long),
+                "now": torch.zeros(B, dtype=torch.long)}
+
+    def update(self, t):
+        s = self.state
+        rows = torch.arange(len(t))
+        on, off, sh = self.is_(t, "NOTE_ON"), self.is_(t, "NOTE_OFF"), self.is_(t, "TIME_SHIFT")
+        p_on = (t - self._rng["NOTE_ON"][0]).clamp(0, 127)
+        p_off = (t - self._rng["NOTE_OFF"][0]).clamp(0, 127)
+        s["open"][rows[off], p_off[off]] = False
+        s["open"][rows[on], p_on[on]] = True
+        s["age"][rows[on], p_on[on]] = 0
+        steps = torch.where(sh, t - self._rng["TIME_SHIFT"][0] + 1, torch.zeros_like(t))
+        s["age"] += steps[:, None]
+        s["now"] += steps
+
+    def seconds(self):
+        return self.state["now"] * self.tok.config.shift_ms / 1000
+
+    def allowed(self, B):
+        s = self.state
+        a = torch.zeros(B, self.v.size, dtype=torch.bool)
+        a[:, self.r("VELOCITY")] = True
+        on = self.pitches[None].expand(B, 128) & ~s["open"]
+        if self.c.max_polyphony:
+            on &= (s["open"].sum(1, keepdim=True) < self.c.max_polyphony)
+        a[:, self.r("NOTE_ON")] = on
+        a[:, self.r("NOTE_OFF")] = s["open"] & (s["age"] >= 1)
+        oldest = torch.where(s["open"], s["age"], torch.zeros_like(s["age"])).max(1).values  # (B,)
+        room = self.cap - oldest  # how many steps the oldest open note may still last
+        n = self._rng["TIME_SHIFT"][1] - self._rng["TIME_SHIFT"][0]
+        a[:, self.r("TIME_SHIFT")] = torch.arange(1, n + 1)[None] <= room[:, None]
+        a[:, EOS] = ~s["open"].any(1)
+        return a
+
+
+class RemiGrammar(Grammar):
+    """BAR [TIMESIG] POSITION [TEMPO] (PROGRAM PITCH VELOCITY DURATION)+ ..., positions increasing."""
+
+    # phases: 0 start / after a note (anything structural), 1 after BAR, 2 after POSITION/TEMPO,
+    # 3 after PROGRAM, 4 after PITCH, 5 after VELOCITY
+    def init(self, B):
+        q = self.tok.config.ticks_per_quarter
+        return {"phase": torch.zeros(B, dtype=torch.long), "pos": torch.full((B,), -1, dtype=torch.long),
+                "bar_len": torch.full((B,), 4 * q, dtype=torch.long), "drum": torch.zeros(B, dtype=torch.bool),
+                "now": torch.zeros(B, dtype=torch.long), "bar_start": torch.full((B,), -4 * q, dtype=torch.long),
+                "ends": torch.zeros(B, 256, dtype=torch.long), "pitch": torch.zeros(B, dtype=torch.long),
+                "bars": torch.zeros(B, dtype=torch.long)}
+
+    def update(self, t):
+        s, codec = self.state, self.tok.codec
+        rows = torch.arange(len(t))
+        val = lambda kind: t - self._rng[kind][0]  # noqa: E731
+        bar = self.is_(t, "BAR")
+        s["bar_start"] = torch.where(bar, s["bar_start"] + s["bar_len"], s["bar_start"])
+        s["pos"] = torch.where(bar, -1, s["pos"])
+        s["bars"] += bar.long()
+        ts = self.is_(t, "TIMESIG")
+        if ts.any():
+            sig = torch.tensor([n * 4 * self.tok.config.ticks_per_quarter // d for n, d in codec.sigs])
+            s["bar_len"] = torch.where(ts, sig[val("TIMESIG").clamp(0, len(sig) - 1)], s["bar_len"])
+        pos = self.is_(t, "POSITION")
+        s["pos"] = torch.where(pos, val("POSITION"), s["pos"])
+        s["now"] = torch.where(pos | bar, s["bar_start"] + s["pos"].clamp(min=0), s["now"])
+        prog = self.is_(t, "PROGRAM")
+        s["drum"] = torch.where(prog, val("PROGRAM") == 128, s["drum"])
+        pitch, drum = self.is_(t, "PITCH"), self.is_(t, "DRUM")
+        s["pitch"] = torch.where(pitch, val("PITCH"), torch.where(drum, 128 + val("DRUM"), s["pitch"]))
+        dur = self.is_(t, "DURATION")
+        if dur.any():
+            d = torch.from_numpy(codec.durations)[val("DURATION").clamp(0, len(codec.durations) - 1)]
+            s["ends"][rows[dur], s["pitch"][dur]] = (s["now"] + d)[dur]
+        phase = s["phase"]
+        phase = torch.where(bar | ts, 1, phase)
+        phase = torch.where(pos | self.is_(t, "TEMPO"), 2, phase)
+        phase = torch.where(prog, 3, phase)
+        phase = torch.where(pitch | drum, 4, phase)
+        phase = torch.where(self.is_(t, "VELOCITY"), 5, phase)
+        phase = torch.where(dur, 6, phase)
+        s["phase"] = phase
+
+    def seconds(self):
+        # REMI time is in beats: count it at the tempo the piece is decoded at (120 qpm unless a TEMPO)
+        return self.state["now"].clamp(min=0) / self.tok.config.ticks_per_quarter * 0.5
+
+    def bars(self):
+        return self.state["bars"]
+
+    def allowed(self, B):
+        s, c = self.state, self.c
+        a = torch.zeros(B, self.v.size, dtype=torch.bool)
+        ph = s["phase"]
+        structural = (ph == 0) | (ph == 1) | (ph == 6)
+        a[:, self.v.offset["BAR"]] = structural
+        a[:, self.r("TIMESIG")] = (ph == 1)[:, None]
+        n_pos = self._rng["POSITION"][1] - self._rng["POSITION"][0]
+        later = (torch.arange(n_pos)[None] > s["pos"][:, None]) & (torch.arange(n_pos)[None] < s["bar_len"][:, None])
+        a[:, self.r("POSITION")] = later & ((ph == 1) | (ph == 6))[:, None]
+        a[:, self.r("TEMPO")] = (ph == 2)[:, None] & (s["phase"] == 2)[:, None]
+        progs = torch.zeros(129, dtype=torch.bool)
+        progs[list(c.programs) if c.programs is not None else slice(0, 128)] = True
+        progs[128] = c.drums
+        a[:, self.r("PROGRAM")] = ((ph == 2) | (ph == 6))[:, None] & progs[None] & (s["pos"] >= 0)[:, None]
+        free = s["ends"] <= s["now"][:, None]  # (B, 256): that pitch is not sounding now
+        if c.max_polyphony:
+            free &= ((~free).sum(1, keepdim=True) < c.max_polyphony)
+        a[:, self.r("PITCH")] = ((ph == 3) & ~s["drum"])[:, None] & free[:, :128] & self.pitches[None]
+        a[:, self.r("DRUM")] = ((ph == 3) & s["drum"])[:, None] & free[:, 128:]
+        a[:, self.r("VELOCITY")] = (ph == 4)[:, None]
+        a[:, self.r("DURATION")] = (ph == 5)[:, None]
+        a[:, EOS] = structural & (ph != 1)
+        return a
+
+
+class GridGrammar(Grammar):
+    """One token per voice per step; HOLD only while that voice's note is open and under the cap."""
+
+    def init(self, B):
+        self.cap = self.c.max_note_steps or self.tok.config.max_hold_steps
+        V = self.tok.config.voices
+        return {"k": torch.zeros(B, dtype=torch.long), "held": torch.full((B, V), -1, dtype=torch.long),
+                "last": torch.zeros(B, V, dtype=torch.long)}
+
+    def update(self, t):
+        s = self.state
+        V = self.tok.config.voices
+        body = self.is_(t, "PITCH") | (t == self.v.offset["REST"]) | (t == self.v.offset["HOLD"])
+        voice = s["k"] % V
+        rows = torch.arange(len(t))
+        held = s["held"][rows, voice]
+        new = torch.where(self.is_(t, "PITCH"), 0, torch.where(t == self.v.offset["HOLD"], held + 1, -1))
+        new = torch.where(held < 0, torch.where(self.is_(t, "PITCH"), 0, -1), new)
+        s["held"][rows[body], voice[body]] = new[body]
+        s["k"] += body.long()
+
+    def seconds(self):
+        cfg = self.tok.config
+        return self.state["k"] // cfg.voices / cfg.steps_per_quarter * 60 / cfg.qpm
+
+    def allowed(self, B):
+        s = self.state
+        V = self.tok.config.voices
+        voice = s["k"] % V
+        held = s["held"][torch.arange(B), voice]
+        a = torch.zeros(B, self.v.size, dtype=torch.bool)
+        a[:, self.r("PITCH")] = self.pitches[None]
+        a[:, self.v.offset["REST"]] = True
+        a[:, self.v.offset["HOLD"]] = (held >= 0) & (held + 1 < self.cap)
+        a[:, EOS] = voice == 0
+        return a
+
+
+def grammar_for(tokenizer: Tokenizer, controls: Controls | None = None) -> Grammar:
+    """The grammar of a tokenizer's encoding, with optional musical controls."""
+    cls = {"performance": PerformanceGrammar, "remi": RemiGrammar, "grid": GridGrammar}[tokenizer.encoding]
+    return cls(tokenizer, controls)
