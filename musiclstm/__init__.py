@@ -8,7 +8,20 @@ from .midi import read, to_pretty_midi, write_midi
 from .score import Score, Track
 from .tokenizer import Tokenizer
 
+_LAZY = {"load": ("checkpoint", "load"), "Model": ("checkpoint", "Model"), "train": ("train", "train"),
+         "generate": ("sample", "generate"), "compose": ("compose", "compose"), "Controls": ("grammar", "Controls")}
+
+
+def __getattr__(name: str):
+    """The torch-backed API (`load`, `train`, `generate`, `compose`) imports torch on first use."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'musiclstm' has no attribute {name!r}")
+
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "ConfigError", "MidiReadError", "MusiclstmError", "Score", "Tokenizer", "Track",
+__all__ = ["Controls", "Model", "compose", "generate", "load", "train", "CheckpointError", "ConfigError", "MidiReadError", "MusiclstmError", "Score", "Tokenizer", "Track",
            "read", "to_pretty_midi", "write_midi"]

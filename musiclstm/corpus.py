@@ -191,17 +191,17 @@ def _init_worker() -> None:
 
 
 def _clean(score) -> None:
-    """Work around two music21 MIDI-writer flaws, in place. Grace notes (zero length) are dropped: they
-    are written note-off before note-on, leaving a note hanging until the next one of that pitch.
+    """Work around two music21 MIDI-writer flaws, in place. Zero-length notes (grace notes, chord
+    symbols) are dropped: written note-off before note-on, they hang until the next note of that pitch.
     Meter/key/tempo objects placed in two measures (its ABC reader does, e.g. after a pickup bar) are
     copied: shared, they fail the export with "StreamException: ... is already found in this Stream"."""
     import copy
 
     seen: set[int] = set()
     for stream in score.recurse(streamsOnly=True, includeSelf=True):
-        graces = [n for n in stream.notes if n.duration.isGrace]
-        if graces:
-            stream.remove(graces)
+        zero = [n for n in stream.notes if n.duration.quarterLength == 0]
+        if zero:
+            stream.remove(zero)
         for el in list(stream.getElementsByClass(("TimeSignature", "KeySignature", "MetronomeMark"))):
             if id(el) in seen:
                 stream.replace(el, copy.deepcopy(el))

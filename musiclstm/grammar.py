@@ -153,8 +153,8 @@ class PerformanceGrammar(Grammar):
 class RemiGrammar(Grammar):
     """BAR [TIMESIG] POSITION [TEMPO] (PROGRAM PITCH VELOCITY DURATION)+ ..., positions increasing."""
 
-    # phases: 0 start / after a note (anything structural), 1 after BAR, 2 after POSITION/TEMPO,
-    # 3 after PROGRAM, 4 after PITCH, 5 after VELOCITY
+    # phases: 0 start, 1 after BAR, 7 after TIMESIG, 2 after POSITION/TEMPO, 3 after PROGRAM,
+    # 4 after PITCH, 5 after VELOCITY, 6 after DURATION (a note is complete)
     def init(self, B):
         q = self.tok.config.ticks_per_quarter
         return {"phase": torch.zeros(B, dtype=torch.long), "pos": torch.full((B,), -1, dtype=torch.long),
@@ -187,7 +187,7 @@ class RemiGrammar(Grammar):
             d = torch.from_numpy(codec.durations)[val("DURATION").clamp(0, len(codec.durations) - 1)]
             s["ends"][rows[dur], s["pitch"][dur]] = (s["now"] + d)[dur]
         phase = s["phase"]
-        phase = torch.where(bar | ts, 1, phase)
+        phase = torch.where(bar, 1, torch.where(ts, 7, phase))
         phase = torch.where(pos | self.is_(t, "TEMPO"), 2, phase)
         phase = torch.where(prog, 3, phase)
         phase = torch.where(pitch | drum, 4, phase)
@@ -206,12 +206,12 @@ class RemiGrammar(Grammar):
         s, c = self.state, self.c
         a = torch.zeros(B, self.v.size, dtype=torch.bool)
         ph = s["phase"]
-        structural = (ph == 0) | (ph == 1) | (ph == 6)
+        structural = (ph == 0) | (ph == 1) | (ph == 6) | (ph == 7)
         a[:, self.v.offset["BAR"]] = structural
         a[:, self.r("TIMESIG")] = (ph == 1)[:, None]
         n_pos = self._rng["POSITION"][1] - self._rng["POSITION"][0]
         later = (torch.arange(n_pos)[None] > s["pos"][:, None]) & (torch.arange(n_pos)[None] < s["bar_len"][:, None])
-        a[:, self.r("POSITION")] = later & ((ph == 1) | (ph == 6))[:, None]
+        a[:, self.r("POSITION")] = later & ((ph == 1) | (ph == 6) | (ph == 7))[:, None]
         a[:, self.r("TEMPO")] = (ph == 2)[:, None] & (s["phase"] == 2)[:, None]
         progs = torch.zeros(129, dtype=torch.bool)
         progs[list(c.programs) if c.programs is not None else slice(0, 128)] = True
