@@ -7,6 +7,7 @@ music21 cannot convert. Listing a collection only globs files and scans ABC book
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -46,8 +47,8 @@ class Collection:
 class _Piece(NamedTuple):
     source: Path
     number: int | None  # ABC reference number (X:) inside a book
-    stem: str  # output file name without .mid
-    label: str  # how reports name it
+    stem: str  # output file name, without .mid
+    label: str  # the name reports use
 
 
 @dataclass
@@ -65,13 +66,13 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
     Collection("folk", "Irish/Scottish/American fiddle tunes: O'Neill's Music of Ireland (1850) and "
                "Ryan's Mammoth Collection (~3,000 ABC tunes, one melody each)", _M21_LICENCE,
                ("oneills1850/*.abc", "ryansMammoth/*.abc")),
-    Collection("essen", "Essen folksong database subset, mostly German songs (~8,500 ABC melodies)",
+    Collection("essen", "Essen folksong subset: German, other European and Chinese songs (~8,500 ABC melodies)",
                "legal status unclear (music21/corpus/essenFolksong/license.txt)", ("essenFolksong/*.abc",)),
     Collection("palestrina", "Palestrina mass movements (~1,300, Humdrum)",
                "Copyright 2000 John Miller, Humdrum licensing agreement (see each file's header)",
                ("palestrina/*.krn",)),
     Collection("monteverdi", "Monteverdi madrigals, books 3-5 (49, MusicXML)", _M21_LICENCE, ("monteverdi/*.mxl",)),
-    Collection("trecento", "14th-century Italian songs (~100, MusicXML)", _M21_LICENCE,
+    Collection("trecento", "14th-century Italian polyphony (~100, MusicXML)", _M21_LICENCE,
                ("trecento/*.xml", "trecento/*.mxl")),
 )}
 
@@ -100,13 +101,9 @@ def export(name: str, out_dir: Path, *, jobs: int | None = None, limit: int | No
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MusiclstmError(f"cannot create {out_dir}: {e.strerror or e}") from e
-    report, todo = ExportReport(), []
-    for piece in pieces[:limit]:
-        dest = out_dir / f"{piece.stem}.mid"
-        if dest.exists() and not force:
-            report.existing += 1
-        else:
-            todo.append((piece, dest))
+    targets = [(piece, out_dir / f"{piece.stem}.mid") for piece in pieces[:limit]]
+    todo = [(piece, dest) for piece, dest in targets if force or not dest.exists()]
+    report = ExportReport(existing=len(targets) - len(todo))
     if todo:
         _run(todo, min(jobs, len(todo)), report, progress=progress and sys.stderr.isatty(), desc=name)
     report.written.sort()
@@ -130,7 +127,7 @@ def _run(todo: list[tuple[_Piece, Path]], jobs: int, report: ExportReport, *, pr
                     reason = fut.result()
                 except BrokenProcessPool:
                     reason = "worker process died"
-                except Exception as e:  # e.g. the alarm firing just as the piece finished
+                except (Exception, _PieceTimeout) as e:  # e.g. the alarm firing as the piece finished
                     reason = f"{type(e).__name__}: {e}"
                 if reason is None:
                     report.written.append(dest)
@@ -142,9 +139,9 @@ def _run(todo: list[tuple[_Piece, Path]], jobs: int, report: ExportReport, *, pr
 
 
 def _corpus_root() -> Path:
-    from music21 import common
+    from music21.common import getCorpusFilePath
 
-    return Path(common.getCorpusFilePath())
+    return Path(getCorpusFilePath())
 
 
 def _pieces(collection: Collection) -> list[_Piece]:
@@ -152,31 +149,22 @@ def _pieces(collection: Collection) -> list[_Piece]:
     root, out = _corpus_root(), []
     for path in collection.paths():
         rel = path.relative_to(root)
-        stem = _safe("_".join(rel.with_suffix("").parts))
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(rel.with_suffix("").parts))
         if path.suffix.lower() != ".abc":
             out.append(_Piece(path, None, stem, rel.as_posix()))
             continue
-        numbers = _abc_numbers(path)
+        text = path.read_text(encoding="latin-1")  # reference numbers (X: lines), once each, in file order
+        numbers = list(dict.fromkeys(int(n) for n in re.findall(r"^\s*X:\s*(\d+)\s*$", text, flags=re.M)))
         for n in numbers:
             out.append(_Piece(path, n, stem if len(numbers) == 1 else f"{stem}_{n}", f"{rel.as_posix()}#X:{n}"))
     return out
 
 
-def _abc_numbers(path: Path) -> list[int]:
-    """The distinct reference numbers (X: lines) of an ABC file, in file order."""
-    found = re.findall(r"^\s*X:\s*(\d+)\s*$", path.read_text(encoding="latin-1"), flags=re.MULTILINE)
-    return list(dict.fromkeys(int(n) for n in found))
+class _PieceTimeout(BaseException):
+    """Raised by the alarm; a BaseException so music21's own `except Exception` blocks cannot swallow it."""
 
 
-def _safe(stem: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
-
-
-class _PieceTimeout(Exception):
-    pass
-
-
-def _on_alarm(signum, frame) -> None:
+def _on_alarm(signum: int, frame: object) -> None:
     raise _PieceTimeout
 
 
@@ -233,6 +221,7 @@ def _export_one(source: str, number: int | None, dest: str, timeout: float) -> s
         tmp.write_bytes(data)
         os.replace(tmp, dest)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         return f"cannot write {dest}: {e.strerror or e}"
     return None

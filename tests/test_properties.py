@@ -77,15 +77,15 @@ def test_remi_decode_of_backward_tempo_positions_does_not_raise():
     tok.decode(ids)
 
 
+@pytest.mark.xfail(strict=True, reason="BUG remi decode leaves the tempo map unsorted when a POSITION goes backwards "
+                   "inside a bar (Score documents tempos as sorted; Score.seconds searches them)")
 def test_remi_decoded_tempo_map_is_sorted():
     tok = Tokenizer("remi")
     ids = [tok.vocab.id("BAR"), tok.vocab.id("POSITION", 24), tok.vocab.id("TEMPO", 10), tok.vocab.id("PROGRAM", 0),
            tok.vocab.id("PITCH", 60), tok.vocab.id("VELOCITY", 10), tok.vocab.id("DURATION", 5),
            tok.vocab.id("POSITION", 0), tok.vocab.id("TEMPO", 20)]
-    score = tok.decode_score(ids)
-    if (np.diff(score.tempos[:, 0]) < 0).any():
-        pytest.xfail("BUG remi decode leaves the tempo map unsorted (Score documents it sorted): "
-                     f"{score.tempos.tolist()}")
+    score = tok.decode_score(ids)  # tempos [[0, 67.9], [2, 67.9], [0, 123.0]]
+    assert (np.diff(score.tempos[:, 0]) >= 0).all(), score.tempos.tolist()
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
