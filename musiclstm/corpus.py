@@ -1,8 +1,7 @@
-"""Built-in training corpora: pieces from music21's bundled corpus, exported to MIDI files.
+"""Built-in training corpora: collections of music21's bundled corpus, exported to MIDI files.
 
-`export("bach", out_dir)` writes one MIDI file per piece (480 ticks per quarter, so pretty_midi
-loads even long pieces) in worker processes, skipping files already there and reporting pieces
-music21 cannot convert. Listing a collection only globs files and scans ABC books for `X:` lines.
+`export("bach", out_dir)` writes one file per piece at 480 ticks per quarter, in worker processes, keeping
+files already there and reporting pieces music21 cannot convert. Listing globs files and scans ABC `X:` lines.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import re
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -26,12 +26,17 @@ _M21_LICENCE = "see music21/corpus/license.txt: public-domain music or used by p
 
 @dataclass(frozen=True)
 class Collection:
-    """A named set of files in music21's corpus, given as globs relative to the corpus folder."""
+    """A named set of files in music21's corpus, given as globs relative to the corpus folder.
+
+    `shared_numbering`: folders whose ABC books number tunes in one series (as the printed book does), so a
+    number met again is another transcription of the same tune and is left out.
+    """
 
     name: str
     description: str
     licence: str
     globs: tuple[str, ...]
+    shared_numbering: tuple[str, ...] = ()
 
     def paths(self) -> list[Path]:
         """The collection's files, sorted; where two globs match a folder/stem pair the earlier glob wins."""
@@ -65,7 +70,7 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
                ("bach/bwv*.mxl", "bach/bwv*.xml")),
     Collection("folk", "Irish/Scottish/American fiddle tunes: O'Neill's Music of Ireland (1850) and "
                "Ryan's Mammoth Collection (~3,000 ABC tunes, one melody each)", _M21_LICENCE,
-               ("oneills1850/*.abc", "ryansMammoth/*.abc")),
+               ("oneills1850/*.abc", "ryansMammoth/*.abc"), shared_numbering=("oneills1850",)),
     Collection("essen", "Essen folksong subset: German, other European and Chinese songs (~8,500 ABC melodies)",
                "legal status unclear (music21/corpus/essenFolksong/license.txt)", ("essenFolksong/*.abc",)),
     Collection("palestrina", "Palestrina mass movements (~1,300, Humdrum)",
@@ -112,8 +117,6 @@ def export(name: str, out_dir: Path, *, jobs: int | None = None, limit: int | No
 
 
 def _run(todo: list[tuple[_Piece, Path]], jobs: int, report: ExportReport, *, progress: bool, desc: str) -> None:
-    from concurrent.futures.process import BrokenProcessPool
-
     from tqdm import tqdm
 
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
@@ -146,7 +149,7 @@ def _corpus_root() -> Path:
 
 def _pieces(collection: Collection) -> list[_Piece]:
     """Every piece of the collection: one per file, or one per tune (X: number) of an ABC file."""
-    root, out = _corpus_root(), []
+    root, out, seen = _corpus_root(), [], set()
     for path in collection.paths():
         rel = path.relative_to(root)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(rel.with_suffix("").parts))
@@ -156,6 +159,9 @@ def _pieces(collection: Collection) -> list[_Piece]:
         text = path.read_text(encoding="latin-1")  # reference numbers (X: lines), once each, in file order
         numbers = list(dict.fromkeys(int(n) for n in re.findall(r"^\s*X:\s*(\d+)\s*$", text, flags=re.M)))
         for n in numbers:
+            if rel.parts[0] in collection.shared_numbering and (rel.parts[0], n) in seen:
+                continue
+            seen.add((rel.parts[0], n))
             out.append(_Piece(path, n, stem if len(numbers) == 1 else f"{stem}_{n}", f"{rel.as_posix()}#X:{n}"))
     return out
 

@@ -60,6 +60,8 @@ class Score:
         self.time_signatures = np.asarray(self.time_signatures, dtype=np.float64).reshape(-1, 3)
         if len(self.time_signatures) == 0 or self.time_signatures[0, 0] > 0:
             self.time_signatures = np.vstack([[0.0, 4, 4], self.time_signatures])
+        self.tempos = self.tempos[np.argsort(self.tempos[:, 0], kind="stable")]
+        self.time_signatures = self.time_signatures[np.argsort(self.time_signatures[:, 0], kind="stable")]
         self.key_signatures = np.asarray(self.key_signatures, dtype=np.float64).reshape(-1, 3)
         self.pedals = np.asarray(self.pedals, dtype=np.float64).reshape(-1, 3)
 

@@ -125,7 +125,8 @@ class Tokenizer:
 
     def decode_score(self, ids) -> Score:
         """Ids -> Score. Never raises: specials and out-of-grammar ids are skipped."""
-        arr = np.asarray(list(ids), dtype=np.int64).ravel()
+        arr = np.asarray([i if -1 <= i <= self.vocab.size else -1 for i in np.asarray(ids, dtype=object).ravel()
+                          if isinstance(i, int | np.integer)], dtype=np.int64)
         arr = arr[(arr >= 0) & (arr < self.vocab.size)]
         return self.codec.decode(arr, self.vocab)
 

@@ -66,10 +66,6 @@ def remi_unsorted_tempo_bug(score: Score) -> bool:
     return len(score) == 0 and bool((np.diff(score.tempos[:, 0]) < 0).any())
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="BUG remi decode appends TEMPO changes at bar_start + "
-                   "POSITION in token order, so a POSITION that goes backwards gives an unsorted tempo map; with no "
-                   "notes to_midi_bytes then writes a negative (wrapped, 2**28) delta and pretty_midi refuses the "
-                   "file, so Tokenizer.decode raises")
 def test_remi_decode_of_backward_tempo_positions_does_not_raise():
     tok = Tokenizer("remi")
     ids = [tok.vocab.id("POSITION", 1), tok.vocab.id("TEMPO", 0), tok.vocab.id("POSITION", 0), tok.vocab.id("TEMPO", 0)]
@@ -77,8 +73,6 @@ def test_remi_decode_of_backward_tempo_positions_does_not_raise():
     tok.decode(ids)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG remi decode leaves the tempo map unsorted when a POSITION goes backwards "
-                   "inside a bar (Score documents tempos as sorted; Score.seconds searches them)")
 def test_remi_decoded_tempo_map_is_sorted():
     tok = Tokenizer("remi")
     ids = [tok.vocab.id("BAR"), tok.vocab.id("POSITION", 24), tok.vocab.id("TEMPO", 10), tok.vocab.id("PROGRAM", 0),
@@ -96,9 +90,6 @@ def test_decode_accepts_numpy_int64_input(name, ids):
     assert len(tok.decode(np.array(ids, dtype=np.int64)).instruments) <= 129
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="BUG Tokenizer.decode_score promises never to raise "
-                   "on any id sequence, but np.asarray(ids, dtype=np.int64) raises OverflowError for a Python int "
-                   "outside int64 (e.g. 2**63)")
 def test_decode_of_ints_beyond_int64_does_not_raise():
     Tokenizer("performance").decode([2**63, 63])
 

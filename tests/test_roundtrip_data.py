@@ -121,10 +121,11 @@ def test_remi_f1_on_beats(tokenizers, folder):
     assert pool.f1 >= 0.99, pool
 
 
-@pytest.mark.xfail(strict=True, reason="BUG remi tempo bins (geomspace(30, 300, 32)) hold neither 120 qpm (the MIDI "
-                   "default: decoded at 123.03) nor most real tempos, so decoded onsets drift in seconds (2.5% at 120 "
-                   "qpm: past 50 ms after 2 s) and the onset F1 that bench/roundtrip.py anchors at >= 99% is ~7-16%")
-@pytest.mark.parametrize("folder", REMI_FOLDERS)
+@pytest.mark.parametrize("folder", [
+    "nottingham",
+    pytest.param("fixtures/music21", marks=pytest.mark.xfail(strict=True, reason="music21's parser test files: "
+                 "fractional tempos and meter changes off the bar line (see test_tokenizer) give ~96 %")),
+])
 def test_remi_f1_in_seconds(tokenizers, folder):
     tok = tokenizers["remi"]
     pool = Pool()

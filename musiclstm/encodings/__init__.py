@@ -12,8 +12,8 @@ What each encoding loses:
   decoded note lasts at most `max_note_seconds`.
 * **remi** (beat-relative, multi-track): onsets quantized to 1/12 of a quarter (holds 16ths,
   triplets and 16th-triplets exactly); durations to a table of 50 values from 1/12 to 32
-  quarters (longer notes are cut); velocities to 32 bins; tempo to 32 log-spaced bins between
-  30 and 300 qpm, placed on the grid; time signatures outside the table (bar longer than 8
+  quarters (longer notes are cut); velocities to 32 bins; tempo to whole qpm between 30 and 300,
+  placed on the grid; time signatures outside the table (bar longer than 8
   quarters) become 4/4; key signatures, pedal, track names and several tracks with the same
   program (they merge) are lost; drums keep their own pitch tokens.
 * **grid** (fixed voices per step, e.g. SATB on 16ths): onsets and ends quantized to the step

@@ -74,7 +74,8 @@ class Codec:
     def encode_grid(self, pitches: np.ndarray, vocab) -> np.ndarray:
         """A (steps, voices) pitch array (NaN or -1 = silent; a repeated pitch is held) -> ids."""
         a = np.asarray(pitches, dtype=np.float64)
-        a = np.where(np.isnan(a), -1, a).astype(np.int64).reshape(len(a), -1)[:, : self.c.voices]
+        a = np.where(np.isnan(a), -1, a).astype(np.int64).reshape(len(a), -1 if a.size else self.c.voices)
+        a = a[:, : self.c.voices]
         a = np.pad(a, ((0, 0), (0, self.c.voices - a.shape[1])), constant_values=-1)
         onset = np.r_[np.ones((1, a.shape[1]), bool), a[1:] != a[:-1]] if len(a) else np.zeros_like(a, bool)
         return self._tokens(a, onset, vocab)
@@ -105,7 +106,7 @@ class Codec:
                     close(v, t)
             if o_p <= i < o_p + 128 and open_[v] is None:
                 open_[v] = (t, i - o_p)
-        T = len(ids) // V + 1
+        T = -(-len(ids) // V)  # steps, counting a last partial step
         for v in range(V):
             if open_[v] is not None:
                 close(v, T)

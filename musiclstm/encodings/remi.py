@@ -35,9 +35,8 @@ class Config:
     ticks_per_quarter: int = 12  #: grid resolution: 12 holds 16ths (3) and triplets (4)
     max_bar_quarters: int = 8  #: the longest bar (8 quarters = 8/4, 16/8); longer meters become 4/4
     velocity_bins: int = 32  #: number of VELOCITY tokens
-    tempo_bins: int = 32  #: number of TEMPO tokens, log-spaced
-    min_qpm: float = 30.0  #: the slowest TEMPO token
-    max_qpm: float = 300.0  #: the fastest TEMPO token
+    min_qpm: int = 30  #: the slowest TEMPO token
+    max_qpm: int = 300  #: the fastest TEMPO token (TEMPO tokens step by 1 qpm)
 
 
 class Codec:
@@ -46,7 +45,7 @@ class Codec:
         self.durations = _durations() * config.ticks_per_quarter // 12
         self.durations = np.unique(np.maximum(self.durations, 1))
         self.sigs = _time_signatures(config.max_bar_quarters)
-        self.tempos = np.geomspace(config.min_qpm, config.max_qpm, config.tempo_bins)
+        self.tempos = np.arange(config.min_qpm, config.max_qpm + 1, dtype=np.float64)
         self.positions = config.ticks_per_quarter * config.max_bar_quarters
 
     def table(self) -> list[tuple[str, int]]:
@@ -106,7 +105,7 @@ class Codec:
 
         # tempo changes on the grid, deduplicated by bin, none after the last onset
         t_tick = np.round(score.tempos[:, 0] * q).astype(np.int64)
-        t_bin = np.argmin(np.abs(np.log(score.tempos[:, 1:2]) - np.log(self.tempos)[None]), axis=1)
+        t_bin = np.clip(np.round(score.tempos[:, 1]) - self.tempos[0], 0, len(self.tempos) - 1).astype(np.int64)
         keep = np.r_[t_tick[1:] > t_tick[:-1], True] & (t_tick <= last)
         t_tick, t_bin = t_tick[keep], t_bin[keep]
         keep = np.r_[True, t_bin[1:] != t_bin[:-1]]
