@@ -69,7 +69,7 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
     Collection("bach", "J. S. Bach's four-part chorales (~410, MusicXML)", _M21_LICENCE,
                ("bach/bwv*.mxl", "bach/bwv*.xml")),
     Collection("folk", "Irish/Scottish/American fiddle tunes: O'Neill's Music of Ireland (1850) and "
-               "Ryan's Mammoth Collection (~3,000 ABC tunes, one melody each)", _M21_LICENCE,
+               "Ryan's Mammoth Collection (~2,900 ABC tunes, one melody each)", _M21_LICENCE,
                ("oneills1850/*.abc", "ryansMammoth/*.abc"), shared_numbering=("oneills1850",)),
     Collection("essen", "Essen folksong subset: German, other European and Chinese songs (~8,500 ABC melodies)",
                "legal status unclear (music21/corpus/essenFolksong/license.txt)", ("essenFolksong/*.abc",)),

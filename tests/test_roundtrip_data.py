@@ -31,7 +31,7 @@ def sample(folder: str, every: int | None = None) -> list[Path]:
     return files[:: every or SAMPLES.get(folder.split("/")[0], 1)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def read_or_none(path: Path) -> Score | None:
     try:
         return read(path)
@@ -123,8 +123,10 @@ def test_remi_f1_on_beats(tokenizers, folder):
 
 @pytest.mark.parametrize("folder", [
     "nottingham",
-    pytest.param("fixtures/music21", marks=pytest.mark.xfail(strict=True, reason="music21's parser test files: "
-                 "fractional tempos and meter changes off the bar line (see test_tokenizer) give ~96 %")),
+    pytest.param("fixtures/music21", marks=pytest.mark.xfail(strict=True, reason="documented remi tempo "
+                 "losses, ~96 %: cs1-1pre.mid slows to 20 qpm (TEMPO tokens stop at 30, so every later onset is "
+                 "0.5 s early; F1 0.52) and test04.mid changes tempo off the 1/12 grid (at quarter 3.979; F1 0.94). "
+                 "On the beat grid the folder scores 100 % (test_remi_f1_on_beats)")),
 ])
 def test_remi_f1_in_seconds(tokenizers, folder):
     tok = tokenizers["remi"]

@@ -401,7 +401,7 @@ def test_remi_tracks_with_the_same_program_merge():
     s = Score([0, 1, 0], [1, 2, 1], [60, 62, 48], [80] * 3, [0, 1, 2], tracks=[Track(0), Track(0), Track(24)])
     out = tok.decode_score(tok.encode(s))
     assert out.tracks == [Track(0), Track(24)]
-    assert sorted(zip(out.track.tolist(), out.pitch.tolist())) == [(0, 60), (0, 62), (1, 48)]
+    assert sorted(zip(out.track.tolist(), out.pitch.tolist(), strict=True)) == [(0, 60), (0, 62), (1, 48)]
 
 
 def _chorale() -> pretty_midi.PrettyMIDI:
@@ -424,7 +424,7 @@ def test_grid_round_trip_chorale_keeps_voices_and_onsets():
     by_name = {i.name: sorted((round(n.start * 80 / 60 * 4), n.pitch) for n in i.notes) for i in pm.instruments}
     for v, name in enumerate("SATB"):
         m = out.track == v
-        got = sorted(zip(np.round(out.start[m] * 4).astype(int).tolist(), out.pitch[m].tolist()))
+        got = sorted(zip(np.round(out.start[m] * 4).astype(int).tolist(), out.pitch[m].tolist(), strict=True))
         assert got == by_name[name], name
 
 
@@ -467,8 +467,8 @@ def test_overlapping_same_pitch_notes_decode(encoding):
     notes = _pm_notes(tok.decode(ids))
     assert notes and all(e > s for s, e, *_ in notes)
     out = tok.decode_score(ids)  # quarters: every distinct (onset, pitch) comes back (grid: one per voice)
-    got = set(zip(out.start.tolist(), out.pitch.tolist()))
-    distinct = set(zip(OVERLAPS.start.tolist(), OVERLAPS.pitch.tolist()))
+    got = set(zip(out.start.tolist(), out.pitch.tolist(), strict=True))
+    distinct = set(zip(OVERLAPS.start.tolist(), OVERLAPS.pitch.tolist(), strict=True))
     assert got <= distinct
     if encoding != "grid":
         assert got == distinct
@@ -477,7 +477,7 @@ def test_overlapping_same_pitch_notes_decode(encoding):
 def test_performance_overlaps_are_cut_where_the_next_note_starts():
     tok = Tokenizer("performance")
     out = tok.decode_score(tok.encode(OVERLAPS))
-    rows = sorted(zip(out.pitch.tolist(), out.start.tolist(), out.end.tolist()))
+    rows = sorted(zip(out.pitch.tolist(), out.start.tolist(), out.end.tolist(), strict=True))
     # pitch 60: 0-4, 1-2, 1-1.5 (duplicate onset: the longer kept), 3-5 -> 0-1, 1-2, 3-5
     assert rows == [(60, 0.0, 1.0), (60, 1.0, 2.0), (60, 3.0, 5.0), (64, 0.5, 3.0)]
 
