@@ -21,6 +21,7 @@ from .errors import ConfigError, MusiclstmError
 
 PIECE_TIMEOUT_S = 120  # seconds one piece may take to parse and write
 EXPORT_TPQ = 480  # music21's default, 10,080, puts long pieces past pretty_midi's tick limit
+MAX_EXPANSION = 4  # played/notated length above which music21's repeat expansion has gone wrong (ABC)
 _M21_LICENCE = "see music21/corpus/license.txt: public-domain music or used by permission, some non-commercial"
 
 
@@ -203,8 +204,10 @@ def _clean(score) -> None:
 
 
 def _export_one(source: str, number: int | None, dest: str, timeout: float) -> str | None:
-    """Convert one piece to MIDI at `dest`; None on success, else a one-line reason."""
+    """Convert one piece to MIDI at `dest`; None on success, else a one-line reason (error, timeout, runaway
+    repeat expansion)."""
     import music21
+    import symusic
 
     alarm = hasattr(signal, "SIGALRM")
     if alarm:
@@ -214,6 +217,7 @@ def _export_one(source: str, number: int | None, dest: str, timeout: float) -> s
         _clean(score)
         if next(iter(score.recurse().notes), None) is None:
             return "no notes"
+        notated = float(score.highestTime)
         data = music21.midi.translate.music21ObjectToMidiFile(score).writestr()
     except _PieceTimeout:
         return f"timed out after {timeout:g} s"
@@ -222,6 +226,9 @@ def _export_one(source: str, number: int | None, dest: str, timeout: float) -> s
     finally:
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
+    played = symusic.Score.from_midi(data).end() / EXPORT_TPQ
+    if played > MAX_EXPANSION * notated + 1:
+        return f"repeats expand {notated:g} quarter notes to {played:,.0f} (music21 repeat expansion)"
     tmp = Path(dest).with_name(f".{Path(dest).name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
