@@ -65,7 +65,9 @@ def main() -> None:
         tok = Tokenizer(enc)
         for name in folders:
             f1, n_files, n_notes = folder_f1(tok, data / name, args.limit)
-            keys = f"{100 * folder_f1(tok, data / name, args.limit, True)[0]:7.2f}%" if enc == "performance" else "       -"
+            keys = "       -"
+            if enc == "performance":
+                keys = f"{100 * folder_f1(tok, data / name, args.limit, True)[0]:7.2f}%"
             print(f"{enc:12} {name:28} {n_files:6d} {n_notes:9d} {100 * f1:8.2f}% {keys}  >= 99%", flush=True)
 
 

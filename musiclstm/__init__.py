@@ -23,5 +23,6 @@ def __getattr__(name: str):
 
 __version__ = "0.1.0"
 
-__all__ = ["Controls", "Model", "compose", "generate", "load", "train", "CheckpointError", "ConfigError", "MidiReadError", "MusiclstmError", "Score", "Tokenizer", "Track",
+__all__ = ["Controls", "Model", "compose", "generate", "load", "train", "CheckpointError", "ConfigError",
+           "MidiReadError", "MusiclstmError", "Score", "Tokenizer", "Track",
            "read", "to_pretty_midi", "write_midi"]

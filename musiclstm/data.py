@@ -122,7 +122,7 @@ def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, flo
     try:
         from .midi import read
 
-        score = read(data if not Path(path).suffix.lower() in {".xml", ".mxl", ".musicxml", ".abc", ".krn"}
+        score = read(data if Path(path).suffix.lower() not in {".xml", ".mxl", ".musicxml", ".abc", ".krn"}
                      else path, name=path)
         if len(score) == 0:
             return sha, "", "no notes", 0.0

@@ -51,7 +51,8 @@ def check_options(temperature: float, top_k: int | None, top_p: float | None, re
 def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int = 0, batch: int = 1, *, repetition_penalty: float = 1.0,
              repetition_window: int = 32, eos: int | None = 2, constraint: Constraint | None = None,
-             stop: Callable[[], torch.Tensor] | None = None, device: str | torch.device | None = None) -> list[list[int]]:
+             stop: Callable[[], torch.Tensor] | None = None,
+             device: str | torch.device | None = None) -> list[list[int]]:
     """Sample `batch` continuations of `prime` (a list of ids, the same for every sequence).
 
     Returns `batch` lists of ids: the primer followed by up to `max_tokens` new ids, stopping a

@@ -55,7 +55,7 @@ class Codec:
 
     def value_name(self, kind: str, v: int) -> str:
         if kind == "TIMESIG":
-            return "%d/%d" % self.sigs[v]
+            return "{}/{}".format(*self.sigs[v])
         if kind == "TEMPO":
             return f"{self.tempos[v]:.0f}"
         if kind == "DURATION":
