@@ -10,7 +10,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,32 +72,6 @@ def prime_score(prime=None, *, prime_seconds: float | None = None, prime_bars: f
         num, den = score.time_signatures[0, 1:]
         score = score.crop(prime_bars * num * 4 / den)
     return score
-
-
-@dataclass
-class ComposeOptions:
-    """Every option of a composition; stored in the JSON sidecar so the command can be replayed."""
-
-    seconds: float | None = 30.0
-    bars: int | None = None
-    tokens: int | None = None
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = 0.95
-    repetition_penalty: float = 1.0
-    seed: int = 0
-    num: int = 1
-    style: str | None = None
-    key: str | None = None
-    instruments: str | None = None
-    drums: bool | None = None
-    tempo: float | None = None
-    max_polyphony: int | None = None
-    pitch_range: tuple[int, int] | None = None
-    prime_seconds: float | None = None
-    prime_bars: float | None = None
-    prime_notes: str | None = None
-    max_tokens: int = 20_000
 
 
 def compose(model: Model, prime=None, *, seconds: float | None = 30.0, bars: int | None = None,

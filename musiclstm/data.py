@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, MidiReadError, MusiclstmError
-from .midi import is_music_file
+from .midi import NOTATION_SUFFIXES, is_music_file
 from .tokenizer import Tokenizer
 
 
@@ -122,8 +122,7 @@ def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, flo
     try:
         from .midi import read
 
-        score = read(data if Path(path).suffix.lower() not in {".xml", ".mxl", ".musicxml", ".abc", ".krn"}
-                     else path, name=path)
+        score = read(path if Path(path).suffix.lower() in NOTATION_SUFFIXES else data, name=path)
         if len(score) == 0:
             return sha, "", "no notes", 0.0
         ids = tok.codec.encode(score, tok.vocab)

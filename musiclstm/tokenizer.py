@@ -125,8 +125,11 @@ class Tokenizer:
 
     def decode_score(self, ids) -> Score:
         """Ids -> Score. Never raises: specials and out-of-grammar ids are skipped."""
-        arr = np.asarray([i if -1 <= i <= self.vocab.size else -1 for i in np.asarray(ids, dtype=object).ravel()
-                          if isinstance(i, int | np.integer)], dtype=np.int64)
+        try:
+            arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64).ravel()
+        except (OverflowError, TypeError, ValueError):  # ints beyond int64 or non-numbers: drop them one by one
+            arr = np.array([i for i in np.asarray(list(ids), dtype=object).ravel()
+                            if isinstance(i, int | np.integer) and 0 <= i < self.vocab.size], dtype=np.int64)
         arr = arr[(arr >= 0) & (arr < self.vocab.size)]
         return self.codec.decode(arr, self.vocab)
 
