@@ -181,7 +181,10 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
         device = pick_device(cfg.device)
     is_main = rank == 0
     try:
-        return _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir)
+        best = _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir)
+        if world > 1:
+            torch.distributed.barrier()  # rank 0 may still be writing files; leave together
+        return best
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
