@@ -21,7 +21,7 @@ from musiclstm.cli import cli
 from musiclstm.compose import compose
 from musiclstm.grammar import Controls, grammar_for
 from musiclstm.model import ModelConfig, MusicLSTM
-from musiclstm.sample import filter_logits, generate
+from musiclstm.sample import draw, filter_logits, generate
 from musiclstm.train import train
 
 TINY = dict(preset="tiny", embed=16, hidden=32, layers=1, seq_len=32, batch_size=4, max_steps=6, eval_every=3,
@@ -165,6 +165,22 @@ def test_sampler_seed_temperature_and_filters():
         generate(m, [1], temperature=-1)
     with pytest.raises(ml.ConfigError):
         generate(m, [1], top_p=0)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, None, None), (0.7, None, 0.8), (1.3, 5, None),
+                                                     (1.0, 6, 0.6), (1.0, None, 1e-6)])
+def test_draw_follows_the_filtered_distribution(temperature, top_k, top_p):
+    # draw() picks in ranked order; over an even grid of uniforms it must reproduce, id by id, the
+    # probabilities of softmax(filter_logits(logits / T)) in vocabulary order.
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 12, generator=g) * 2
+    logits[1, 4] = float("-inf")  # a masked id stays impossible
+    n = 20000
+    u = ((torch.arange(n) + 0.5) / n)[:, None]
+    for row in range(3):
+        want = torch.softmax(filter_logits(logits[row:row + 1] / temperature, top_k=top_k, top_p=top_p), -1)[0]
+        got = torch.bincount(draw(logits[row:row + 1].expand(n, -1), u, temperature, top_k, top_p), minlength=12)
+        assert torch.allclose(got / n, want, atol=2 / n), (row, got / n, want)
 
 
 def test_fused_step_matches_nn_lstm():

@@ -1,0 +1,141 @@
+"""Sampling speed of `musiclstm.generate` against its anchors, in one run.
+
+    python bench/sample_speed.py [--layers 3] [--hidden 512] [--vocab 898] [--tokens 2000] [--threads 1]
+
+Model: an untrained `MusicLSTM` of the given shape (weights do not change the speed), fp32, CPU.
+Figures, each printed beside its goal (issue 4):
+
+1. Batch-1 latency: ms per generated token of `generate(model, max_tokens=--tokens, temperature=1,
+   top_p=0.95)` (the primer is one BOS token), against the bare matrix-vector work of one step for
+   the same weights: per layer one (1, E+H) x (E+H, 4H) matmul for all four gates, plus the
+   (1, H) x (H, V) output matmul, timed in a loop with nothing else. Goal: <= 1.5x that floor.
+   `nn.LSTM` stepped one token at a time (its default kernel path) is printed beside them.
+2. Batch 32 vs batch 1: generated tokens/s of `generate(..., batch=32)` over batch 1. Goal: >= 8x.
+3. Against re-running the whole window every step (the tutorial way): generating N tokens that way
+   costs sum over n = 1..N of one forward pass over n tokens. Forward passes at 8 lengths up to N
+   are timed, a straight line is fitted (cost grows linearly with n), and the sum is taken of the
+   fitted line; that total is compared with generate()'s measured time for N tokens. Goal: >= 50x.
+   The per-token cost at the full window (one forward over N tokens, which is what the tutorial
+   pays for token N+1) is printed too.
+
+Medians of --repeats runs. One thread by default, the setting of the issue's anchor (a floor of
+about 0.9 ms for 3x512); `--threads 2` measures both cores (the floor, nn.LSTM and generate()
+always run with the same thread count). About 2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from musiclstm.model import ModelConfig, MusicLSTM
+from musiclstm.sample import generate
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall seconds of fn() over `repeats` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def floor_ms(net: MusicLSTM, inner: int, repeats: int) -> float:
+    """ms of just the gate and output matmuls of one batch-1 step, on the model's own weights."""
+    c = net.config
+    ws = [torch.cat([getattr(net.rnn, f"weight_ih_l{k}"), getattr(net.rnn, f"weight_hh_l{k}")], 1).t().contiguous()
+          for k in range(c.layers)]
+    xs = [torch.randn(1, w.shape[0]) for w in ws]
+    head, hx = net.head.weight.t().contiguous(), torch.randn(1, c.hidden)
+
+    def run():
+        for _ in range(inner):
+            for x, w in zip(xs, ws, strict=True):
+                torch.mm(x, w)
+            torch.mm(hx, head)
+
+    return timed(run, repeats) / inner * 1e3
+
+
+def nn_lstm_step_ms(net: MusicLSTM, inner: int, repeats: int) -> float:
+    """ms per token of calling the model's nn.LSTM on one token at a time (state carried)."""
+    ids = torch.zeros(1, 1, dtype=torch.long)
+
+    @torch.no_grad()
+    def run():
+        state = net.zero_state(1)
+        for _ in range(inner):
+            _, state = net(ids, state)
+
+    return timed(run, repeats) / inner * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--embed", type=int, default=512)
+    ap.add_argument("--vocab", type=int, default=898, help="898 = the remi vocabulary")
+    ap.add_argument("--tokens", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    net = MusicLSTM(ModelConfig(vocab_size=a.vocab, embed=a.embed, hidden=a.hidden, layers=a.layers, dropout=0.0))
+    net.eval()
+    print(f"model {a.layers}x{a.hidden} (embed {a.embed}, vocab {a.vocab}), {net.num_parameters() / 1e6:.2f} M "
+          f"parameters, fp32, {a.threads} thread(s), torch {torch.__version__}, load average "
+          f"{os.getloadavg()[0]:.2f}")
+
+    def gen(batch: int, n: int):
+        return lambda: generate(net, max_tokens=n, temperature=1.0, top_p=0.95, seed=0, batch=batch, eos=None)
+
+    n = a.tokens
+    floor = floor_ms(net, 500, a.repeats)
+    lstm = nn_lstm_step_ms(net, 200, a.repeats)
+    t1 = timed(gen(1, n), a.repeats)
+    ms1 = t1 / n * 1e3
+    print("\n1. batch-1 latency")
+    print(f"   bare gate + output matmuls (floor)      {floor:7.3f} ms/token")
+    print(f"   nn.LSTM stepped one token at a time      {lstm:7.3f} ms/token")
+    print(f"   musiclstm generate(), {n} tokens        {ms1:7.3f} ms/token = {ms1 / floor:.2f}x floor   "
+          f"goal <= 1.50x: {'met' if ms1 <= 1.5 * floor else 'NOT met'}")
+
+    n32 = max(n // 4, 100)
+    t32 = timed(gen(32, n32), a.repeats)
+    tps1, tps32 = n / t1, 32 * n32 / t32
+    print("\n2. batch 32 vs batch 1")
+    print(f"   batch 1 {tps1:9.0f} tokens/s;  batch 32 {tps32:9.0f} tokens/s ({n32} steps) = {tps32 / tps1:.1f}x   "
+          f"goal >= 8x: {'met' if tps32 >= 8 * tps1 else 'NOT met'}")
+
+    lengths = np.unique(np.linspace(1, n, 8).astype(int))
+    ids = torch.zeros(1, n, dtype=torch.long)
+
+    def window(m: int):
+        @torch.no_grad()
+        def run():
+            net(ids[:, :m])
+        return run
+
+    costs = np.array([timed(window(int(m)), max(2, a.repeats // 2)) for m in lengths])
+    slope, intercept = np.polyfit(lengths, costs, 1)
+    total = float(np.sum(intercept + slope * np.arange(1, n + 1)))
+    print(f"\n3. against re-running the whole window every step ({n} tokens)")
+    print("   forward over n tokens: " + ", ".join(f"n={m} {c * 1e3:.1f} ms" for m, c in zip(lengths, costs, strict=True)))
+    print(f"   window way, {n} tokens: {total:8.1f} s (sum of the fitted line);  musiclstm: {t1:.2f} s  = "
+          f"{total / t1:.0f}x   goal >= 50x: {'met' if total >= 50 * t1 else 'NOT met'}")
+    print(f"   per token at the full {n}-token window: {costs[-1] * 1e3:.1f} ms vs {ms1:.2f} ms = "
+          f"{costs[-1] * 1e3 / ms1:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
