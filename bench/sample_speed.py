@@ -130,7 +130,8 @@ def main() -> None:
     slope, intercept = np.polyfit(lengths, costs, 1)
     total = float(np.sum(intercept + slope * np.arange(1, n + 1)))
     print(f"\n3. against re-running the whole window every step ({n} tokens)")
-    print("   forward over n tokens: " + ", ".join(f"n={m} {c * 1e3:.1f} ms" for m, c in zip(lengths, costs, strict=True)))
+    timings = ", ".join(f"n={m} {c * 1e3:.1f} ms" for m, c in zip(lengths, costs, strict=True))
+    print("   forward over n tokens: " + timings)
     print(f"   window way, {n} tokens: {total:8.1f} s (sum of the fitted line);  musiclstm: {t1:.2f} s  = "
           f"{total / t1:.0f}x   goal >= 50x: {'met' if total >= 50 * t1 else 'NOT met'}")
     print(f"   per token at the full {n}-token window: {costs[-1] * 1e3:.1f} ms vs {ms1:.2f} ms = "
