@@ -9,11 +9,12 @@ from .score import Score, Track
 from .tokenizer import Tokenizer
 
 _LAZY = {"load": ("checkpoint", "load"), "Model": ("checkpoint", "Model"), "train": ("train", "train"),
-         "generate": ("sample", "generate"), "compose": ("compose", "compose"), "Controls": ("grammar", "Controls")}
+         "generate": ("sample", "generate"), "compose": ("compose", "compose"), "Controls": ("grammar", "Controls"),
+         "gate_trace": ("gates", "gate_trace"), "audio": ("compose", "audio"), "evaluate": ("evaluate", "evaluate")}
 
 
 def __getattr__(name: str):
-    """The torch-backed API (`load`, `train`, `generate`, `compose`) imports torch on first use."""
+    """The torch-backed API (`load`, `train`, `generate`, `compose`, ...) imports torch on first use."""
     if name in _LAZY:
         import importlib
 
@@ -23,6 +24,6 @@ def __getattr__(name: str):
 
 __version__ = "0.1.0"
 
-__all__ = ["Controls", "Model", "compose", "generate", "load", "train", "CheckpointError", "ConfigError",
-           "MidiReadError", "MusiclstmError", "Score", "Tokenizer", "Track",
+__all__ = ["Controls", "Model", "audio", "compose", "evaluate", "gate_trace", "generate", "load", "train",
+           "CheckpointError", "ConfigError", "MidiReadError", "MusiclstmError", "Score", "Tokenizer", "Track",
            "read", "to_pretty_midi", "write_midi"]

@@ -22,7 +22,21 @@ from .tokenizer import Tokenizer
 
 FORMAT = "musiclstm-checkpoint"
 VERSION = 1
-BUNDLED = Path(__file__).resolve().parent / "bundled"  # small models shipped in the package
+# Small models shipped with the package: the repository's top-level checkpoints/ folder, which
+# pyproject.toml installs as the package folder musiclstm/bundled (the first path is the installed
+# one, the second a source checkout's).
+BUNDLED_DIRS = (Path(__file__).resolve().parent / "bundled", Path(__file__).resolve().parent.parent / "checkpoints")
+
+
+DEFAULT = "folk"  # the bundled model that `load()` and a bare `musiclstm compose` use
+
+
+def bundled_models() -> dict[str, Path]:
+    """Name -> file of every bundled model (the installed folder wins over a source checkout's)."""
+    found: dict[str, Path] = {}
+    for d in reversed(BUNDLED_DIRS):
+        found.update({f.stem: f for f in sorted(d.glob("*.pt"))} if d.is_dir() else {})
+    return found
 
 
 @dataclass
@@ -74,15 +88,30 @@ def resolve(path_or_name: str | os.PathLike | None) -> Path:
         raise CheckpointError(f"no best.pt or last.pt in {p}")
     if p.is_file():
         return p
-    bundled = BUNDLED / f"{path_or_name}.pt"
-    if bundled.is_file():
-        return bundled
-    names = ", ".join(sorted(f.stem for f in BUNDLED.glob("*.pt"))) or "none yet"
-    if path_or_name == "default":
+    bundled = bundled_models()
+    if path_or_name == "default" and "default" not in bundled:
+        path_or_name = DEFAULT
+    if str(path_or_name) in bundled:
+        return bundled[str(path_or_name)]
+    names = ", ".join(sorted(bundled)) or "none yet"
+    if path_or_name == DEFAULT:
         raise CheckpointError(f"no bundled default model in this install (bundled: {names}); "
                               "train one with 'musiclstm train' and pass --checkpoint")
     raise CheckpointError(f"no checkpoint file, run folder or bundled model named {str(path_or_name)!r} "
                           f"(bundled: {names})")
+
+
+def slim(src: str | os.PathLike, dst: str | os.PathLike, *, half: bool = True, **meta) -> Path:
+    """Copy a checkpoint for shipping: no resume state, weights in fp16 (`load` casts them back to
+    fp32), extra `meta` fields (e.g. description=...) added. Halves the file; the bundled models
+    are made this way (see checkpoints/build.sh)."""
+    blob = read(Path(src))
+    model = load(src)
+    if half:
+        model.net.half()
+    info = {k: v for k, v in blob["meta"].items() if k not in ("format", "version", "tokenizer", "model")}
+    return save(Path(dst), model.net, model.tokenizer, {**info, **meta, "weights_dtype": "float16" if half else
+                                                        "float32"})
 
 
 def read(path: Path) -> dict:

@@ -129,6 +129,97 @@ def info(checkpoint, as_json) -> None:
     click.echo(f"  metrics: {json.dumps(report['metrics'])}")
 
 
+@cli.command()
+@click.argument("checkpoint")
+@click.argument("data", nargs=-1, required=True, type=EXISTING)
+@click.option("--train-data", multiple=True, type=EXISTING,
+              help="Fit the n-gram baseline here and hold out all of DATA [default: DATA's own split].")
+@click.option("--samples", type=click.IntRange(0), default=8, show_default=True,
+              help="Samples to generate for the statistics (0: NLL only).")
+@click.option("--seconds", type=click.FloatRange(1), default=30.0, show_default=True, help="Length of each sample.")
+@click.option("--order", type=click.IntRange(1, 10), default=5, show_default=True, help="n-gram order.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate(checkpoint, data, train_data, samples, seconds, order, seed, jobs, as_json) -> None:
+    """NLL on held-out files against a Kneser-Ney n-gram, sample statistics, memorisation.
+
+    \b
+    musiclstm evaluate runs/bach corpora/bach             # held out: the run's validation files
+    musiclstm evaluate pop ../POP909 --samples 16 --json
+    """
+    from . import checkpoint as ck
+    from .evaluate import evaluate as run
+    from .evaluate import report
+
+    model = ck.load(checkpoint)
+    r = run(model, list(data), train_corpus=list(train_data) or None, samples=samples, sample_seconds=seconds,
+            order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False))
+    click.echo(json.dumps({"checkpoint": str(model.path), **r}, indent=2) if as_json else report(r))
+
+
+@cli.command()
+@click.argument("checkpoint")
+@click.argument("music", type=EXISTING)
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("gates.png"), show_default=True)
+@click.option("--layer", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--units", type=click.IntRange(1), default=48, show_default=True, help="Most active units to show.")
+@click.option("--steps", type=click.IntRange(1), default=400, show_default=True, help="Tokens of MUSIC to trace.")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+def gates(checkpoint, music, out, layer, units, steps, force) -> None:
+    """Heatmaps of the LSTM's input, forget and output gates and cell state over MUSIC's tokens.
+
+    \b
+    musiclstm gates bach corpora/bach/bwv1.6.mid -o gates.png --layer 1
+    """
+    from . import checkpoint as ck
+    from .gates import gate_trace
+    from .plot import save_gates
+
+    if out.exists() and not force:
+        raise MusiclstmError(f"{out} exists; use --force to overwrite")
+    model = ck.load(checkpoint)
+    if layer >= model.net.config.layers:
+        raise MusiclstmError(f"--layer {layer}: the model has {model.net.config.layers} layers (0-based)")
+    trace = gate_trace(model, music, max_steps=steps)
+    save_gates(trace, out, layer=layer, units=units)
+    click.echo(f"wrote {out} ({len(trace.ids)} steps, layer {layer})")
+
+
+@cli.group()
+def benchmark() -> None:
+    """Published comparisons."""
+
+
+@benchmark.command("jsb")
+@click.argument("directory", type=EXISTING)
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Where to train the two models.")
+@click.option("--evaluate-only", is_flag=True, help="Score the bundled benchmark models (or --checkpoints).")
+@click.option("--checkpoints", type=EXISTING, help="Folder with jsb16.pt and jsb_quarter.pt.")
+@click.option("--max-time", type=click.FloatRange(0, min_open=True), help="Seconds of training per model at most.")
+@click.option("--force", is_flag=True, help="Retrain into an --out that already holds the models.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def benchmark_jsb(directory, out, evaluate_only, checkpoints, max_time, force, as_json, quiet) -> None:
+    """JSB Chorales: the Music Transformer (16th grid) and Boulanger-Lewandowski (quarter frames) tables.
+
+    \b
+    musiclstm benchmark jsb ../shared/data/jsb --evaluate-only   # minutes: the bundled models
+    musiclstm benchmark jsb ../shared/data/jsb --out runs/jsb    # retrain both (~10-20 min on 2 cores)
+    """
+    from . import benchmark as b
+
+    if not evaluate_only:
+        if out is None:
+            raise MusiclstmError("give --out to train the benchmark models, or --evaluate-only")
+        if any((out / f"{n}.pt").exists() for n in b.NAMES.values()) and not force:
+            raise MusiclstmError(f"{out} already holds benchmark models; use --force to retrain")
+    extra = {"max_time": max_time} if max_time else {}
+    r = b.jsb(directory, out=out, evaluate_only=evaluate_only, checkpoints=checkpoints,
+              progress=not as_json and _quiet(quiet), **extra)
+    click.echo(json.dumps(r, indent=2) if as_json else b.table(r))
+
+
 @cli.group()
 def corpus() -> None:
     """Public-domain collections bundled with music21, written out as MIDI."""
@@ -182,7 +273,8 @@ def main() -> None:
 @click.option("--prime-seconds", type=click.FloatRange(0, min_open=True), help="Use the primer's first N seconds.")
 @click.option("--prime-bars", type=click.FloatRange(0, min_open=True), help="Use the primer's first N bars.")
 @click.option("--prime-notes", help="Start from these MIDI pitches, e.g. '60 64 67'.")
-@click.option("--style", help="Conditioning style (see `musiclstm info`).")
+@click.option("--style", help="Conditioning style of the model (see `musiclstm info`); without --checkpoint, "
+              "a bundled model's name: bach, folk or pop.")
 @click.option("--key", help="Keep notes in a key, e.g. 'D minor'.")
 @click.option("--instruments", help="e.g. 'piano,strings,drums' or GM program numbers.")
 @click.option("--drums/--no-drums", default=None, help="Allow drums (remi models).")
@@ -196,7 +288,8 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, **options) -
     """Compose new music (MIDI plus a JSON sidecar that reproduces it).
 
     \b
-    musiclstm compose                                  # 30 s from the bundled default model
+    musiclstm compose                                  # 30 s from the bundled default model (folk)
+    musiclstm compose --style bach                     # the bundled chorale model (also: pop)
     musiclstm compose -c runs/bach --seconds 45 --seed 7 -o chorale.mid
     musiclstm compose --prime intro.mid --prime-seconds 8 --temperature 0.9 --top-p 0.9
     musiclstm compose --num 4 --key "D minor" --png --wav
@@ -205,6 +298,8 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, **options) -
     from .compose import compose as run
     from .compose import sidecar, write_outputs
 
+    if checkpoint is None and options["style"] in ck.bundled_models():  # --style bach: the bundled bach model
+        checkpoint, options["style"] = options["style"], None
     model = ck.load(checkpoint)
     if options["seconds"] is None and options["bars"] is None and options["tokens"] is None:
         options["seconds"] = 30.0

@@ -154,7 +154,7 @@ def sidecar(model: Model, options: dict, prime, ids: list[int]) -> dict:
     return info
 
 
-def render_wav(midi_path: Path, wav_path: Path, *, soundfont: str | None = None) -> Path:
+def render_wav(midi_path: Path, wav_path: Path, *, soundfont: str | None = None, rate: int = 44100) -> Path:
     """Synthesize a MIDI file with FluidSynth and a General MIDI soundfont."""
     exe = shutil.which("fluidsynth")
     sf = soundfont or next((str(p) for d in ("/usr/share/sounds/sf2", "/usr/share/soundfonts")
@@ -162,11 +162,45 @@ def render_wav(midi_path: Path, wav_path: Path, *, soundfont: str | None = None)
     if exe is None or sf is None:
         raise MusiclstmError("--wav needs FluidSynth and a General MIDI soundfont: "
                              "apt-get install fluidsynth fluid-soundfont-gm")
-    res = subprocess.run([exe, "-ni", "-q", "-F", str(wav_path), "-r", "44100", sf, str(midi_path)],
+    res = subprocess.run([exe, "-ni", "-q", "-F", str(wav_path), "-r", str(rate), sf, str(midi_path)],
                          capture_output=True, text=True, timeout=600)
     if res.returncode != 0 or not wav_path.exists():
         raise MusiclstmError(f"fluidsynth failed: {(res.stderr or res.stdout).strip()[:200]}")
     return wav_path
+
+
+def audio(pm, *, rate: int = 22050, soundfont: str | None = None):
+    """An inline audio player for a PrettyMIDI (or a MIDI path) in a notebook.
+
+    Renders with FluidSynth and a General MIDI soundfont when both are installed, otherwise with
+    pretty_midi's simple sine synthesizer. Returns `IPython.display.Audio`, or (samples, rate)
+    where IPython is not installed.
+    """
+    import tempfile
+    import wave
+
+    import numpy as np
+    import pretty_midi
+
+    if not isinstance(pm, pretty_midi.PrettyMIDI):
+        from .midi import read, to_pretty_midi
+
+        pm = to_pretty_midi(read(pm))
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            mid, wav = Path(d) / "a.mid", Path(d) / "a.wav"
+            pm.write(str(mid))
+            render_wav(mid, wav, soundfont=soundfont, rate=rate)
+            with wave.open(str(wav)) as w:
+                raw = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, w.getnchannels())
+                samples, rate = raw.mean(1) / 32768.0, w.getframerate()
+    except MusiclstmError:  # no FluidSynth or soundfont: a plain synthesizer
+        samples = pm.synthesize(fs=rate)
+    try:
+        from IPython.display import Audio
+    except ImportError:
+        return samples, rate
+    return Audio(samples, rate=rate)
 
 
 def write_outputs(pm, path: Path, *, force: bool, info: dict, wav: bool = False, png: bool = False,

@@ -47,6 +47,7 @@ class Corpus:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, same as file)
     fingerprint: str = ""
+    tokenizer: Tokenizer | None = None  # the tokenizer the ids were made with
 
     def split(self, name: str) -> list[Piece]:
         return [p for p in self.pieces if p.split == name]
@@ -161,7 +162,7 @@ def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 
         with ProcessPoolExecutor(jobs) as pool:
             results = list(tqdm(pool.map(_prepare_one, args, chunksize=8), **bar))
 
-    corpus = Corpus([])
+    corpus = Corpus([], tokenizer=tokenizer)
     seen: dict[str, str] = {}
     splits = {root: _csv_splits(root) for root in {r for _, r in items}}
     for (f, root), (sha, cached, err, seconds) in zip(items, results, strict=True):

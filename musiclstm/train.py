@@ -149,11 +149,17 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
           cache_dir=None, config_file=None, preset: str = "small", **options) -> Path:
     """Prepare `corpus` (a folder, a file, or a list of them), train, and return the best checkpoint path.
 
+    `corpus` may also be an already prepared `data.Corpus` (with its tokenizer): its "train" and
+    "valid" pieces are used as they are (that is how `benchmark jsb` trains on the JSB arrays).
+
     Options are the fields of `TrainConfig`. Writes into `out`: last.pt, best.pt, config.json,
     metrics.jsonl, loss.png, data_report.json and samples/.
     """
     out = Path(out)
-    corpora = [Path(c) for c in (corpus if isinstance(corpus, list | tuple) else [corpus])]
+    if isinstance(corpus, data.Corpus):
+        corpora = corpus
+    else:
+        corpora = [Path(c) for c in (corpus if isinstance(corpus, list | tuple) else [corpus])]
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     resume_blob = None
     if resume:
@@ -194,21 +200,21 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
-    # styles come from sub-folders or corpus names; the tokenizer must know them before training
-    style_names = None
-    if cfg.styles != "none":
-        found = sorted({data._style_of(f, Path(c), cfg.styles) for c in corpora for f in data.find_files(Path(c))})
-        style_names = tuple(s for s in found if s)
-    if resume_blob is not None:
-        tokenizer = Tokenizer.from_dict(resume_blob["meta"]["tokenizer"])
+    if isinstance(corpora, data.Corpus):  # prepared by the caller, with its tokenizer
+        corpus, tokenizer = corpora, corpora.tokenizer
     else:
-        tokenizer = Tokenizer(cfg.encoding, styles=style_names or ())
-    if world > 1 and not is_main:
-        torch.distributed.barrier()  # let rank 0 fill the cache first
-    corpus = data.prepare(corpora, tokenizer, val_fraction=cfg.val_fraction, styles=cfg.styles, jobs=cfg.jobs,
-                          cache_dir=cache_dir, progress=progress and is_main)
-    if world > 1 and is_main:
-        torch.distributed.barrier()
+        if resume_blob is not None:
+            tokenizer = Tokenizer.from_dict(resume_blob["meta"]["tokenizer"])
+        else:  # styles come from sub-folders or corpus names; the tokenizer must know them before training
+            found = sorted({data._style_of(f, Path(c), cfg.styles) for c in corpora
+                            for f in data.find_files(Path(c))}) if cfg.styles != "none" else []
+            tokenizer = Tokenizer(cfg.encoding, styles=tuple(s for s in found if s))
+        if world > 1 and not is_main:
+            torch.distributed.barrier()  # let rank 0 fill the cache first
+        corpus = data.prepare(corpora, tokenizer, val_fraction=cfg.val_fraction, styles=cfg.styles, jobs=cfg.jobs,
+                              cache_dir=cache_dir, progress=progress and is_main)
+        if world > 1 and is_main:
+            torch.distributed.barrier()
     if resume_blob is not None and resume_blob["meta"].get("fingerprint") != corpus.fingerprint:
         raise MusiclstmError("the corpus changed since this run started (data fingerprint differs); "
                              "start a new run instead of --resume")
@@ -355,21 +361,9 @@ def _transpose(tokenizer: Tokenizer, ids: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _plot(out: Path, history: list[dict]) -> None:
-    import matplotlib
+    from .plot import save_loss_curve
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["train_nll"] for h in history], label="train")
-    ax.plot(steps, [h["val_nll"] for h in history], label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("NLL (nats/token)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
-    plt.close(fig)
+    save_loss_curve(history, out / "loss.png")
 
 
 def _sample(net: MusicLSTM, tokenizer: Tokenizer, cfg: TrainConfig, path: Path, device) -> None:

@@ -1,0 +1,290 @@
+"""`musiclstm evaluate`: how good a model is on held-out music.
+
+* NLL of the held-out files in nats/token, bits/token and perplexity, also by token type.
+* The same for an interpolated Kneser-Ney n-gram model (default 5-gram) fitted on the training part
+  of the data and scored on the very same held-out tokens, so the LSTM's gain is visible.
+* Statistics of generated samples against the held-out files (pitch-class histogram, pitch range,
+  note density, polyphony, inter-onset interval, duration, velocity), each summarised by the
+  overlapping area (OA, 1 = the same) of Yang & Lerch (2018): the distribution of distances
+  within the data against the distribution of distances from samples to the data, both smoothed
+  with a Gaussian kernel density estimate.
+* Memorisation: the longest run of consecutive notes (pitch and onset step) that a sample shares
+  with a training piece.
+* Validity: tokens the grammar would not allow, zero-length notes and notes longer than 16 beats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data
+from .errors import MusiclstmError
+from .score import Score
+
+
+# ---- n-gram baseline -----------------------------------------------------------------------
+class KneserNey:
+    """Interpolated Kneser-Ney n-gram model over token ids (discount per order from count-of-counts).
+
+    The highest order uses raw counts, the lower orders continuation counts (the number of distinct
+    tokens seen before the n-gram); the unigram level is interpolated with a uniform distribution
+    over the vocabulary, so no id has zero probability.
+    """
+
+    def __init__(self, order: int, vocab_size: int):
+        self.n, self.V = order, vocab_size
+
+    def fit(self, sequences) -> KneserNey:
+        n = self.n
+        grams: list[Counter] = [Counter() for _ in range(n + 1)]  # grams[k]: counts of k-grams
+        for seq in sequences:
+            s = (1,) * (n - 1) + tuple(int(t) for t in seq)  # pad the start with BOS
+            for k in range(1, n + 1):
+                grams[k].update(zip(*(s[i:] for i in range(k)), strict=False))
+        # tables[k][context] = (Counter of next ids, total, distinct followers); k = context length
+        self.tables: list[dict] = []
+        self.discount: list[float] = []
+        for k in range(1, n + 1):
+            counts: dict[tuple, Counter] = defaultdict(Counter)
+            if k == n:
+                for g, c in grams[k].items():
+                    counts[g[:-1]][g[-1]] += c
+            else:  # continuation counts: distinct left neighbours of the k-gram
+                for g in grams[k + 1]:
+                    counts[g[1:-1]][g[-1]] += 1
+            cc = Counter(c for ctr in counts.values() for c in ctr.values())
+            n1, n2 = cc.get(1, 0), cc.get(2, 0)
+            self.discount.append(n1 / (n1 + 2 * n2) if n1 + n2 else 0.75)
+            self.tables.append({ctx: (ctr, sum(ctr.values()), len(ctr)) for ctx, ctr in counts.items()})
+        return self
+
+    def prob(self, context: tuple, w: int) -> float:
+        p = 1.0 / self.V
+        for k in range(self.n):  # from the unigram level up to the full context
+            ctx = context[len(context) - k:] if k else ()
+            entry = self.tables[k].get(ctx)
+            if entry is None:
+                break  # an unseen context: the lower order's estimate stands
+            ctr, total, distinct = entry
+            d = self.discount[k]
+            p = max(ctr.get(w, 0) - d, 0.0) / total + d * distinct / total * p
+        return p
+
+    def nlls(self, seq) -> np.ndarray:
+        """NLL of seq[1:] given what precedes (seq[0] is BOS), in nats."""
+        s = (1,) * (self.n - 1) + tuple(int(t) for t in seq)
+        off = self.n - 1
+        return np.array([-math.log(self.prob(s[i - off:i], s[i])) for i in range(off + 1, len(s))])
+
+
+# ---- the LSTM's NLL -------------------------------------------------------------------------
+@torch.no_grad()
+def lstm_nlls(net, ids: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """NLL of ids[1:] given what precedes, state carried across chunks of a long piece."""
+    net.eval()
+    device = next(net.parameters()).device
+    x, y = torch.as_tensor(ids[:-1])[None], torch.as_tensor(ids[1:])
+    out, state = [], None
+    for i in range(0, x.shape[1], chunk):
+        logits, state = net(x[:, i:i + chunk].to(device), state)
+        out.append(F.cross_entropy(logits[0].float(), y[i:i + chunk].to(device), reduction="none").cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def _summary(nll: np.ndarray, kinds: np.ndarray, names: list[str]) -> dict:
+    mean = float(nll.mean())
+    by_type = {names[k]: {"tokens": int((kinds == k).sum()), "nll_nats_per_token": float(nll[kinds == k].mean())}
+               for k in np.unique(kinds)}
+    return {"nll_nats_per_token": mean, "bits_per_token": mean / math.log(2), "perplexity": math.exp(mean),
+            "by_type": by_type}
+
+
+# ---- sample statistics ---------------------------------------------------------------------
+FEATURES = ("pitch_class_histogram", "pitch_range", "note_density", "polyphony", "inter_onset_interval",
+            "duration", "velocity")
+
+
+def features(score: Score) -> dict[str, np.ndarray]:
+    """One piece's features (pitched notes only; times in seconds)."""
+    s = score.select(~score.is_drum)
+    if len(s) == 0:
+        return {}
+    start, end = s.seconds(s.start), s.seconds(s.end)
+    onsets = np.unique(np.round(start, 3))
+    sounding = [(start <= t + 1e-6) & (end > t + 1e-6) for t in onsets[:2000]]
+    pc = np.bincount(s.pitch.astype(int) % 12, minlength=12).astype(float)
+    return {"pitch_class_histogram": pc / pc.sum(),
+            "pitch_range": np.array([s.pitch.max() - s.pitch.min()], float),
+            "note_density": np.array([len(s) / max(end.max() - start.min(), 1e-3)]),
+            "polyphony": np.array([np.mean([m.sum() for m in sounding])]),
+            "inter_onset_interval": np.array([np.diff(onsets).mean() if len(onsets) > 1 else 0.0]),
+            "duration": np.array([(end - start).mean()]),
+            "velocity": np.array([s.velocity.mean()])}
+
+
+def _kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    values = values[np.isfinite(values)]
+    if len(values) < 2 or values.std() == 0:
+        bw = max(1e-3, 0.05 * (grid[-1] - grid[0]))
+    else:
+        bw = 1.06 * values.std() * len(values) ** -0.2  # Scott's / Silverman's rule
+    z = (grid[:, None] - values[None, :]) / bw
+    return np.exp(-0.5 * z * z).sum(1) / (len(values) * bw * math.sqrt(2 * math.pi))
+
+
+def overlap_area(reference: list[np.ndarray], generated: list[np.ndarray]) -> float:
+    """Yang & Lerch's OA of one feature: intra-reference distances vs generated-to-reference distances."""
+    r, g = np.array(reference), np.array(generated)
+    intra = np.linalg.norm(r[:, None] - r[None, :], axis=-1)[np.triu_indices(len(r), 1)]
+    inter = np.linalg.norm(g[:, None] - r[None, :], axis=-1).ravel()
+    if len(intra) == 0 or len(inter) == 0:
+        return float("nan")
+    hi = max(intra.max(), inter.max())
+    grid = np.linspace(0, hi * 1.2 + 1e-9, 1024)
+    a, b = _kde(intra, grid), _kde(inter, grid)
+    return float(np.minimum(a, b).sum() * (grid[1] - grid[0]))
+
+
+def _note_codes(score: Score) -> np.ndarray:
+    """Notes in time order as ints: pitch and the onset step (in 12ths of a quarter) since the last note."""
+    s = score.select(~score.is_drum)
+    order = np.lexsort((s.pitch, s.start))
+    steps = np.diff(np.r_[0.0, np.round(s.start[order] * 12)]).clip(0, 9999)
+    return (s.pitch[order].astype(np.int64) * 10000 + steps.astype(np.int64))
+
+
+def longest_copy(sample: np.ndarray, training: list[np.ndarray]) -> int:
+    """The longest run of consecutive notes of `sample` found, in order, in one training piece."""
+    def found(k: int) -> bool:
+        grams = {t[i:i + k].tobytes() for t in training for i in range(len(t) - k + 1)}
+        return any(sample[i:i + k].tobytes() in grams for i in range(len(sample) - k + 1))
+
+    lo, hi = 0, len(sample)  # found(lo) holds; binary search for the largest k
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if found(mid) else (lo, mid - 1)
+    return lo
+
+
+def _validity(model, seqs: list[list[int]]) -> dict:
+    """Replay each sample through the grammar and count the tokens it would not have allowed (the
+    closing EOS, which the length limit forces, is not counted)."""
+    from .grammar import grammar_for
+
+    bad = 0
+    for ids in seqs:
+        ids = ids[:-1] if ids and ids[-1] == 2 else ids
+        g = grammar_for(model.tokenizer)
+        t = torch.tensor(ids)[None]
+        dummy = torch.zeros(1, model.tokenizer.vocab_size)
+        start = next((i for i, v in enumerate(ids[1:], 1) if not model.tokenizer.vocab.split(v)[0] == "STYLE"), 1)
+        bad += sum(not bool(g(t[:, :j], dummy)[0, ids[j]]) for j in range(start, len(ids)))
+    return {"invalid_tokens": bad, "tokens": sum(len(s) for s in seqs)}
+
+
+# ---- the whole evaluation ------------------------------------------------------------------
+def evaluate(model, corpus, *, train_corpus=None, samples: int = 8, sample_seconds: float = 30.0, order: int = 5,
+             seed: int = 0, jobs: int | None = None, progress: bool = False, cache_dir=None) -> dict:
+    """Evaluate a loaded `Model` on `corpus` (folders or files). Returns a JSON-ready dict.
+
+    Held out: the validation files of `corpus` (the same content-hash split as training, so a model
+    trained on this corpus never saw them); the n-gram model and the memorisation check use its
+    training files. With `train_corpus`, all of `corpus` is held out and `train_corpus` is the
+    training side.
+    """
+    from .compose import compose
+
+    tok = model.tokenizer
+    train_cfg = model.meta.get("train", {})
+    styles = train_cfg.get("styles", "none") if tok.styles else "none"
+    paths = [Path(c) for c in (corpus if isinstance(corpus, list | tuple) else [corpus])]
+    kw = dict(styles=styles, jobs=jobs, cache_dir=cache_dir, progress=progress)
+    if train_corpus is None:
+        prepared = data.prepare(paths, tok, val_fraction=train_cfg.get("val_fraction", 0.1), **kw)
+        held, fit = prepared.split("valid"), prepared.split("train")
+    else:
+        tpaths = [Path(c) for c in (train_corpus if isinstance(train_corpus, list | tuple) else [train_corpus])]
+        held = data.prepare(paths, tok, val_fraction=0.0, **kw).pieces
+        fit = data.prepare(tpaths, tok, val_fraction=0.0, **kw).pieces
+    if not held:
+        raise MusiclstmError("no held-out files: the data is too small for a validation split (give --train-data)")
+    if not fit:
+        raise MusiclstmError("no training files to fit the n-gram baseline on")
+
+    style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
+    nll, ngram_nll, kinds = [], [], []
+    ngram = KneserNey(order, tok.vocab_size).fit(p.ids for p in fit)
+    for p in held:
+        keep = ~((p.ids[1:] >= style_lo) & (p.ids[1:] < style_hi))  # a style token is given, not predicted
+        nll.append(lstm_nlls(model.net, p.ids)[keep])
+        ngram_nll.append(ngram.nlls(p.ids)[keep])
+        kinds.append(tok.vocab.kind_index(p.ids[1:][keep]))
+    nll, ngram_nll, kinds = np.concatenate(nll), np.concatenate(ngram_nll), np.concatenate(kinds)
+    lstm, base = _summary(nll, kinds, tok.vocab.kinds), _summary(ngram_nll, kinds, tok.vocab.kinds)
+    result = {"held_out_files": len(held), "training_files": len(fit), "tokens": int(len(nll)),
+              "nll_nats_per_token": lstm["nll_nats_per_token"], "bits_per_token": lstm["bits_per_token"],
+              "perplexity": lstm["perplexity"], "ngram_order": order,
+              "ngram_nll_nats_per_token": base["nll_nats_per_token"], "ngram_bits_per_token": base["bits_per_token"],
+              "ngram_perplexity": base["perplexity"],
+              "by_type": {k: {"tokens": v["tokens"], "nll_nats_per_token": v["nll_nats_per_token"],
+                              "ngram_nll_nats_per_token": base["by_type"][k]["nll_nats_per_token"]}
+                          for k, v in lstm["by_type"].items()}}
+    if samples <= 0:
+        return result
+
+    pms, seqs = compose(model, seconds=sample_seconds, num=samples, seed=seed, return_ids=True)
+    pms = pms if isinstance(pms, list) else [pms]
+    from .midi import read
+
+    gen_scores = [read(pm) for pm in pms]
+    ref_scores = []
+    for p in held[:64]:
+        s = tok.decode_score(p.ids)
+        cut = s.quarters(sample_seconds) if len(s) else 0
+        ref_scores.append(s.crop(float(cut)) if len(s) else s)
+    gen_f = [f for f in map(features, gen_scores) if f]
+    ref_f = [f for f in map(features, ref_scores) if f]
+    oa = {name: overlap_area([f[name] for f in ref_f], [f[name] for f in gen_f]) for name in FEATURES}
+    result["samples"] = {"count": samples, "seconds": sample_seconds, "seed": seed,
+                         "overlapping_area": oa, "mean_overlapping_area": float(np.nanmean(list(oa.values()))),
+                         "generated_mean": {k: float(np.mean([f[k].mean() for f in gen_f])) for k in FEATURES[1:]},
+                         "data_mean": {k: float(np.mean([f[k].mean() for f in ref_f])) for k in FEATURES[1:]}}
+    training_codes = [_note_codes(tok.decode_score(p.ids)) for p in fit]
+    copies = [longest_copy(_note_codes(s), training_codes) for s in gen_scores]
+    notes = [len(_note_codes(s)) for s in gen_scores]
+    result["memorisation"] = {"longest_copied_notes": int(max(copies)), "mean_longest_copied_notes":
+                              float(np.mean(copies)), "notes_per_sample": float(np.mean(notes))}
+    zero = sum(int(((pm_n.end - pm_n.start) <= 0).sum()) for pm_n in gen_scores)
+    beats = sum(int(((s.end - s.start) > 16).sum()) for s in gen_scores)
+    result["validity"] = {**_validity(model, seqs), "zero_length_notes": zero, "notes_over_16_beats": beats}
+    return result
+
+
+def report(r: dict) -> str:
+    """A readable summary of `evaluate`'s result."""
+    lines = [f"held out: {r['held_out_files']} files, {r['tokens']:,} tokens (n-gram fitted on "
+             f"{r['training_files']} files)",
+             f"{'':22s}{'nats/token':>11s}{'bits/token':>11s}{'perplexity':>11s}",
+             f"{'LSTM':22s}{r['nll_nats_per_token']:11.3f}{r['bits_per_token']:11.3f}{r['perplexity']:11.2f}",
+             f"{'Kneser-Ney ' + str(r['ngram_order']) + '-gram':22s}{r['ngram_nll_nats_per_token']:11.3f}"
+             f"{r['ngram_bits_per_token']:11.3f}{r['ngram_perplexity']:11.2f}",
+             "by token type (tokens, LSTM, n-gram nats/token):"]
+    lines += [f"  {k:18s}{v['tokens']:9d}{v['nll_nats_per_token']:8.3f}{v['ngram_nll_nats_per_token']:8.3f}"
+              for k, v in r["by_type"].items()]
+    if "samples" in r:
+        s = r["samples"]
+        lines.append(f"{s['count']} samples of {s['seconds']:g} s against the data, overlapping area (1 = same):")
+        lines += [f"  {k:24s}{v:6.3f}" for k, v in s["overlapping_area"].items()]
+        lines.append(f"  {'mean':24s}{s['mean_overlapping_area']:6.3f}")
+        m, v = r["memorisation"], r["validity"]
+        lines.append(f"memorisation: longest run copied from a training piece {m['longest_copied_notes']} notes "
+                     f"(mean {m['mean_longest_copied_notes']:.1f}; samples have {m['notes_per_sample']:.0f} notes)")
+        lines.append(f"validity: {v['invalid_tokens']} tokens against the grammar of {v['tokens']:,}, "
+                     f"{v['zero_length_notes']} zero-length notes, {v['notes_over_16_beats']} notes over 16 beats")
+    return "\n".join(lines)
