@@ -3,7 +3,8 @@
 #
 #   bash checkpoints/build.sh [bach] [folk] [pop] [jsb]      (default: all four)
 #
-# Each model trains on this 2-core CPU in well under an hour (train logs land in runs/bundled/NAME).
+# Each model trains on this 2-core CPU in well under an hour (run folders land in runs/bundled/NAME;
+# the bundled files were built with OMP_NUM_THREADS=1, two builds side by side).
 # POP909 is not bundled with music21: clone https://github.com/music-x-lab/POP909-Dataset and set
 # POP909=/path/to/POP909-Dataset/POP909 (default: ../shared/data/pop909, the team's copy).
 set -euo pipefail
@@ -23,10 +24,10 @@ for name in "${@:-bach folk pop jsb}"; do
         slim "$RUNS/bach" checkpoints/bach.pt "Bach four-part chorales (music21 corpus), remi, LSTM 2x256" ;;
       folk)
         [ -d corpora/folk ] || musiclstm corpus export folk corpora/folk
-        musiclstm train corpora/folk --out "$RUNS/folk" --preset small --augment 5 --epochs 8 --seed 0 --force -q
+        musiclstm train corpora/folk --out "$RUNS/folk" --preset small --augment 5 --epochs 4 --seed 0 --force -q
         slim "$RUNS/folk" checkpoints/folk.pt "Irish/American fiddle tunes (music21 corpus: O'Neill, Ryan), remi, LSTM 2x256" ;;
       pop)
-        musiclstm train "$POP909" --out "$RUNS/pop" --preset small --augment 3 --epochs 4 --seed 0 --force -q
+        musiclstm train "$POP909" --out "$RUNS/pop" --preset small --augment 3 --epochs 2 --seed 0 --force -q
         slim "$RUNS/pop" checkpoints/pop.pt "POP909 pop songs (melody, bridge, piano), remi, LSTM 2x256" ;;
       jsb)
         musiclstm benchmark jsb "$JSB" --out "$RUNS/jsb" --force

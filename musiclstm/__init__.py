@@ -1,26 +1,21 @@
 """musiclstm: an LSTM music generator you can install, train, compose with and take apart.
 
 Pipeline: read (`midi.read`) -> encode (`Tokenizer`) -> train -> generate -> decode -> write.
+The functions below share names with their modules (`musiclstm.compose` is the function, in
+musiclstm/compose.py): importing them here keeps `musiclstm.compose(...)` callable.
 """
 
+from .checkpoint import Model, load
+from .compose import audio, compose
 from .errors import CheckpointError, ConfigError, MidiReadError, MusiclstmError
+from .evaluate import evaluate
+from .gates import gate_trace
+from .grammar import Controls
 from .midi import read, to_pretty_midi, write_midi
+from .sample import generate
 from .score import Score, Track
 from .tokenizer import Tokenizer
-
-_LAZY = {"load": ("checkpoint", "load"), "Model": ("checkpoint", "Model"), "train": ("train", "train"),
-         "generate": ("sample", "generate"), "compose": ("compose", "compose"), "Controls": ("grammar", "Controls"),
-         "gate_trace": ("gates", "gate_trace"), "audio": ("compose", "audio"), "evaluate": ("evaluate", "evaluate")}
-
-
-def __getattr__(name: str):
-    """The torch-backed API (`load`, `train`, `generate`, `compose`, ...) imports torch on first use."""
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f".{module}", __name__), attr)
-    raise AttributeError(f"module 'musiclstm' has no attribute {name!r}")
+from .train import train
 
 __version__ = "0.1.0"
 

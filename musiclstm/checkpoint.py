@@ -105,7 +105,7 @@ def slim(src: str | os.PathLike, dst: str | os.PathLike, *, half: bool = True, *
     """Copy a checkpoint for shipping: no resume state, weights in fp16 (`load` casts them back to
     fp32), extra `meta` fields (e.g. description=...) added. Halves the file; the bundled models
     are made this way (see checkpoints/build.sh)."""
-    blob = read(Path(src))
+    blob = read(resolve(src))
     model = load(src)
     if half:
         model.net.half()
@@ -120,6 +120,10 @@ def read(path: Path) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head[:1] != b"\x80" and head != b"PK":  # neither a pickle nor torch's zip: some other file
+            raise CheckpointError(f"{path} is not a readable checkpoint (a foreign file, not a torch.save file)") from e
         raise CheckpointError(f"{path} is not a safe musiclstm checkpoint (it holds pickled code or objects; "
                               "refused without running it)") from e
     except Exception as e:  # the unpickler raises anything on foreign bytes (IndexError, KeyError, ...)

@@ -213,7 +213,10 @@ def write_outputs(pm, path: Path, *, force: bool, info: dict, wav: bool = False,
         if p.exists() and not force:
             raise MusiclstmError(f"{p} exists; use --force to overwrite")
     written = [write_midi(pm, path, force=force)]
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str))
+    try:
+        path.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str))
+    except OSError as e:
+        raise MusiclstmError(f"cannot write {path.with_suffix('.json')}: {e.strerror or e}") from e
     written.append(path.with_suffix(".json"))
     if wav:
         written.append(render_wav(path, path.with_suffix(".wav")))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +88,22 @@ def _from_bytes(data: bytes, label: str) -> Score:
     try:
         s = symusic.Score.from_midi(data)
     except (RuntimeError, ValueError, OverflowError) as e:
-        raise MidiReadError(label, str(e).replace("MiniMidi: ", "").replace(": iostream error", "")) from e
+        raise MidiReadError(label, _parser_reason(str(e))) from e
     tpq = s.ticks_per_quarter
     if tpq <= 0:
         raise MidiReadError(label, f"unsupported time division ({tpq} ticks per quarter)")
     return _from_symusic(s, tpq, label)
+
+
+def _parser_reason(message: str) -> str:
+    """symusic's parser message -> a reason a user can act on."""
+    message = message.replace("MiniMidi: ", "").replace(": iostream error", "").strip()
+    m = re.fullmatch(r"Get (\w+)=(\d+)", message)
+    if m:
+        return f"corrupt MIDI data: a {m[1].replace('_', ' ')} of {m[2]} (must be 0-127)"
+    if "Division type is not ticks per quarter" in message:
+        return "SMPTE time division (frames per second) is not supported; resave with ticks per quarter note"
+    return f"corrupt MIDI data: {message}" if message else "corrupt MIDI data"
 
 
 def _from_symusic(s, tpq: int, label: str) -> Score:
@@ -184,12 +196,16 @@ def write_midi(midi, path, *, force: bool = False) -> Path:
     if path.exists() and not force:
         raise MusiclstmError(f"{path} exists; use --force to overwrite")
     data = to_midi_bytes(midi) if isinstance(midi, Score) else _pm_bytes(midi)
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise MusiclstmError(f"cannot write {path}: {e.strerror or e}") from e
     return path
 

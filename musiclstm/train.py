@@ -146,14 +146,15 @@ def evaluate_nll(net: MusicLSTM, ids: torch.Tensor, cfg: TrainConfig, device: to
 
 
 def train(corpus, out, *, resume: bool = False, force: bool = False, progress: bool = True,
-          cache_dir=None, config_file=None, preset: str = "small", **options) -> Path:
+          cache_dir=None, config_file=None, preset: str = "small", callback=None, **options) -> Path:
     """Prepare `corpus` (a folder, a file, or a list of them), train, and return the best checkpoint path.
 
     `corpus` may also be an already prepared `data.Corpus` (with its tokenizer): its "train" and
     "valid" pieces are used as they are (that is how `benchmark jsb` trains on the JSB arrays).
 
-    Options are the fields of `TrainConfig`. Writes into `out`: last.pt, best.pt, config.json,
-    metrics.jsonl, loss.png, data_report.json and samples/.
+    Options are the fields of `TrainConfig`. `callback(row)`, if given, is called with the metrics
+    row after every validation (a notebook draws a live loss curve with it). Writes into `out`:
+    last.pt, best.pt, config.json, metrics.jsonl, loss.png, data_report.json and samples/.
     """
     out = Path(out)
     if isinstance(corpus, data.Corpus):
@@ -187,7 +188,7 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
         device = pick_device(cfg.device)
     is_main = rank == 0
     try:
-        best = _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir)
+        best = _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir, callback)
         if world > 1:
             torch.distributed.barrier()  # rank 0 may still be writing files; leave together
         return best
@@ -196,7 +197,7 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
             torch.distributed.destroy_process_group()
 
 
-def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir) -> Path:
+def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir, callback) -> Path:
     from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -245,6 +246,8 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "samples").mkdir(exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # left by a process killed while writing a checkpoint
+            stale.unlink(missing_ok=True)
         (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg),
                                                      "tokenizer": tokenizer.to_dict()}, indent=2))
         (out / "data_report.json").write_text(json.dumps(corpus.to_json(), indent=2))
@@ -293,6 +296,8 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
                 checkpoint.save(out / "best.pt", net, tokenizer, meta(step))
             _plot(out, st["history"])
             _sample(net, tokenizer, cfg, out / "samples" / f"step{step:07d}.mid", device)
+            if callback is not None:
+                callback(dict(row))
         return st["bad_evals"] >= cfg.patience
 
     net.train()
