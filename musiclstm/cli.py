@@ -67,6 +67,8 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--patience", type=click.IntRange(1), help="Validations without improvement before stopping.")
 @click.option("--augment", "augment_transpose", type=click.IntRange(0, 12),
               help="Transpose each window by a random -N..N semitones.")
+@click.option("--stretch", "augment_stretch", type=click.FloatRange(0, 1),
+              help="Stretch each window's tempo by a random factor in [1/(1+S), 1+S] (remi, performance).")
 @click.option("--styles", type=click.Choice(["none", "folder", "corpus"]), help="Style conditioning tokens.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")

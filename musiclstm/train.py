@@ -57,6 +57,7 @@ class TrainConfig:
     eval_every: int | None = None  #: steps between validations (default: once an epoch)
     patience: int = 5  #: stop after this many validations without improvement
     augment_transpose: int = 0  #: random transposition of each training window in [-n, n] semitones
+    augment_stretch: float = 0.0  #: random tempo stretch of each window by a factor in [1/(1+s), 1+s]
     styles: str = "none"  #: conditioning: none, folder (top sub-folder name) or corpus (corpus name)
     precision: str = "auto"  #: auto, fp32, bf16 (CPU autocast) or fp16 (CUDA AMP)
     device: str = "auto"  #: auto, cpu, cuda, cuda:N or mps
@@ -313,6 +314,10 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             if cfg.augment_transpose:
                 k = int(torch.randint(-cfg.augment_transpose, cfg.augment_transpose + 1, (1,), generator=gen))
                 x, y = _transpose(tokenizer, x, k), _transpose(tokenizer, y, k)
+            if cfg.augment_stretch:
+                u = float(torch.rand((), generator=gen)) * 2 - 1  # log-uniform factor in [1/(1+s), 1+s]
+                f = math.exp(u * math.log1p(cfg.augment_stretch))
+                x, y = _stretch(tokenizer, x, f), _stretch(tokenizer, y, f)
             x, y = x.to(device), y.to(device)
             state = _detach(carry) if (keep and carry is not None) else None
             for g in opt.param_groups:
@@ -362,6 +367,23 @@ def _transpose(tokenizer: Tokenizer, ids: torch.Tensor, k: int) -> torch.Tensor:
             o = tokenizer.vocab.offset[kind]
             m = (ids >= o) & (ids < o + 128)
             out[m] = o + ((ids[m] - o + k).clamp(0, 127))
+    return out
+
+
+def _stretch(tokenizer: Tokenizer, ids: torch.Tensor, f: float) -> torch.Tensor:
+    """Play a window `f` times slower: remi TEMPO tokens / f (qpm), performance TIME_SHIFT tokens x f
+    (each shift rounded and capped at the longest; long gaps are several shifts, so this is close,
+    not exact). Grid windows have no timing tokens and stay as they are."""
+    out = ids.clone()
+    v = tokenizer.vocab
+    if tokenizer.encoding == "remi":
+        o, n, lo = v.offset["TEMPO"], v.sizes[v.kinds.index("TEMPO")], tokenizer.config.min_qpm
+        m = (ids >= o) & (ids < o + n)
+        out[m] = o + ((ids[m] - o + lo).double() / f - lo).round().long().clamp(0, n - 1)
+    elif tokenizer.encoding == "performance":
+        o, n = v.offset["TIME_SHIFT"], v.sizes[v.kinds.index("TIME_SHIFT")]
+        m = (ids >= o) & (ids < o + n)
+        out[m] = o + ((ids[m] - o + 1).double() * f - 1).round().long().clamp(0, n - 1)
     return out
 
 

@@ -312,3 +312,22 @@ def test_two_process_ddp(corpus, tmp_path):
     assert res.returncode == 0, res.stderr[-6000:]
     meta = checkpoint.read(tmp_path / "ddp" / "last.pt")["meta"]
     assert meta["step"] == 3 and meta["world_size"] == 2
+
+
+def test_tempo_stretch_augmentation(corpus, tmp_path):
+    from musiclstm.train import _stretch
+
+    remi = ml.Tokenizer("remi")
+    ids = torch.tensor([1, remi.vocab.id("TEMPO", 120 - 30), remi.vocab.id("PITCH", 60), remi.vocab.id("BAR")])
+    out = _stretch(remi, ids, 2.0)  # twice as slow: 120 qpm -> 60 qpm; nothing else moves
+    assert out.tolist() == [1, remi.vocab.id("TEMPO", 60 - 30), *ids[2:].tolist()]
+    assert _stretch(remi, ids, 100.0)[1] == remi.vocab.id("TEMPO", 0)  # clamped at the slowest tempo
+    perf = ml.Tokenizer("performance")
+    ids = torch.tensor([perf.vocab.id("TIME_SHIFT", 9), perf.vocab.id("NOTE_ON", 60), perf.vocab.id("TIME_SHIFT", 99)])
+    out = _stretch(perf, ids, 1.5)  # 100 ms -> 150 ms; the longest shift stays the longest
+    assert out.tolist() == [perf.vocab.id("TIME_SHIFT", 14), ids[1].item(), perf.vocab.id("TIME_SHIFT", 99)]
+    grid = ml.Tokenizer("grid")
+    assert torch.equal(_stretch(grid, torch.tensor([5, 6, 7]), 2.0), torch.tensor([5, 6, 7]))
+    best = train(corpus, tmp_path / "s", cache_dir=tmp_path / "cache", augment_stretch=0.2, augment_transpose=2,
+                 **TINY)
+    assert checkpoint.read(best)["meta"]["train"]["augment_stretch"] == 0.2
