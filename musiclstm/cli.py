@@ -161,6 +161,42 @@ def evaluate(checkpoint, data, train_data, samples, seconds, order, seed, jobs, 
 
 
 @cli.command()
+@click.argument("midi", type=EXISTING)
+@click.option("--wav", is_flag=True, help="Audio through FluidSynth and a General MIDI soundfont.")
+@click.option("--png", is_flag=True, help="A piano-roll image.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output stem [MIDI's own name].")
+@click.option("--soundfont", type=EXISTING, help="A .sf2 file [the first in /usr/share/sounds/sf2].")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def render(midi, wav, png, out, soundfont, force) -> None:
+    """Render MIDI (or MusicXML/ABC) as audio and/or a piano roll.
+
+    \b
+    musiclstm render composition.mid --wav --png     # composition.wav, composition.png
+    """
+    from .compose import render_wav
+    from .midi import read, to_pretty_midi, write_midi
+    from .plot import save_piano_roll
+
+    if not (wav or png):
+        raise MusiclstmError("nothing to do: give --wav and/or --png")
+    stem = out or midi
+    targets = [stem.with_suffix(s) for s, on in ((".wav", wav), (".png", png)) if on]
+    for p in targets:
+        if p.exists() and not force:
+            raise MusiclstmError(f"{p} exists; use --force to overwrite")
+    pm = to_pretty_midi(read(midi))
+    if wav:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            src = midi if midi.suffix.lower() in (".mid", ".midi") else write_midi(pm, Path(d) / "x.mid")
+            render_wav(src, stem.with_suffix(".wav"), soundfont=str(soundfont) if soundfont else None)
+    if png:
+        save_piano_roll(pm, stem.with_suffix(".png"))
+    click.echo("wrote " + ", ".join(str(p) for p in targets))
+
+
+@cli.command()
 @click.argument("checkpoint")
 @click.argument("music", type=EXISTING)
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("gates.png"), show_default=True)

@@ -92,3 +92,17 @@ def test_compose_wav_renders_with_fluidsynth_or_says_how_to_get_it(run, tmp_path
     else:
         assert shutil.which("fluidsynth") is None or res.exit_code == 1
         assert res.exit_code == 1 and "fluidsynth" in res.output.lower() and "Traceback" not in res.output
+
+
+def test_render_command(run, tmp_path):  # noqa: F811
+    _tune(tmp_path / "t.mid", 3)
+    r = CliRunner().invoke(cli, ["render", str(tmp_path / "t.mid")])
+    assert r.exit_code == 1 and "nothing to do" in r.output
+    r = CliRunner().invoke(cli, ["render", str(tmp_path / "t.mid"), "--png"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "t.png").stat().st_size > 3000
+    r = CliRunner().invoke(cli, ["render", str(tmp_path / "t.mid"), "--png"])
+    assert r.exit_code == 1 and "--force" in r.output
+    r = CliRunner().invoke(cli, ["render", str(tmp_path / "t.mid"), "--wav", "-o", str(tmp_path / "a")])
+    assert (r.exit_code == 0 and (tmp_path / "a.wav").stat().st_size > 1000) or (
+        r.exit_code == 1 and "fluidsynth" in r.output.lower()), r.output
