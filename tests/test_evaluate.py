@@ -111,3 +111,8 @@ def test_bundled_jsb_models_reproduce_the_readme(data_dir):
     readme = (ck.BUNDLED_DIRS[1].parent / "README.md").read_text()
     assert f"{r['jsb16_valid_nll_per_note']:.3f}" in readme
     assert f"{r['jsb_quarter_test_nll_per_frame']:.3f}" in readme
+
+
+def test_overlap_area_of_identical_constant_features_is_one():
+    assert overlap_area([np.array([90.0])] * 5, [np.array([90.0])] * 3) == 1.0
+    assert overlap_area([np.array([90.0])] * 5, [np.array([60.0])] * 3) < 0.05
