@@ -22,6 +22,8 @@ from .errors import ConfigError, MidiReadError, MusiclstmError
 from .midi import NOTATION_SUFFIXES, is_music_file
 from .tokenizer import Tokenizer
 
+ENCODERS_VERSION = 2  # bump when an encoder's output changes for the same config: old cache entries are ignored
+
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MUSICLSTM_CACHE", Path.home() / ".cache" / "musiclstm"))
@@ -110,7 +112,8 @@ def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, flo
         data = Path(path).read_bytes()
     except OSError as e:
         return "", "", f"cannot read: {e.strerror or e}", 0.0
-    tok_key = hashlib.sha1(json.dumps(tok_dict, sort_keys=True).encode()).hexdigest()[:12]
+    key = json.dumps(tok_dict, sort_keys=True) + f"/encoders-v{ENCODERS_VERSION}"
+    tok_key = hashlib.sha1(key.encode()).hexdigest()[:12]
     sha = hashlib.sha1(data).hexdigest()
     out = Path(cache_dir) / tok_key / sha[:2] / f"{sha}.npz"
     if out.exists():

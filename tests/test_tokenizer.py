@@ -443,9 +443,6 @@ def test_grid_round_trip_keeps_final_note_ends():
     assert out.end.tolist() == [1.0, 1.5]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG remi: a time signature that changes off the bar grid of the previous "
-                   "meter makes encode start a bar there while decode starts it a whole bar later, so later onsets "
-                   "move (quarter 2.5 decodes at 4)")
 def test_remi_time_signature_change_off_the_bar_line_keeps_onsets():
     tok = Tokenizer("remi")
     s = Score.from_notes([(0, 1, 60, 80), (2.5, 3, 62, 80), (4, 5, 64, 80), (6, 7, 65, 80)],
@@ -579,3 +576,12 @@ def test_jsb_piece_encodes_one_token_per_voice_and_step(data_dir):
     body = np.array(ids[1:-1]).reshape(-1, 4)
     expect = np.where(np.isnan(piece), tok.vocab.id("REST"), tok.vocab.id("PITCH", np.nan_to_num(piece, nan=0)))
     np.testing.assert_array_equal(body, expect.astype(np.int64))
+
+
+def test_remi_two_meter_changes_inside_one_bar_keep_onsets_and_the_later_meter():
+    tok = Tokenizer("remi")
+    s = Score.from_notes([(0, 1, 60, 80), (2.5, 3, 62, 80), (4, 5, 64, 80), (7, 8, 65, 80)],
+                         time_signatures=[[0, 4, 4], [2.5, 3, 4], [3, 6, 8]])
+    out = tok.decode_score(tok.encode(s))
+    assert sorted(out.start.tolist()) == [0, 2.5, 4, 7]
+    assert out.time_signatures[:, 1:].tolist() == [[4, 4], [6, 8]] and out.time_signatures[1, 0] == 4

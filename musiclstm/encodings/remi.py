@@ -90,6 +90,17 @@ class Codec:
         keep[0] |= not keep.any()
         ts_tick, sig, bar_len = ts_tick[keep], sig[keep], bar_len[keep]
         ts_tick[0] = 0
+        # a change that falls inside a bar of the previous meter takes effect at that meter's next
+        # bar line (the decoder can only start a bar where the previous one ends)
+        seg = [[0, int(sig[0]), int(bar_len[0])]]
+        for t, g, n in zip(ts_tick[1:].tolist(), sig[1:].tolist(), bar_len[1:].tolist(), strict=True):
+            a, _, prev_n = seg[-1]
+            snapped = a + -(-(t - a) // prev_n) * prev_n
+            if snapped == a:  # the previous meter would get no bar: the later change wins
+                seg[-1][1:] = [g, n]
+            elif snapped <= last:
+                seg.append([snapped, g, n])
+        ts_tick, sig, bar_len = (np.array(c, np.int64) for c in zip(*seg, strict=True))
         seg_end = np.r_[ts_tick[1:], last + 1]
         bars, bar_sig = [], []
         for a, b, n, s in zip(ts_tick, seg_end, bar_len, sig, strict=True):
