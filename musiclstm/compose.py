@@ -94,6 +94,8 @@ def compose(model: Model, prime=None, *, seconds: float | None = 30.0, bars: int
     programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
     if tempo is not None and not 10 <= tempo <= 400:
         raise ConfigError("tempo must be between 10 and 400 qpm")
+    if bars is not None and tok.encoding == "performance":
+        raise ConfigError("--bars needs a remi or grid model (performance tokens have no bar lines); use --seconds")
     if tempo is not None and tok.encoding == "performance":
         raise ConfigError("--tempo needs a remi or grid model (performance timing is in seconds)")
     controls = Controls(key=key, pitch_range=tuple(pitch_range) if pitch_range else None,
@@ -114,7 +116,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = 30.0, bars: int
         nonlocal start
         if tokens is not None:
             return torch.zeros(1, dtype=torch.bool)
-        if bars is not None and hasattr(grammar, "bars"):
+        if bars is not None:
             now = grammar.bars()
             start = now.clone() if start is None else start
             return now - start > bars

@@ -253,6 +253,11 @@ class GridGrammar(Grammar):
         cfg = self.tok.config
         return self.state["k"] // cfg.voices / cfg.steps_per_quarter * 60 / cfg.qpm
 
+    def bars(self):
+        """Whole 4/4 bars so far (the grid has no meter of its own)."""
+        cfg = self.tok.config
+        return self.state["k"] // (cfg.voices * cfg.steps_per_quarter * 4)
+
     def allowed(self, B):
         s = self.state
         V = self.tok.config.voices

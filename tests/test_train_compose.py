@@ -331,3 +331,16 @@ def test_tempo_stretch_augmentation(corpus, tmp_path):
     best = train(corpus, tmp_path / "s", cache_dir=tmp_path / "cache", augment_stretch=0.2, augment_transpose=2,
                  **TINY)
     assert checkpoint.read(best)["meta"]["train"]["augment_stretch"] == 0.2
+
+
+def test_length_in_bars_for_grid_and_a_clear_error_for_performance():
+    torch.manual_seed(0)
+    grid = ml.Tokenizer("grid")
+    model = ml.Model(MusicLSTM(ModelConfig(grid.vocab_size, 8, 16, 1, 0.0)).eval(), grid, {})
+    pm, (ids,) = ml.compose(model, bars=2, seed=0, return_ids=True)
+    steps = sum(1 for i in ids if grid.vocab.split(i)[0] in ("PITCH", "REST", "HOLD")) // 4
+    assert 2 * 16 < steps <= 3 * 16 + 1  # stops once more than 2 whole 4/4 bars of 16ths are written
+    perf = ml.Tokenizer("performance")
+    model = ml.Model(MusicLSTM(ModelConfig(perf.vocab_size, 8, 16, 1, 0.0)).eval(), perf, {})
+    with pytest.raises(ml.ConfigError, match="bars"):
+        ml.compose(model, bars=2)
