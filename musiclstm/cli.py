@@ -139,7 +139,7 @@ def info(checkpoint, as_json) -> None:
 @click.option("--samples", type=click.IntRange(0), default=8, show_default=True,
               help="Samples to generate for the statistics (0: NLL only).")
 @click.option("--seconds", type=click.FloatRange(1), default=30.0, show_default=True, help="Length of each sample.")
-@click.option("--order", type=click.IntRange(1, 10), default=5, show_default=True, help="n-gram order.")
+@click.option("--order", type=click.IntRange(1, 6), default=5, show_default=True, help="n-gram order.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
