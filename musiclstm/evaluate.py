@@ -172,17 +172,38 @@ def _note_codes(score: Score) -> np.ndarray:
     return (s.pitch[order].astype(np.int64) * 10000 + steps.astype(np.int64))
 
 
-def longest_copy(sample: np.ndarray, training: list[np.ndarray]) -> int:
-    """The longest run of consecutive notes of `sample` found, in order, in one training piece."""
-    def found(k: int) -> bool:
-        grams = {t[i:i + k].tobytes() for t in training for i in range(len(t) - k + 1)}
-        return any(sample[i:i + k].tobytes() in grams for i in range(len(sample) - k + 1))
+def _hashes(codes: np.ndarray, k: int) -> np.ndarray:
+    """A 64-bit polynomial hash of every run of k consecutive codes."""
+    if len(codes) < k:
+        return np.zeros(0, np.uint64)
+    h = np.zeros(len(codes) - k + 1, np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            h = h * np.uint64(1_000_003) + codes[j:len(codes) - k + 1 + j].astype(np.uint64)
+    return h
 
-    lo, hi = 0, len(sample)  # found(lo) holds; binary search for the largest k
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if found(mid) else (lo, mid - 1)
-    return lo
+
+def longest_copies(samples: list[np.ndarray], training: list[np.ndarray]) -> list[int]:
+    """For each sample, the longest run of consecutive notes found, in order, in one training piece."""
+    memo: dict[int, np.ndarray] = {}
+
+    def found(sample: np.ndarray, k: int) -> bool:
+        if k not in memo:
+            memo[k] = np.unique(np.concatenate([_hashes(t, k) for t in training] or [np.zeros(0, np.uint64)]))
+        return bool(np.isin(_hashes(sample, k), memo[k]).any())
+
+    out = []
+    for sample in samples:
+        lo, hi = 0, len(sample)  # found(lo) holds; binary search for the largest k
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if found(sample, mid) else (lo, mid - 1)
+        out.append(lo)
+    return out
+
+
+def longest_copy(sample: np.ndarray, training: list[np.ndarray]) -> int:
+    return longest_copies([sample], training)[0]
 
 
 def _validity(model, seqs: list[list[int]]) -> dict:
@@ -269,7 +290,7 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 8, sample_secon
                          "generated_mean": {k: float(np.mean([f[k].mean() for f in gen_f])) for k in FEATURES[1:]},
                          "data_mean": {k: float(np.mean([f[k].mean() for f in ref_f])) for k in FEATURES[1:]}}
     training_codes = [_note_codes(tok.decode_score(p.ids)) for p in fit]
-    copies = [longest_copy(_note_codes(s), training_codes) for s in gen_scores]
+    copies = longest_copies([_note_codes(s) for s in gen_scores], training_codes)
     notes = [len(_note_codes(s)) for s in gen_scores]
     result["memorisation"] = {"longest_copied_notes": int(max(copies)), "mean_longest_copied_notes":
                               float(np.mean(copies)), "notes_per_sample": float(np.mean(notes))}
