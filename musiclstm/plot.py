@@ -89,14 +89,16 @@ def gates(trace, *, layer: int = 0, units: int = 48, axes=None):
     steps = np.arange(len(trace.ids))
     pitch = np.array([_pitch(n) for n in trace.names], dtype=float)
     has = ~np.isnan(pitch)
-    axes[0].scatter(steps[has], pitch[has], s=6, c="k")
+    sc = axes[0].scatter(steps[has], pitch[has], s=6, c=pitch[has], cmap="viridis")
+    axes[0].figure.colorbar(sc, ax=axes[0], pad=0.01)  # keeps the panel as wide as the heatmaps below
     axes[0].set_ylabel("pitch token")
     for n in (i for i, name in enumerate(trace.names) if name == "BAR"):
         for ax in axes:
             ax.axvline(n, color="0.6", lw=0.5)
     for ax, (field, title, cmap, lim) in zip(axes[1:], GATES, strict=True):
         a = getattr(trace, field)[layer][:, pick].T
-        v = lim or (-np.abs(a).max(), np.abs(a).max())
+        top = float(np.percentile(np.abs(a), 98)) or 1.0  # a few counting units would wash out the rest
+        v = lim or (-top, top)
         im = ax.imshow(a, aspect="auto", cmap=cmap, vmin=v[0], vmax=v[1], interpolation="nearest")
         ax.set_ylabel(f"{title}\n(unit)")
         ax.figure.colorbar(im, ax=ax, pad=0.01)

@@ -20,7 +20,6 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     if path.stem in NEEDS_BUNDLED and not {"folk", "bach", "pop"} <= set(bundled_models()):
         pytest.skip("the bundled models are not built (bash checkpoints/build.sh)")
     monkeypatch.setenv("MUSICLSTM_QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
