@@ -27,8 +27,7 @@ for name in "${@:-bach folk pop jsb}"; do
         musiclstm train corpora/folk --out "$RUNS/folk" --preset small --augment 5 --epochs 4 --seed 0 --force -q
         slim "$RUNS/folk" checkpoints/folk.pt "Irish/American fiddle tunes (music21 corpus: O'Neill, Ryan), remi, LSTM 2x256" ;;
       pop)
-        musiclstm train "$POP909" --out "$RUNS/pop" --preset small --augment 3 --epochs 2 --seed 0 --force -q
-        musiclstm train "$POP909" --out "$RUNS/pop" --resume --epochs 5 -q   # then 3 more (a warm restart)
+        musiclstm train "$POP909" --out "$RUNS/pop" --preset small --augment 3 --epochs 4 --seed 0 --force -q
         slim "$RUNS/pop" checkpoints/pop.pt "POP909 pop songs (melody, bridge, piano), remi, LSTM 2x256" ;;
       jsb)
         musiclstm benchmark jsb "$JSB" --out "$RUNS/jsb" --force

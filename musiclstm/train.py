@@ -56,8 +56,8 @@ class TrainConfig:
     val_fraction: float = 0.1  #: share of files held out, by content hash (a csv split wins)
     eval_every: int | None = None  #: steps between validations (default: once an epoch)
     patience: int = 5  #: stop after this many validations without improvement
-    augment_transpose: int = 0  #: random transposition of each training window in [-n, n] semitones
-    augment_stretch: float = 0.0  #: random tempo stretch of each window by a factor in [1/(1+s), 1+s]
+    augment_transpose: int = 0  #: random transposition in [-n, n] semitones, per lane, held for an epoch
+    augment_stretch: float = 0.0  #: random tempo stretch by a factor in [1/(1+s), 1+s], per lane and epoch
     styles: str = "none"  #: conditioning: none, folder (top sub-folder name) or corpus (corpus name)
     precision: str = "auto"  #: auto, fp32, bf16 (CPU autocast) or fp16 (CUDA AMP)
     device: str = "auto"  #: auto, cpu, cuda, cuda:N or mps
@@ -311,13 +311,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             if cfg.max_time is not None and time.time() - t0 > cfg.max_time:
                 break
             x, y, keep = windows.get(step % per_epoch, gen)
-            if cfg.augment_transpose:
-                k = int(torch.randint(-cfg.augment_transpose, cfg.augment_transpose + 1, (1,), generator=gen))
-                x, y = _transpose(tokenizer, x, k), _transpose(tokenizer, y, k)
-            if cfg.augment_stretch:
-                u = float(torch.rand((), generator=gen)) * 2 - 1  # log-uniform factor in [1/(1+s), 1+s]
-                f = math.exp(u * math.log1p(cfg.augment_stretch))
-                x, y = _stretch(tokenizer, x, f), _stretch(tokenizer, y, f)
+            x, y = _augment(tokenizer, cfg, x, y, step // per_epoch)
             x, y = x.to(device), y.to(device)
             state = _detach(carry) if (keep and carry is not None) else None
             for g in opt.param_groups:
@@ -357,34 +351,57 @@ def _detach(state):
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
-def _transpose(tokenizer: Tokenizer, ids: torch.Tensor, k: int) -> torch.Tensor:
-    """Shift pitch tokens by k semitones; drums and non-pitch tokens stay."""
-    if k == 0:
-        return ids
+def _augment(tokenizer: Tokenizer, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, epoch: int):
+    """Transpose and tempo-stretch each lane (row) of a batch by its own amount, drawn once per epoch.
+
+    With TBPTT a lane's state runs on from one window into the next, so the amount must not change
+    between them: a fresh transposition every window would show the model keys that jump for no
+    reason, and it learns to wander between keys. The amounts come from (seed, epoch) alone, so a
+    resumed run draws the same ones.
+    """
+    if not (cfg.augment_transpose or cfg.augment_stretch):
+        return x, y
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    B = x.shape[0]
+    k = torch.randint(-cfg.augment_transpose, cfg.augment_transpose + 1, (B, 1), generator=g)
+    u = torch.rand(B, 1, generator=g, dtype=torch.float64) * 2 - 1  # log-uniform stretch in [1/(1+s), 1+s]
+    f = torch.exp(u * math.log1p(cfg.augment_stretch))
+    if cfg.augment_transpose:
+        x, y = _transpose(tokenizer, x, k), _transpose(tokenizer, y, k)
+    if cfg.augment_stretch:
+        x, y = _stretch(tokenizer, x, f), _stretch(tokenizer, y, f)
+    return x, y
+
+
+def _transpose(tokenizer: Tokenizer, ids: torch.Tensor, k) -> torch.Tensor:
+    """Shift pitch tokens by k semitones (an int, or a (B, 1) tensor: one shift per row); drums and
+    other tokens stay."""
     out = ids.clone()
+    shifted = ids + torch.as_tensor(k)
     for kind in ("NOTE_ON", "NOTE_OFF", "PITCH"):
         if kind in tokenizer.vocab.offset:
             o = tokenizer.vocab.offset[kind]
             m = (ids >= o) & (ids < o + 128)
-            out[m] = o + ((ids[m] - o + k).clamp(0, 127))
+            out = torch.where(m, o + (shifted - o).clamp(0, 127), out)
     return out
 
 
-def _stretch(tokenizer: Tokenizer, ids: torch.Tensor, f: float) -> torch.Tensor:
-    """Play a window `f` times slower: remi TEMPO tokens / f (qpm), performance TIME_SHIFT tokens x f
-    (each shift rounded and capped at the longest; long gaps are several shifts, so this is close,
-    not exact). Grid windows have no timing tokens and stay as they are."""
-    out = ids.clone()
+def _stretch(tokenizer: Tokenizer, ids: torch.Tensor, f) -> torch.Tensor:
+    """Play a window `f` times slower (a float, or a (B, 1) tensor: one factor per row): remi TEMPO
+    tokens / f (qpm), performance TIME_SHIFT tokens x f (each shift rounded and capped at the
+    longest; long gaps are several shifts, so this is close, not exact). Grid windows have no timing
+    tokens and stay as they are."""
     v = tokenizer.vocab
+    f = torch.as_tensor(f, dtype=torch.float64)
     if tokenizer.encoding == "remi":
         o, n, lo = v.offset["TEMPO"], v.sizes[v.kinds.index("TEMPO")], tokenizer.config.min_qpm
-        m = (ids >= o) & (ids < o + n)
-        out[m] = o + ((ids[m] - o + lo).double() / f - lo).round().long().clamp(0, n - 1)
+        new = o + ((ids - o + lo).double() / f - lo).round().long().clamp(0, n - 1)
     elif tokenizer.encoding == "performance":
         o, n = v.offset["TIME_SHIFT"], v.sizes[v.kinds.index("TIME_SHIFT")]
-        m = (ids >= o) & (ids < o + n)
-        out[m] = o + ((ids[m] - o + 1).double() * f - 1).round().long().clamp(0, n - 1)
-    return out
+        new = o + ((ids - o + 1).double() * f - 1).round().long().clamp(0, n - 1)
+    else:
+        return ids
+    return torch.where((ids >= o) & (ids < o + n), new, ids)
 
 
 def _plot(out: Path, history: list[dict]) -> None:

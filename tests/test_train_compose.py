@@ -344,3 +344,20 @@ def test_length_in_bars_for_grid_and_a_clear_error_for_performance():
     model = ml.Model(MusicLSTM(ModelConfig(perf.vocab_size, 8, 16, 1, 0.0)).eval(), perf, {})
     with pytest.raises(ml.ConfigError, match="bars"):
         ml.compose(model, bars=2)
+
+
+def test_augmentation_holds_each_lane_for_an_epoch():
+    """A lane's carried state must not see its key jump between windows (it would learn to wander)."""
+    from musiclstm.train import TrainConfig, _augment
+
+    tok = ml.Tokenizer("remi")
+    cfg = TrainConfig(augment_transpose=5, augment_stretch=0.1)
+    base = torch.full((8, 4), tok.vocab.id("PITCH", 60))
+    a, _ = _augment(tok, cfg, base, base, epoch=0)
+    b, _ = _augment(tok, cfg, base.clone(), base, epoch=0)  # the next window of the same epoch
+    c, _ = _augment(tok, cfg, base, base, epoch=1)
+    assert torch.equal(a, b)  # same shift per lane within an epoch
+    assert (a == a[:, :1]).all()  # one shift across a window
+    assert len(set(a[:, 0].tolist())) > 1 and not torch.equal(a, c)  # lanes differ; epochs redraw
+    shifts = a[:, 0] - tok.vocab.id("PITCH", 60)
+    assert shifts.abs().max() <= 5
