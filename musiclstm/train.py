@@ -249,6 +249,10 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         (out / "samples").mkdir(exist_ok=True)
         for stale in out.glob(".*.tmp"):  # left by a process killed while writing a checkpoint
             stale.unlink(missing_ok=True)
+        if resume_blob is None:  # a fresh run (--force): nothing of the previous run's may mix in
+            for old in [out / n for n in ("metrics.jsonl", "best.pt", "last.pt", "loss.png")] + \
+                    list((out / "samples").glob("*.mid")):
+                old.unlink(missing_ok=True)
         (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg),
                                                      "tokenizer": tokenizer.to_dict()}, indent=2))
         (out / "data_report.json").write_text(json.dumps(corpus.to_json(), indent=2))

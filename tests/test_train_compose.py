@@ -361,3 +361,13 @@ def test_augmentation_holds_each_lane_for_an_epoch():
     assert len(set(a[:, 0].tolist())) > 1 and not torch.equal(a, c)  # lanes differ; epochs redraw
     shifts = a[:, 0] - tok.vocab.id("PITCH", 60)
     assert shifts.abs().max() <= 5
+
+
+def test_force_starts_a_clean_run(corpus, tmp_path):
+    out = tmp_path / "f"
+    train(corpus, out, cache_dir=tmp_path / "cache", **{**TINY, "max_steps": 6})
+    train(corpus, out, cache_dir=tmp_path / "cache", force=True, **{**TINY, "max_steps": 3})
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3]  # the first run's rows are gone
+    assert checkpoint.read(out / "best.pt")["meta"]["step"] == 3
+    assert len(list((out / "samples").glob("*.mid"))) == 1
