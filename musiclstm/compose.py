@@ -165,7 +165,7 @@ def render_wav(midi_path: Path, wav_path: Path, *, soundfont: str | None = None,
         raise MusiclstmError("--wav needs FluidSynth and a General MIDI soundfont: "
                              "apt-get install fluidsynth fluid-soundfont-gm")
     res = subprocess.run([exe, "-ni", "-q", "-F", str(wav_path), "-r", str(rate), sf, str(midi_path)],
-                         capture_output=True, text=True, timeout=600)
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     if res.returncode != 0 or not wav_path.exists():
         raise MusiclstmError(f"fluidsynth failed: {(res.stderr or res.stdout).strip()[:200]}")
     return wav_path
