@@ -139,6 +139,16 @@ def features(score: Score) -> dict[str, np.ndarray]:
             "velocity": np.array([s.velocity.mean()])}
 
 
+MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
+
+
+def in_key(score: Score) -> float:
+    """Share of the pitched notes that fall in the best-fitting major (or relative minor) scale."""
+    s = score.select(~score.is_drum)
+    h = np.bincount(s.pitch.astype(int) % 12, minlength=12)
+    return float(max(h[(MAJOR + r) % 12].sum() for r in range(12)) / max(1, h.sum()))
+
+
 def _kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     values = values[np.isfinite(values)]
     if len(values) < 2 or values.std() == 0:
@@ -288,7 +298,9 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 8, sample_secon
     result["samples"] = {"count": samples, "seconds": sample_seconds, "seed": seed,
                          "overlapping_area": oa, "mean_overlapping_area": float(np.nanmean(list(oa.values()))),
                          "generated_mean": {k: float(np.mean([f[k].mean() for f in gen_f])) for k in FEATURES[1:]},
-                         "data_mean": {k: float(np.mean([f[k].mean() for f in ref_f])) for k in FEATURES[1:]}}
+                         "data_mean": {k: float(np.mean([f[k].mean() for f in ref_f])) for k in FEATURES[1:]},
+                         "in_key": {"generated": float(np.mean([in_key(x) for x in gen_scores if len(x)])),
+                                    "data": float(np.mean([in_key(x) for x in ref_scores if len(x)]))}}
     training_codes = [_note_codes(tok.decode_score(p.ids)) for p in fit]
     copies = longest_copies([_note_codes(s) for s in gen_scores], training_codes)
     notes = [len(_note_codes(s)) for s in gen_scores]
@@ -316,6 +328,8 @@ def report(r: dict) -> str:
         lines.append(f"{s['count']} samples of {s['seconds']:g} s against the data, overlapping area (1 = same):")
         lines += [f"  {k:24s}{v:6.3f}" for k, v in s["overlapping_area"].items()]
         lines.append(f"  {'mean':24s}{s['mean_overlapping_area']:6.3f}")
+        k = s["in_key"]
+        lines.append(f"notes in the best-fitting key: samples {k['generated']:.3f}, data {k['data']:.3f}")
         m, v = r["memorisation"], r["validity"]
         lines.append(f"memorisation: longest run copied from a training piece {m['longest_copied_notes']} notes "
                      f"(mean {m['mean_longest_copied_notes']:.1f}; samples have {m['notes_per_sample']:.0f} notes)")

@@ -66,6 +66,8 @@ def test_evaluate_reports_nll_against_ngram_and_statistics(small_run):
     assert all(0 <= v <= 1.01 for v in oa.values() if not math.isnan(v))
     assert r["validity"]["invalid_tokens"] == 0 and r["validity"]["zero_length_notes"] == 0
     assert r["memorisation"]["longest_copied_notes"] >= 0
+    assert 0.5 <= r["samples"]["in_key"]["data"] <= 1  # the tunes are built on one scale
+    assert r["samples"]["in_key"]["data"] == 1.0
 
 
 def test_evaluate_command_json(small_run):
