@@ -72,6 +72,11 @@ class Corpus:
                 "duplicates": self.duplicates, "fingerprint": self.fingerprint}
 
 
+def as_paths(corpus) -> list[Path]:
+    """A folder, a file, or a list of them -> a list of paths."""
+    return [Path(c) for c in (corpus if isinstance(corpus, list | tuple) else [corpus])]
+
+
 def find_files(corpus: Path) -> list[Path]:
     """Music files under `corpus` (recursive, case-insensitive suffixes), sorted."""
     if corpus.is_file():

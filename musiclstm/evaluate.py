@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from . import data
 from .errors import MusiclstmError
+from .midi import read
 from .score import Score
 
 
@@ -247,15 +247,14 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 8, sample_secon
     tok = model.tokenizer
     train_cfg = model.meta.get("train", {})
     styles = train_cfg.get("styles", "none") if tok.styles else "none"
-    paths = [Path(c) for c in (corpus if isinstance(corpus, list | tuple) else [corpus])]
+    paths = data.as_paths(corpus)
     kw = dict(styles=styles, jobs=jobs, cache_dir=cache_dir, progress=progress)
     if train_corpus is None:
         prepared = data.prepare(paths, tok, val_fraction=train_cfg.get("val_fraction", 0.1), **kw)
         held, fit = prepared.split("valid"), prepared.split("train")
     else:
-        tpaths = [Path(c) for c in (train_corpus if isinstance(train_corpus, list | tuple) else [train_corpus])]
         held = data.prepare(paths, tok, val_fraction=0.0, **kw).pieces
-        fit = data.prepare(tpaths, tok, val_fraction=0.0, **kw).pieces
+        fit = data.prepare(data.as_paths(train_corpus), tok, val_fraction=0.0, **kw).pieces
     if not held:
         raise MusiclstmError("no held-out files: the data is too small for a validation split (give --train-data)")
     if not fit:
@@ -284,8 +283,6 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 8, sample_secon
 
     pms, seqs = compose(model, seconds=sample_seconds, num=samples, seed=seed, return_ids=True)
     pms = pms if isinstance(pms, list) else [pms]
-    from .midi import read
-
     gen_scores = [read(pm) for pm in pms]
     ref_scores = []
     for p in held[:64]:
@@ -302,11 +299,12 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 8, sample_secon
                          "in_key": {"generated": float(np.mean([in_key(x) for x in gen_scores if len(x)])),
                                     "data": float(np.mean([in_key(x) for x in ref_scores if len(x)]))}}
     training_codes = [_note_codes(tok.decode_score(p.ids)) for p in fit]
-    copies = longest_copies([_note_codes(s) for s in gen_scores], training_codes)
-    notes = [len(_note_codes(s)) for s in gen_scores]
+    sample_codes = [_note_codes(s) for s in gen_scores]
+    copies = longest_copies(sample_codes, training_codes)
+    notes = [len(c) for c in sample_codes]
     result["memorisation"] = {"longest_copied_notes": int(max(copies)), "mean_longest_copied_notes":
                               float(np.mean(copies)), "notes_per_sample": float(np.mean(notes))}
-    zero = sum(int(((pm_n.end - pm_n.start) <= 0).sum()) for pm_n in gen_scores)
+    zero = sum(int(((s.end - s.start) <= 0).sum()) for s in gen_scores)
     beats = sum(int(((s.end - s.start) > 16).sum()) for s in gen_scores)
     result["validity"] = {**_validity(model, seqs), "zero_length_notes": zero, "notes_over_16_beats": beats}
     return result

@@ -161,7 +161,7 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
     if isinstance(corpus, data.Corpus):
         corpora = corpus
     else:
-        corpora = [Path(c) for c in (corpus if isinstance(corpus, list | tuple) else [corpus])]
+        corpora = data.as_paths(corpus)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     resume_blob = None
     if resume:
