@@ -203,6 +203,42 @@ def _clean(score) -> None:
             seen.add(id(el))
 
 
+# Chorale parts keep their own programs so that remi (which tells tracks apart by program) keeps four
+# voices: a string quartet, highest to lowest, the voice name kept as the track name.
+VOICE_PROGRAMS = {"soprano": 40, "alto": 41, "tenor": 42, "bass": 43}
+
+
+def _pickup(score) -> float:
+    """Quarter notes missing from an incomplete first bar (an anacrusis), 0 when the first bar is whole."""
+    measure = score.recurse().getElementsByClass("Measure").first()
+    return float(measure.paddingLeft) if measure is not None and measure.paddingLeft else 0.0
+
+
+def _fix_midi(midi, pickup: float):
+    """Put bar lines where the music has them and keep chorale voices apart.
+
+    music21 starts the first bar at tick 0 even when it is a pickup, so every bar line lands off the real
+    one; shifting the notes right by the missing part of the bar restores them (meter, key and tempo stay
+    at tick 0). Tracks named Soprano/Alto/Tenor/Bass get distinct programs (`VOICE_PROGRAMS`); when all
+    four are there, other parts (a doubling horn) and empty tracks are left out.
+    """
+    if pickup > 0:
+        shift = round(pickup * midi.ticks_per_quarter)
+        for track in midi.tracks:
+            track.shift_time(shift, inplace=True)
+        for events in (midi.tempos, midi.time_signatures, midi.key_signatures):
+            for ev in events:
+                if ev.time > 0:
+                    ev.time += shift
+    named = {t.name.strip().lower(): t for t in midi.tracks if t.notes and t.name.strip().lower() in VOICE_PROGRAMS}
+    if len(named) == len(VOICE_PROGRAMS):
+        keep = [named[v] for v in VOICE_PROGRAMS]
+        for voice, track in zip(VOICE_PROGRAMS, keep, strict=True):
+            track.program, track.name = VOICE_PROGRAMS[voice], voice.capitalize()
+        midi.tracks = keep
+    return midi
+
+
 def _export_one(source: str, number: int | None, dest: str, timeout: float) -> str | None:
     """Convert one piece to MIDI at `dest`; None on success, else a one-line reason (error, timeout, runaway
     repeat expansion)."""
@@ -226,9 +262,11 @@ def _export_one(source: str, number: int | None, dest: str, timeout: float) -> s
     finally:
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
-    played = symusic.Score.from_midi(data).end() / EXPORT_TPQ
+    midi = symusic.Score.from_midi(data)
+    played = midi.end() / EXPORT_TPQ
     if played > MAX_EXPANSION * notated + 1:
         return f"repeats expand {notated:g} quarter notes to {played:,.0f} (music21 repeat expansion)"
+    data = _fix_midi(midi, _pickup(score)).dumps_midi()
     tmp = Path(dest).with_name(f".{Path(dest).name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
