@@ -1,0 +1,44 @@
+"""The declared Python version covers what the package imports, and ruff checks for that version."""
+
+from __future__ import annotations
+
+import ast
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# standard-library modules newer than Python 3.10, with the version that added them
+NEW_STDLIB = {"tomllib": (3, 11), "wsgiref.types": (3, 11)}
+
+
+def _declared_minimum() -> tuple[int, int]:
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert spec.startswith(">="), spec
+    major, minor = spec[2:].strip().split(".")[:2]
+    return int(major), int(minor)
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_requires_python_covers_every_standard_library_import():
+    lowest = _declared_minimum()
+    needs = {(name, NEW_STDLIB[name], str(f.relative_to(ROOT))) for f in (ROOT / "musiclstm").rglob("*.py")
+             for name in _imports(f) if name in NEW_STDLIB}
+    too_new = sorted(n for n in needs if n[1] > lowest)
+    assert not too_new, f"requires-python >={lowest[0]}.{lowest[1]} but the package imports {too_new}"
+
+
+def test_ruff_targets_the_declared_python():
+    major, minor = _declared_minimum()
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert ruff["target-version"] == f"py{major}{minor}"
+    assert sys.version_info[:2] >= (major, minor)
