@@ -8,6 +8,7 @@ which refuses any pickled object that is not such plain data, so a crafted file 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -50,8 +51,22 @@ class Model:
 
     @property
     def fingerprint(self) -> str:
-        """A short hash of the weights' checkpoint identity (data fingerprint + step)."""
-        return f"{self.meta.get('fingerprint', '?')}@{self.meta.get('step', 0)}"
+        """A short hash (16 hex digits) of the weights themselves: names, shapes and fp32 values.
+
+        Two models trained on the same data to the same step differ here; so does a `slim` fp16
+        copy (its weights are rounded). The data fingerprint and step stay in `meta`.
+        """
+        return weights_fingerprint(self.net)
+
+
+def weights_fingerprint(net: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, shape, float32 bytes), first 16 hex digits."""
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        t = t.detach().to("cpu", torch.float32 if t.is_floating_point() else t.dtype).contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def save(path: Path, net: MusicLSTM, tokenizer: Tokenizer, meta: dict, resume: dict | None = None) -> Path:

@@ -150,7 +150,8 @@ def compose(model: Model, prime=None, *, seconds: float | None = 30.0, bars: int
 def sidecar(model: Model, options: dict, prime, ids: list[int]) -> dict:
     """Provenance of one composed file: model fingerprint, seed, every option, primer, output hash."""
     info = {"musiclstm": __import__("musiclstm").__version__, "checkpoint": str(model.path),
-            "model_fingerprint": model.fingerprint, "options": options, "tokens": len(ids)}
+            "model_fingerprint": model.fingerprint, "data_fingerprint": model.meta.get("fingerprint"),
+            "step": model.meta.get("step"), "options": options, "tokens": len(ids)}
     if prime is not None and isinstance(prime, str | Path):
         info["prime"] = {"path": str(prime), "sha1": hashlib.sha1(Path(prime).read_bytes()).hexdigest()}
     return info
