@@ -1,6 +1,6 @@
 """`musiclstm benchmark jsb`: our LSTMs on the two published JSB Chorales tables.
 
-(a) Music Transformer's table (Huang et al. 2018): `Jsb16thSeparated.npz`, a 16th-note grid of
+(a) Music Transformer's table (Huang et al. 2018): `Jsb16thSeparated.json`, a 16th-note grid of
     four voices serialized S1 A1 T1 B1 S2 A2 ..., one token per voice and step (a pitch, repeated
     while held, or a rest); mean NLL per note token on the validation split. Our `grid` encoding
     with `hold=False` is exactly that serialization. The model is early-stopped on 10 % of the
@@ -12,6 +12,9 @@
     frame-to-tokens map is one fixed order, the token model assigns each frame at least that
     sequence's probability (other orders can only add mass), so the figure is a true upper bound on
     the model's NLL of the frame: the comparison can only be unfair to us.
+
+The 16th table is read from the JSON form of the data, never from `Jsb16thSeparated.npz`: that file
+stores its chorales as pickled Python objects, and unpickling a file from DIR could run any code.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from .encodings.grid import load_jsb
 from .errors import MusiclstmError
 from .tokenizer import BOS, EOS, Tokenizer
 
-FILES = {"16th": "Jsb16thSeparated.npz", "quarter": "jsb-chorales-quarter.json"}
+FILES = {"16th": "Jsb16thSeparated.json", "quarter": "jsb-chorales-quarter.json"}
 NAMES = {"16th": "jsb16", "quarter": "jsb_quarter"}  # checkpoint names (bundled, or in --out)
 PUBLISHED = {
     "16th": {"LSTM 3x128 (Music Transformer source, informal)": 0.447, "Coconet": 0.436,
@@ -67,7 +70,10 @@ def jsb_corpus(root: str | Path, kind: str) -> Corpus:
     """The JSB chorales of one table as a prepared `Corpus` (splits "train", "valid", "report")."""
     path = Path(root) / FILES[kind]
     if not path.is_file():
-        raise MusiclstmError(f"{path} not found: DIR must hold the JSB Chorales files ({', '.join(FILES.values())})")
+        npz = kind == "16th" and path.with_suffix(".npz").is_file()
+        pickled = " (the .npz form is never read: it holds pickled objects)" if npz else ""
+        raise MusiclstmError(f"{path} not found: DIR must hold the JSB Chorales files "
+                             f"({', '.join(FILES.values())}){pickled}")
     tok = jsb_tokenizer(kind)
     splits = load_jsb(path)
     pieces = []

@@ -231,7 +231,8 @@ def write_outputs(pm, path: Path, *, force: bool, info: dict, wav: bool = False,
         import music21
 
         try:
-            music21.converter.parse(str(path)).write("musicxml", fp=str(path.with_suffix(".musicxml")))
+            parsed = music21.converter.parse(str(path), forceSource=True, storePickle=False)  # no pickle cache
+            parsed.write("musicxml", fp=str(path.with_suffix(".musicxml")))
         except Exception as e:  # music21 raises many types; report, don't crash
             raise MusiclstmError(f"music21 could not write MusicXML: {e}") from e
         written.append(path.with_suffix(".musicxml"))

@@ -73,7 +73,8 @@ def _notation_to_midi(path: Path, label: str) -> bytes:
     import music21
 
     try:
-        parsed = music21.converter.parse(str(path))
+        # never music21's pickle cache: it would unpickle (and write) files in its scratch folder
+        parsed = music21.converter.parse(str(path), forceSource=True, storePickle=False)
         mf = music21.midi.translate.music21ObjectToMidiFile(parsed)
         return mf.writestr()
     except Exception as e:  # music21 raises many unrelated types (StreamException, ExpanderException, ...)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MusiclstmError
 from ..score import Score, Track
 
 VOICE_NAMES = ("Soprano", "Alto", "Tenor", "Bass")
@@ -118,7 +119,10 @@ class Codec:
 
 
 def load_jsb(path) -> dict[str, list[np.ndarray]]:
-    """The JSB Chorales arrays (`Jsb16thSeparated.npz`/`.json` or the piano-roll `jsb-chorales-*.json`).
+    """The JSB Chorales arrays (`Jsb16thSeparated.json` or the piano-roll `jsb-chorales-*.json`).
+
+    An `.npz` is read only when it holds plain numeric arrays; the published `Jsb16thSeparated.npz`
+    pickles its chorales as Python objects and is refused with a `MusiclstmError` naming the JSON.
 
     Returns {"train"|"valid"|"test": [array, ...]}: for the separated files each array is
     (steps, 4) MIDI pitches with NaN for silence; for the piano-roll files each piece is a list of
@@ -126,8 +130,18 @@ def load_jsb(path) -> dict[str, list[np.ndarray]]:
     """
     path = Path(path)
     if path.suffix == ".npz":
-        data = np.load(path, allow_pickle=True, encoding="latin1")
-        return {k: [np.asarray(x, dtype=np.float64) for x in data[k]] for k in ("train", "valid", "test")}
+        # never unpickled: the published .npz stores its chorales as pickled object arrays, which
+        # could run any code; the .json beside it holds the same arrays
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: [np.asarray(x, dtype=np.float64) for x in data[k]] for k in ("train", "valid", "test")}
+        except ValueError as e:
+            if "allow_pickle" not in str(e):
+                raise MusiclstmError(f"{path}: not a JSB Chorales .npz ({e})") from e
+            raise MusiclstmError(f"{path} stores pickled Python objects, which musiclstm never loads; use "
+                                 f"{path.with_suffix('.json').name} (the same chorales as JSON)") from None
+        except (OSError, KeyError) as e:
+            raise MusiclstmError(f"{path}: not a JSB Chorales .npz ({e})") from e
     raw = json.loads(path.read_text())
     if "separated" in path.name.lower():
         return {k: [np.where(np.asarray(x, float) < 0, np.nan, np.asarray(x, float)) for x in raw[k]]
