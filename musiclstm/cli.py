@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,11 +15,17 @@ EXISTING = click.Path(exists=True, path_type=Path)
 
 
 class Group(click.Group):
-    """Turns project errors into one line on stderr and a non-zero exit, never a traceback."""
+    """Turns project errors and bad options into one line on stderr and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:  # click's own would add a usage block: keep the one line that matters
+            where = e.ctx.command_path if e.ctx else ctx.command_path
+            click.echo(f"error: {e.format_message()} (see '{where} -h')", err=True)
+            sys.exit(e.exit_code)
         except MusiclstmError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
@@ -37,6 +44,28 @@ def cli() -> None:
     musiclstm train my_midis/ --out runs/mine  # train your own
     musiclstm compose --checkpoint runs/mine
     """
+
+
+# CPU threads for PyTorch when --threads is not given. Measured with bench/threads.py (see the README):
+# with one of two cores busy elsewhere, 2 threads fall far below 1 thread, and 1 thread loses little idle.
+DEFAULT_THREADS = 1
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Run PyTorch's CPU math on `threads` threads (None: DEFAULT_THREADS, at most the cores); returns it.
+
+    Inter-op parallelism is set to 1: an LSTM runs one operator at a time, so extra inter-op
+    workers only compete for cores.
+    """
+    import torch
+
+    n = threads or min(DEFAULT_THREADS, os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # set once per process, before any inter-op work; a second call is refused
+        pass
+    return n
 
 
 def _quiet(quiet: bool) -> bool:
@@ -77,7 +106,8 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in an --out that already holds a run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train(corpus, out, preset, config_file, resume, force, quiet, **options) -> None:
+@click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch (per process) [{DEFAULT_THREADS}].")
+def train(corpus, out, preset, config_file, resume, force, quiet, threads, **options) -> None:
     """Train on CORPUS (MIDI folders or files) and write checkpoints to --out.
 
     \b
@@ -99,6 +129,7 @@ def train(corpus, out, preset, config_file, resume, force, quiet, **options) -> 
                                      f"'musiclstm corpus export {c} corpora/{c}'")
             raise MusiclstmError(f"corpus {c} does not exist")
         paths.append(p)
+    set_threads(threads)
     try:
         best = run(paths, out, resume=resume, force=force, progress=_quiet(quiet), config_file=config_file,
                    preset=preset, **options)
@@ -136,33 +167,51 @@ def info(checkpoint, as_json) -> None:
 @click.argument("data", nargs=-1, required=True, type=EXISTING)
 @click.option("--train-data", multiple=True, type=EXISTING,
               help="Fit the n-gram baseline here and hold out all of DATA [default: DATA's own split].")
-@click.option("--samples", type=click.IntRange(0), default=8, show_default=True,
-              help="Samples to generate for the statistics (0: NLL only).")
+@click.option("--samples", type=click.IntRange(0), default=20, show_default=True,
+              help="Samples to generate for the statistics (0: NLL and the repeat probe only).")
 @click.option("--seconds", type=click.FloatRange(1), default=30.0, show_default=True, help="Length of each sample.")
+@click.option("--quarters", type=click.FloatRange(1), default=60.0, show_default=True,
+              help="Length (in quarters) at which samples and held-out pieces are compared.")
+@click.option("--pieces", type=click.IntRange(1), default=60, show_default=True,
+              help="Held-out pieces (a seeded draw) for the music statistics.")
+@click.option("--compare", "compare", help="A second checkpoint, evaluated alike and shown side by side.")
 @click.option("--order", type=click.IntRange(1, 6), default=5, show_default=True, help="n-gram order.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Fixes the samples and the draws.")
 @click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def evaluate(checkpoint, data, train_data, samples, seconds, order, seed, jobs, as_json) -> None:
-    """NLL on held-out files against a Kneser-Ney n-gram, sample statistics, memorisation.
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (everything the table shows, and more).")
+def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, compare, order, seed, jobs,
+             as_json) -> None:
+    """Held-out NLL against a Kneser-Ney n-gram, the repeat probe, music statistics of samples beside
+    held-out and pitch-shuffled pieces, memorisation.
 
     \b
-    musiclstm evaluate runs/bach corpora/bach             # held out: the run's validation files
-    musiclstm evaluate pop ../POP909 --samples 16 --json
+    musiclstm evaluate folk corpora/folk                  # held out: the run's validation files
+    musiclstm evaluate runs/new corpora/folk --compare folk --seed 1
+    musiclstm evaluate pop ../POP909 --samples 40 --json
     """
     from . import checkpoint as ck
     from .evaluate import evaluate as run
-    from .evaluate import report
+    from .evaluate import jsonable, report
 
+    warn = lambda m: click.echo(f"warning: {m}", err=True)
+    kw = dict(train_corpus=list(train_data) or None, samples=samples, sample_seconds=seconds, quarters=quarters,
+              pieces=pieces, order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False), warn=warn)
     model = ck.load(checkpoint)
-    r = run(model, list(data), train_corpus=list(train_data) or None, samples=samples, sample_seconds=seconds,
-            order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False))
-    click.echo(json.dumps({"checkpoint": str(model.path), **r}, indent=2) if as_json else report(r))
+    r = {"checkpoint": str(model.path), **run(model, list(data), **kw)}
+    other = None
+    if compare:
+        second = ck.load(compare)
+        other = {"checkpoint": str(second.path), **run(second, list(data), **kw)}
+        r["compare"] = other
+    if as_json:
+        click.echo(json.dumps(jsonable(r), indent=2))
+    else:
+        click.echo(report(r, other, names=(checkpoint, compare or "")))
 
 
 @cli.command()
 @click.argument("midi", type=EXISTING)
-@click.option("--wav", is_flag=True, help="Audio through FluidSynth and a General MIDI soundfont.")
+@click.option("--wav", is_flag=True, help="Audio (FluidSynth + a GM soundfont, else a plain synthesizer).")
 @click.option("--png", is_flag=True, help="A piano-roll image.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output stem [MIDI's own name].")
 @click.option("--soundfont", type=EXISTING, help="A .sf2 file [the first in /usr/share/sounds/sf2].")
@@ -173,27 +222,29 @@ def render(midi, wav, png, out, soundfont, force) -> None:
     \b
     musiclstm render composition.mid --wav --png     # composition.wav, composition.png
     """
-    from .compose import render_wav
-    from .midi import read, to_pretty_midi, write_midi
+    from .compose import check_targets, synthesizer, write_wav
+    from .midi import read, to_pretty_midi
     from .plot import save_piano_roll
 
     if not (wav or png):
         raise MusiclstmError("nothing to do: give --wav and/or --png")
     stem = out or midi
     targets = [stem.with_suffix(s) for s, on in ((".wav", wav), (".png", png)) if on]
-    for p in targets:
-        if p.exists() and not force:
-            raise MusiclstmError(f"{p} exists; use --force to overwrite")
+    check_targets(targets, force=force)
     pm = to_pretty_midi(read(midi))
-    if wav:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:
-            src = midi if midi.suffix.lower() in (".mid", ".midi") else write_midi(pm, Path(d) / "x.mid")
-            render_wav(src, stem.with_suffix(".wav"), soundfont=str(soundfont) if soundfont else None)
-    if png:
-        save_piano_roll(pm, stem.with_suffix(".png"))
-    click.echo("wrote " + ", ".join(str(p) for p in targets))
+    sf = str(soundfont) if soundfont else None
+    written = []
+    try:
+        if wav:
+            src = midi if midi.suffix.lower() in (".mid", ".midi") else None
+            written.append(write_wav(pm, stem.with_suffix(".wav"), midi_path=src, soundfont=sf))
+        if png:
+            written.append(save_piano_roll(pm, stem.with_suffix(".png")))
+    except BaseException:  # all or nothing: remove what this command wrote, then report
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    click.echo("wrote " + ", ".join(str(p) for p in targets) + (f" (audio by {synthesizer(sf)})" if wav else ""))
 
 
 @cli.command()
@@ -295,22 +346,23 @@ def main() -> None:
 
 @cli.command()
 @click.option("--checkpoint", "-c", help="Checkpoint file, run folder or bundled model name [default].")
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("composition.mid"), show_default=True,
-              help="MIDI file to write (with --num N: OUT-1.mid ... OUT-N.mid).")
+@click.option("--out", "-o", type=click.Path(path_type=Path),
+              help="MIDI file to write [composition.mid, else the next free composition-N.mid] "
+                   "(with --num N: OUT-1.mid ... OUT-N.mid).")
 @click.option("--num", "-n", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--seconds", type=click.FloatRange(0, min_open=True), help="Length in seconds [30].")
-@click.option("--bars", type=click.IntRange(1), help="Length in bars (remi models).")
+@click.option("--bars", type=click.IntRange(1), help="Length in bars (remi, grid models).")
 @click.option("--tokens", type=click.IntRange(1), help="Length in tokens.")
 @click.option("--temperature", "-t", type=click.FloatRange(0), default=1.0, show_default=True,
               help="0 = always the most likely token.")
 @click.option("--top-k", type=click.IntRange(1))
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
 @click.option("--repetition-penalty", type=click.FloatRange(1), default=1.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, help="Random seed [a fresh one each run, recorded in the JSON sidecar].")
 @click.option("--prime", type=EXISTING, help="MIDI, MusicXML or ABC file to continue.")
 @click.option("--prime-seconds", type=click.FloatRange(0, min_open=True), help="Use the primer's first N seconds.")
 @click.option("--prime-bars", type=click.FloatRange(0, min_open=True), help="Use the primer's first N bars.")
-@click.option("--prime-notes", help="Start from these MIDI pitches, e.g. '60 64 67'.")
+@click.option("--prime-notes", help="Start from these MIDI pitches, e.g. '60 64 67' (instead of --prime).")
 @click.option("--style", help="Conditioning style of the model (see `musiclstm info`); without --checkpoint, "
               "a bundled model's name: bach, folk or pop.")
 @click.option("--key", help="Keep notes in a key, e.g. 'D minor'.")
@@ -318,38 +370,103 @@ def main() -> None:
 @click.option("--drums/--no-drums", default=None, help="Allow drums (remi models).")
 @click.option("--tempo", type=click.FloatRange(10, 400), help="Tempo in quarter notes per minute.")
 @click.option("--max-polyphony", type=click.IntRange(1), help="Most notes sounding at once.")
-@click.option("--wav", is_flag=True, help="Also render audio (FluidSynth + GM soundfont).")
+@click.option("--wav", is_flag=True, help="Also render audio (FluidSynth + GM soundfont, else a plain synthesizer).")
 @click.option("--png", is_flag=True, help="Also draw a piano roll.")
 @click.option("--musicxml", is_flag=True, help="Also write MusicXML (music21).")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
-def compose(checkpoint, out, num, wav, png, musicxml, force, prime, **options) -> None:
+@click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch [{DEFAULT_THREADS}].")
+def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **options) -> None:
     """Compose new music (MIDI plus a JSON sidecar that reproduces it).
 
     \b
-    musiclstm compose                                  # 30 s from the bundled default model (folk)
+    musiclstm compose                                  # a new 30 s piece from the bundled default model (folk)
     musiclstm compose --style bach                     # the bundled chorale model (also: pop)
     musiclstm compose -c runs/bach --seconds 45 --seed 7 -o chorale.mid
     musiclstm compose --prime intro.mid --prime-seconds 8 --temperature 0.9 --top-p 0.9
     musiclstm compose --num 4 --key "D minor" --png --wav
     """
-    from . import checkpoint as ck
-    from .compose import compose as run
-    from .compose import sidecar, write_outputs
+    import secrets
 
-    if checkpoint is None and options["style"] in ck.bundled_models():  # --style bach: the bundled bach model
-        checkpoint, options["style"] = options["style"], None
-    model = ck.load(checkpoint)
+    from . import checkpoint as ck
+    from .compose import (
+        check_options_agree,
+        check_targets,
+        output_paths,
+        prime_score,
+        sidecar,
+        synthesizer,
+        write_pieces,
+    )
+    from .compose import compose as run
+
+    cut = {k: options.pop(k) for k in ("prime_seconds", "prime_bars", "prime_notes")}
+    check_options_agree(prime=prime, seconds=options["seconds"], bars=options["bars"], tokens=options["tokens"],
+                        **cut)
     if options["seconds"] is None and options["bars"] is None and options["tokens"] is None:
         options["seconds"] = 30.0
-    targets = [out] if num == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(num)]
-    for p in targets:
-        if p.exists() and not force:
-            raise MusiclstmError(f"{p} exists; use --force to overwrite")
-    pms, seqs = run(model, prime, num=num, return_ids=True, **options)
+    extras = dict(wav=wav, png=png, musicxml=musicxml)
+    if out is None:
+        targets = _free_names(Path("composition.mid"), num)
+    else:
+        targets = [out] if num == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(num)]
+    check_targets([p for t in targets for p in output_paths(t, **extras)], force=force)
+    checkpoint, options["style"] = _bundled_style(checkpoint, options["style"])
+    if options["seed"] is None:
+        options["seed"] = secrets.randbelow(2**31)
+    threads = set_threads(threads)
+    pscore = prime_score(prime, **cut)  # the primer read and cut once: an empty one is an error here
+    model = ck.load(checkpoint)
+    options["style"] = _model_style(model, options["style"], bundled=checkpoint is None or checkpoint in
+                                    ck.bundled_models())
+    pms, seqs = run(model, pscore, num=num, return_ids=True, **options)
     pms = pms if num > 1 else [pms]
-    for pm, ids, path in zip(pms, seqs, targets, strict=True):
-        info = sidecar(model, {**options, "num": num, "prime": str(prime) if prime else None,
-                               "checkpoint": checkpoint}, prime, ids)
-        write_outputs(pm, path, force=force, info=info, wav=wav, png=png, musicxml=musicxml)
-        click.echo(f"wrote {path} ({pm.get_end_time():.1f} s, "
-                   f"{sum(len(i.notes) for i in pm.instruments)} notes)")
+    record = {**options, **cut, "num": num, "prime": str(prime) if prime else None, "checkpoint": checkpoint,
+              "threads": threads}
+    written = write_pieces([(pm, path, sidecar(model, record, prime, ids))
+                            for pm, ids, path in zip(pms, seqs, targets, strict=True)], force=force, **extras)
+    per = len(written) // num
+    primer = f", of which primer {pscore.duration_seconds:.1f} s, {len(pscore)} notes" if pscore is not None else ""
+    for k, pm in enumerate(pms):
+        click.echo(f"wrote {', '.join(str(p) for p in written[k * per:(k + 1) * per])} "
+                   f"({pm.get_end_time():.1f} s, {sum(len(i.notes) for i in pm.instruments)} notes{primer}; "
+                   f"seed {options['seed']})")
+    if wav:
+        click.echo(f"audio by {synthesizer()}")
+
+
+def _free_names(first: Path, num: int) -> list[Path]:
+    """The first `num` of first, first-2, first-3, ... whose files (MIDI, sidecar, any extra) are all absent."""
+    from .compose import output_paths
+
+    names, k = [], 1
+    while len(names) < num:
+        p = first if k == 1 else first.with_name(f"{first.stem}-{k}{first.suffix}")
+        if not any(q.exists() for q in output_paths(p, wav=True, png=True, musicxml=True)):
+            names.append(p)
+        k += 1
+    return names
+
+
+def _bundled_style(checkpoint, style):
+    """Without --checkpoint, --style names a bundled model (any case): --style Bach -> the bach model."""
+    from . import checkpoint as ck
+
+    if checkpoint is None and style is not None:
+        names = {n.lower(): n for n in ck.bundled_models()}
+        if style.lower() in names:
+            return names[style.lower()], None
+    return checkpoint, style
+
+
+def _model_style(model, style, *, bundled: bool):
+    """The model's own spelling of `style` (any case), or an error naming the styles and models known."""
+    from . import checkpoint as ck
+
+    if style is None:
+        return None
+    known = {s.lower(): s for s in model.tokenizer.styles}
+    if style.lower() in known:
+        return known[style.lower()]
+    has = f"this model's styles: {', '.join(model.tokenizer.styles)}" if known else "this model has no styles"
+    also = f"; bundled models: {', '.join(sorted(ck.bundled_models()))}" if bundled else ""
+    raise MusiclstmError(f"unknown style {style!r}: {has}{also}")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import tempfile
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +52,32 @@ def parse_instruments(spec: str) -> tuple[tuple[int, ...], bool]:
     return tuple(programs), drums
 
 
+def check_options_agree(*, seconds=None, bars=None, tokens=None, prime=None, prime_seconds=None, prime_bars=None,
+                        prime_notes=None) -> None:
+    """Refuse options that contradict each other, in one line, before any work is done."""
+    lengths = [f"--{n}" for n, v in (("seconds", seconds), ("bars", bars), ("tokens", tokens)) if v is not None]
+    if len(lengths) > 1:
+        raise ConfigError(f"{' and '.join(lengths)} both set the length; give one")
+    if prime is not None and prime_notes is not None:
+        raise ConfigError("--prime and --prime-notes both give a primer; give one")
+    if prime_seconds is not None and prime_bars is not None:
+        raise ConfigError("--prime-seconds and --prime-bars both cut the primer; give one")
+    for name, v in (("--prime-seconds", prime_seconds), ("--prime-bars", prime_bars)):
+        if v is not None and prime is None:
+            raise ConfigError(f"{name} cuts a --prime file; give --prime too")
+
+
 def prime_score(prime=None, *, prime_seconds: float | None = None, prime_bars: float | None = None,
                 prime_notes: str | None = None) -> Score | None:
     """A primer (file path, PrettyMIDI, Score or a note list '60 64 67') -> its Score, cut to length."""
-    if prime_notes:
+    if prime_notes is not None:
         try:
             pitches = [int(p) for p in prime_notes.replace(",", " ").split()]
         except ValueError:
             raise ConfigError(f"--prime-notes takes MIDI pitches like '60 64 67', got {prime_notes!r}") from None
-        if not pitches or not all(0 <= p < 128 for p in pitches):
+        if not pitches:
+            raise ConfigError("--prime-notes is empty: give MIDI pitches like '60 64 67'")
+        if not all(0 <= p < 128 for p in pitches):
             raise ConfigError("--prime-notes pitches must be 0-127")
         n = len(pitches)
         return Score.from_notes(np.c_[np.arange(n), np.arange(n) + 1, pitches, np.full(n, 80)])
@@ -71,23 +91,29 @@ def prime_score(prime=None, *, prime_seconds: float | None = None, prime_bars: f
     elif prime_bars is not None:
         num, den = score.time_signatures[0, 1:]
         score = score.crop(prime_bars * num * 4 / den)
+    if len(score) == 0:
+        cut = " in the part --prime-seconds/--prime-bars keeps" if prime_seconds or prime_bars else ""
+        name = f" {prime}" if isinstance(prime, str | Path) else ""
+        raise ConfigError(f"the primer{name} has no notes{cut}")
     return score
 
 
-def compose(model: Model, prime=None, *, seconds: float | None = 30.0, bars: int | None = None,
+def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int | None = None,
             tokens: int | None = None, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = 0.95,
             repetition_penalty: float = 1.0, seed: int = 0, num: int = 1, style: str | None = None,
             key: str | None = None, instruments: str | None = None, drums: bool | None = None,
             tempo: float | None = None, max_polyphony: int | None = None, pitch_range=None,
             prime_seconds: float | None = None, prime_bars: float | None = None, prime_notes: str | None = None,
             max_tokens: int = 20_000, return_ids: bool = False):
-    """Compose `num` pieces of about `seconds` (or `bars`, or `tokens`) continuing `prime`.
+    """Compose `num` pieces of about `seconds` [30] (or `bars`, or `tokens`: give one) continuing `prime`.
 
     Returns a `pretty_midi.PrettyMIDI` (a list when `num` > 1); with `return_ids`, also the ids.
     """
     from .midi import to_pretty_midi
 
     check_options(temperature, top_k, top_p, repetition_penalty)
+    check_options_agree(seconds=seconds, bars=bars, tokens=tokens, prime=prime, prime_seconds=prime_seconds,
+                        prime_bars=prime_bars, prime_notes=prime_notes)
     if num < 1:
         raise ConfigError("num must be >= 1")
     tok = model.tokenizer
@@ -157,14 +183,56 @@ def sidecar(model: Model, options: dict, prime, ids: list[int]) -> dict:
     return info
 
 
-def render_wav(midi_path: Path, wav_path: Path, *, soundfont: str | None = None, rate: int = 44100) -> Path:
-    """Synthesize a MIDI file with FluidSynth and a General MIDI soundfont."""
+def find_fluidsynth(soundfont: str | None = None) -> tuple[str, str] | None:
+    """(fluidsynth executable, General MIDI soundfont) when both are installed, else None."""
     exe = shutil.which("fluidsynth")
     sf = soundfont or next((str(p) for d in ("/usr/share/sounds/sf2", "/usr/share/soundfonts")
                             for p in sorted(Path(d).glob("*.sf2")) if Path(d).is_dir()), None)
-    if exe is None or sf is None:
+    return (exe, sf) if exe and sf else None
+
+
+def synthesizer(soundfont: str | None = None) -> str:
+    """Which synthesizer `write_wav` uses here, in words (for the command's message)."""
+    found = find_fluidsynth(soundfont)
+    if found:
+        return f"FluidSynth with {Path(found[1]).name}"
+    return "pretty_midi's sine synthesizer (install fluidsynth and a GM soundfont for real instruments)"
+
+
+def write_wav(pm, wav_path: Path, *, midi_path: Path | None = None, soundfont: str | None = None,
+              rate: int = 44100) -> Path:
+    """A PrettyMIDI as a 16-bit WAV at `rate` Hz: FluidSynth with a General MIDI soundfont when both are
+    installed, otherwise pretty_midi's pure-Python sine synthesizer (mono, drums silent). Always works.
+
+    `midi_path`: the same music already written as MIDI, for FluidSynth to read.
+    """
+    if find_fluidsynth(soundfont):
+        if midi_path is not None:
+            return render_wav(midi_path, wav_path, soundfont=soundfont, rate=rate)
+        with tempfile.TemporaryDirectory() as d:
+            pm.write(str(Path(d) / "a.mid"))
+            return render_wav(Path(d) / "a.mid", wav_path, soundfont=soundfont, rate=rate)
+    samples = pm.synthesize(fs=rate)
+    peak = float(np.abs(samples).max()) if len(samples) else 0.0
+    pcm = (samples * (0.9 * 32767 / peak if peak > 0 else 0)).astype(np.int16)
+    try:
+        with wave.open(str(wav_path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(pcm.tobytes())
+    except OSError as e:
+        raise MusiclstmError(f"cannot write {wav_path}: {e.strerror or e}") from e
+    return Path(wav_path)
+
+
+def render_wav(midi_path: Path, wav_path: Path, *, soundfont: str | None = None, rate: int = 44100) -> Path:
+    """Synthesize a MIDI file with FluidSynth and a General MIDI soundfont (an error when either is missing)."""
+    found = find_fluidsynth(soundfont)
+    if found is None:
         raise MusiclstmError("--wav needs FluidSynth and a General MIDI soundfont: "
                              "apt-get install fluidsynth fluid-soundfont-gm")
+    exe, sf = found
     res = subprocess.run([exe, "-ni", "-q", "-F", str(wav_path), "-r", str(rate), sf, str(midi_path)],
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     if res.returncode != 0 or not wav_path.exists():
@@ -206,23 +274,83 @@ def audio(pm, *, rate: int = 22050, soundfont: str | None = None):
     return Audio(samples, rate=rate)
 
 
-def write_outputs(pm, path: Path, *, force: bool, info: dict, wav: bool = False, png: bool = False,
-                  musicxml: bool = False) -> list[Path]:
-    """Write the MIDI and its sidecar (and optional WAV, PNG, MusicXML); never overwrite without force."""
-    from .midi import write_midi
-
+def output_paths(path: Path, *, wav: bool = False, png: bool = False, musicxml: bool = False) -> list[Path]:
+    """The files one piece is written as: the MIDI, its JSON sidecar, then the WAV, PNG, MusicXML asked for."""
+    path = Path(path)
     extra = [path.with_suffix(s) for s, on in ((".wav", wav), (".png", png), (".musicxml", musicxml)) if on]
-    for p in [path, path.with_suffix(".json"), *extra]:
+    return [path, path.with_suffix(".json"), *extra]
+
+
+def check_targets(paths, *, force: bool = False) -> None:
+    """Refuse, before any work, a target that is a folder, sits under a file, or exists (without `force`)."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            raise MusiclstmError(f"{p} is a folder; give a file name such as {p / 'composition.mid'}")
         if p.exists() and not force:
             raise MusiclstmError(f"{p} exists; use --force to overwrite")
-    written = [write_midi(pm, path, force=force)]
+        above = next(a for a in p.parents if a.exists() or a == a.parent)
+        if not above.is_dir():
+            raise MusiclstmError(f"cannot write {p}: {above} is a file, not a folder")
+        if not os.access(above, os.W_OK):
+            raise MusiclstmError(f"cannot write {p}: {above} is not writable")
+
+
+def write_pieces(pieces, *, force: bool = False, wav: bool = False, png: bool = False, musicxml: bool = False,
+                 soundfont: str | None = None) -> list[Path]:
+    """Write each (PrettyMIDI, path, sidecar dict) as its `output_paths`: every file, or none.
+
+    The files are written into a hidden staging folder beside each target and moved into place only
+    once all of them exist, so a failure (music21, a full disk) leaves nothing behind. Returns the
+    paths written, in order.
+    """
+    pieces = [(pm, Path(path), info) for pm, path, info in pieces]
+    targets = [output_paths(path, wav=wav, png=png, musicxml=musicxml) for _, path, _ in pieces]
+    check_targets([t for ts in targets for t in ts], force=force)
+    created = [a for a in {a for _, path, _ in pieces for a in path.parents} if not a.exists()]
+    stages: dict[Path, Path] = {}
+    moves: list[tuple[Path, Path]] = []
+    ok = False
+    try:
+        for (pm, path, info), ts in zip(pieces, targets, strict=True):
+            if path.parent not in stages:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                stages[path.parent] = Path(tempfile.mkdtemp(prefix=".musiclstm-", dir=path.parent))
+            staged = _write_files(pm, stages[path.parent] / path.name, info=info, wav=wav, png=png,
+                                  musicxml=musicxml, soundfont=soundfont)
+            moves += list(zip(staged, ts, strict=True))
+        for src, dst in moves:
+            os.replace(src, dst)
+        ok = True
+    except OSError as e:
+        raise MusiclstmError(f"cannot write {e.filename or targets[0][0]}: {e.strerror or e}") from e
+    finally:
+        for d in stages.values():
+            shutil.rmtree(d, ignore_errors=True)
+        if not ok:
+            for a in sorted(created, key=lambda a: len(a.parts), reverse=True):
+                shutil.rmtree(a, ignore_errors=True)
+    return [dst for _, dst in moves]
+
+
+def write_outputs(pm, path: Path, *, force: bool, info: dict, wav: bool = False, png: bool = False,
+                  musicxml: bool = False, soundfont: str | None = None) -> list[Path]:
+    """Write one piece's MIDI and sidecar (and optional WAV, PNG, MusicXML): all of them or none."""
+    return write_pieces([(pm, path, info)], force=force, wav=wav, png=png, musicxml=musicxml, soundfont=soundfont)
+
+
+def _write_files(pm, path: Path, *, info: dict, wav: bool, png: bool, musicxml: bool,
+                 soundfont: str | None) -> list[Path]:
+    """Write `output_paths(path)` (no checks: `write_pieces` stages them); returns them in that order."""
+    from .midi import write_midi
+
+    written = [write_midi(pm, path)]
     try:
         path.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str))
     except OSError as e:
         raise MusiclstmError(f"cannot write {path.with_suffix('.json')}: {e.strerror or e}") from e
     written.append(path.with_suffix(".json"))
     if wav:
-        written.append(render_wav(path, path.with_suffix(".wav")))
+        written.append(write_wav(pm, path.with_suffix(".wav"), midi_path=path, soundfont=soundfont))
     if png:
         from .plot import save_piano_roll
 
