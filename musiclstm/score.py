@@ -30,7 +30,8 @@ class Score:
     """Notes of all tracks, one row per note, plus the tempo, meter, key and pedal maps.
 
     Arrays (length N notes): `start`, `end` in quarter notes; `pitch`, `velocity` (0-127);
-    `track` indexes `tracks`. Maps: `tempos` (K, 2) of (quarter, qpm), sorted, starting at 0;
+    `track` indexes `tracks`. Maps: `tempos` (K, 2) of (quarter, qpm), sorted, starting at 0 (120 qpm
+    until the first given tempo when it comes later, as in MIDI);
     `time_signatures` (M, 3) of (quarter, numerator, denominator); `key_signatures` (J, 3) of
     (quarter, key 0-11 (C=0), minor 0/1); `pedals` (P, 3) of (track, down quarter, up quarter).
     """
@@ -53,15 +54,16 @@ class Score:
         self.pitch = np.asarray(self.pitch, dtype=np.int64)
         self.velocity = np.asarray(self.velocity, dtype=np.int64)
         self.track = np.asarray(self.track, dtype=np.int64)
+        # before the first tempo / meter event MIDI plays at 120 qpm in 4/4 (the standard's defaults),
+        # not at the first event's value: a file whose first tempo comes later keeps its opening time
         self.tempos = np.asarray(self.tempos, dtype=np.float64).reshape(-1, 2)
+        self.tempos = self.tempos[np.argsort(self.tempos[:, 0], kind="stable")]
         if len(self.tempos) == 0 or self.tempos[0, 0] > 0:
-            first = self.tempos[0, 1] if len(self.tempos) else DEFAULT_QPM
-            self.tempos = np.vstack([[0.0, first], self.tempos])
+            self.tempos = np.vstack([[0.0, DEFAULT_QPM], self.tempos])
         self.time_signatures = np.asarray(self.time_signatures, dtype=np.float64).reshape(-1, 3)
+        self.time_signatures = self.time_signatures[np.argsort(self.time_signatures[:, 0], kind="stable")]
         if len(self.time_signatures) == 0 or self.time_signatures[0, 0] > 0:
             self.time_signatures = np.vstack([[0.0, 4, 4], self.time_signatures])
-        self.tempos = self.tempos[np.argsort(self.tempos[:, 0], kind="stable")]
-        self.time_signatures = self.time_signatures[np.argsort(self.time_signatures[:, 0], kind="stable")]
         self.key_signatures = np.asarray(self.key_signatures, dtype=np.float64).reshape(-1, 3)
         self.pedals = np.asarray(self.pedals, dtype=np.float64).reshape(-1, 3)
 

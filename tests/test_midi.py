@@ -328,3 +328,45 @@ def test_write_midi_refuses_to_overwrite(score_to_write, tmp_path):
 def test_data_dir_location():
     # the data is reached beside the project, never copied into it
     assert DATA_DIR.parts[-2:] == ("shared", "data")
+
+
+# ---- the tempo before the first tempo event -----------------------------------------------------
+
+def _late_tempo_midi(tempo_tick: int = 960, qpm: float = 60.0) -> bytes:
+    """Type 1, 480 ticks per quarter: the first set_tempo comes at `tempo_tick`; a note every quarter."""
+    import io
+
+    import mido
+
+    mf = mido.MidiFile(type=1, ticks_per_beat=480)
+    meta = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(qpm), time=tempo_tick)])
+    notes = mido.MidiTrack()
+    for _ in range(6):
+        notes += [mido.Message("note_on", note=60, velocity=80, time=0),
+                  mido.Message("note_off", note=60, velocity=0, time=480)]
+    mf.tracks += [meta, notes]
+    buf = io.BytesIO()
+    mf.save(file=buf)
+    return buf.getvalue()
+
+
+def test_midi_plays_at_120_qpm_until_the_first_tempo_event():
+    s = read(_late_tempo_midi())
+    np.testing.assert_allclose(s.tempos, [[0, 120], [2, 60]], rtol=1e-6)
+    # two quarters at 120 qpm (0.5 s each), then 1 s per quarter
+    np.testing.assert_allclose(s.seconds(s.start), [0, 0.5, 1, 2, 3, 4], atol=1e-9)
+    pm = pretty_midi.PrettyMIDI(__import__("io").BytesIO(_late_tempo_midi()))  # an independent reader agrees
+    np.testing.assert_allclose(s.seconds(s.start), [n.start for n in pm.instruments[0].notes], atol=1e-6)
+
+
+def test_late_first_tempo_survives_writing_and_reading():
+    s = read(_late_tempo_midi())
+    back = read(to_midi_bytes(s))
+    np.testing.assert_allclose(back.seconds(back.start), s.seconds(s.start), atol=1e-6)
+
+
+def test_a_score_given_a_late_first_tempo_starts_at_120():
+    s = Score.from_notes([(0, 1, 60, 80), (4, 5, 62, 80)], qpm=90)
+    s2 = Score(s.start, s.end, s.pitch, s.velocity, s.track, s.tracks, tempos=[[2.0, 60.0]])
+    np.testing.assert_array_equal(s2.tempos, [[0, 120], [2, 60]])
+    assert float(s2.seconds(4)) == pytest.approx(1 + 2)
