@@ -18,7 +18,9 @@ What each encoding loses:
   program (they merge) are lost; drums keep their own pitch tokens.
 * **grid** (fixed voices per step, e.g. SATB on 16ths): onsets and ends quantized to the step
   (a 16th by default); at most `voices` notes sound at once (tracks are voices when there are
-  exactly `voices` tracks, otherwise the highest sounding pitches fill the voices from the top);
+  exactly `voices` tracks, otherwise the highest `voices` sounding pitches of each step: a held
+  note keeps its voice, new notes take the free ones from the top; a note pushed out by higher
+  ones while it sounds is cut there and, if it is among the highest again, re-struck);
   velocities, programs, drums, tempo and meter are lost (decoded at `qpm`, velocity 80); a held
   note is a HOLD token, so a re-struck pitch is kept only when `hold` is on.
 """

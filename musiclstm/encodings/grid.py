@@ -1,9 +1,13 @@
 """`grid`: fixed voices per time step (SATB on a 16th grid by default), for chorales.
 
-Every step emits one token per voice, highest voice first: PITCH p (a note starts), HOLD (the
-voice's note goes on) or REST. With `hold=False` a sounding voice repeats its PITCH at every step
-(the JSB Chorales benchmark convention). `encode_grid` takes a (steps, voices) array of MIDI
-pitches with NaN or -1 for silence, as in the JSB Chorales files; `load_jsb` reads those files.
+Every step emits one token per voice: PITCH p (a note starts), HOLD (the voice's note goes on) or
+REST. When the score has exactly `voices` tracks, each track is a voice (highest mean pitch first);
+otherwise the highest `voices` pitches sounding at each step are the voices: a note that goes on
+keeps its voice, new notes take the free voices highest first (a chord struck together reads from
+the top down), and a voice whose pitch changes starts a note, so a HOLD never continues another
+note. With `hold=False` a sounding voice repeats its PITCH at every step (the JSB Chorales
+benchmark convention). `encode_grid` takes a (steps, voices) array of MIDI pitches with NaN or -1
+for silence, as in the JSB Chorales files; `load_jsb` reads those files.
 """
 
 from __future__ import annotations
@@ -59,14 +63,23 @@ class Codec:
                     grid[on[i]:off[i], v] = s.pitch[i]
                     onset[on[i], v] = True
             return grid, onset
-        # otherwise the highest sounding pitches fill the voices from the top
-        sounding: list[list[tuple[int, bool]]] = [[] for _ in range(T)]
+        # otherwise the highest V sounding pitches of each step fill the voices: a note that goes on
+        # keeps its voice (so a HOLD always continues the note its voice holds), new notes take the
+        # free voices from the top, highest first; a voice whose pitch changes starts a note
+        sounding: list[dict[int, bool]] = [{} for _ in range(T)]  # per step: pitch -> struck here
         for i in range(len(on)):
+            p = int(s.pitch[i])
             for t in range(on[i], off[i]):
-                sounding[t].append((int(s.pitch[i]), t == on[i]))
+                sounding[t][p] = sounding[t].get(p, False) or t == on[i]
+        prev = [-1] * V
         for t, notes in enumerate(sounding):
-            for v, (p, is_on) in enumerate(sorted(set(notes), reverse=True)[:V]):
-                grid[t, v], onset[t, v] = p, is_on
+            top = sorted(notes, reverse=True)[:V]
+            slot = [p if p in top and not notes[p] else -1 for p in prev]  # held notes stay put
+            new = iter(p for p in top if p not in slot)
+            slot = [next(new, -1) if p < 0 else p for p in slot]
+            for v, p in enumerate(slot):
+                grid[t, v], onset[t, v] = p, p >= 0 and (p != prev[v] or notes[p])
+            prev = slot
         return grid, onset
 
     def encode(self, score: Score, vocab) -> np.ndarray:
