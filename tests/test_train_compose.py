@@ -40,6 +40,12 @@ def _tune(path: Path, seed: int, program: int = 0) -> None:
     pm.write(str(path))
 
 
+@pytest.fixture(autouse=True)
+def _own_cwd(tmp_path, monkeypatch):
+    """Each test runs in its own empty folder: files in the caller's working directory change nothing."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
@@ -264,7 +270,7 @@ def test_compose_command_end_to_end(corpus, tmp_path):
     r = CliRunner()
     res = r.invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "run"), "--preset", "tiny", "--hidden", "32",
                          "--embed", "16", "--layers", "1", "--seq-len", "32", "--batch-size", "4", "--max-steps", "4",
-                         "--jobs", "1", "-q"], env={"MUSICLSTM_CACHE": str(tmp_path / "cache")})
+                         "--jobs", "1", "--threads", "1", "-q"], env={"MUSICLSTM_CACHE": str(tmp_path / "cache")})
     assert res.exit_code == 0, res.output
     out = tmp_path / "song.mid"
     args = ["compose", "-c", str(tmp_path / "run"), "--seconds", "5", "--seed", "9", "-o", str(out), "--png"]
