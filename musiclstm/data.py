@@ -202,19 +202,88 @@ def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 
     return corpus
 
 
-def stream(pieces: list[Piece], tokenizer: Tokenizer) -> torch.Tensor:
-    """All pieces laid end to end, each as BOS [STYLE] ids EOS: a 1-D int64 tensor."""
+def sequence(piece: Piece, tokenizer: Tokenizer) -> np.ndarray:
+    """One piece as the model reads it: BOS [STYLE] ids EOS (int64)."""
     from .tokenizer import BOS, EOS
 
-    parts = []
-    for p in pieces:
-        head = [BOS] + ([tokenizer.style_id(p.style)] if p.style is not None and tokenizer.styles else [])
-        parts += [np.array(head, np.int64), p.ids, np.array([EOS], np.int64)]
+    head = [BOS] + ([tokenizer.style_id(piece.style)] if piece.style is not None and tokenizer.styles else [])
+    return np.concatenate([np.array(head, np.int64), piece.ids, np.array([EOS], np.int64)])
+
+
+def stream(pieces: list[Piece], tokenizer: Tokenizer) -> torch.Tensor:
+    """All pieces laid end to end, each as BOS [STYLE] ids EOS: a 1-D int64 tensor."""
+    parts = [sequence(p, tokenizer) for p in pieces]
     return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, dtype=torch.long)
 
 
+class PieceWindows:
+    """Training windows that start every piece from a fresh state, as generation does.
+
+    Each piece (BOS [STYLE] ... EOS) is cut into windows of `length` next-token pairs, its last window
+    padded with PAD (which the loss ignores). Pieces are dealt to `batch` lanes, the next piece to the
+    lane with the fewest windows, in an order shuffled once per epoch from (seed, epoch) alone, so a
+    resumed run deals the same way. Within a piece the LSTM state runs on from window to window
+    (truncated BPTT); at a piece's first window the lane's state is reset to zeros: the model never
+    sees a piece begin from the end of another, which is the only start `compose` can give it.
+    """
+
+    def __init__(self, sequences: list[np.ndarray], batch: int, length: int, *, rank: int = 0, world: int = 1,
+                 seed: int = 0, shuffle: bool = True):
+        from .tokenizer import PAD
+
+        if not sequences:
+            raise MusiclstmError("corpus too small: no pieces")
+        self.batch, self.length, self.rank, self.world = batch, length, rank, world
+        self.seed, self.shuffle = seed, shuffle
+        xs, ys, first, owner = [], [], [], []
+        for k, seq in enumerate(sequences):
+            n = len(seq) - 1
+            w = max(1, -(-n // length))
+            x = np.full(w * length, PAD, np.int64)
+            y = np.full(w * length, PAD, np.int64)
+            x[:n], y[:n] = seq[:-1], seq[1:]
+            xs.append(x.reshape(w, length))
+            ys.append(y.reshape(w, length))
+            first += [True] + [False] * (w - 1)
+            owner += [k] * w
+        self.x = torch.from_numpy(np.concatenate(xs))  # (windows, T)
+        self.y = torch.from_numpy(np.concatenate(ys))
+        self.first = torch.tensor(first + [True])  # the last row is the all-PAD window that fills short lanes
+        self.x = torch.cat([self.x, torch.full((1, length), PAD)])
+        self.y = torch.cat([self.y, torch.full((1, length), PAD)])
+        self.starts = np.r_[0, np.cumsum([len(x) for x in xs])]  # piece k's windows: starts[k] .. starts[k+1]
+        self.batches_per_epoch = None
+        layout = self._layout(0)
+        self.batches_per_epoch = int(layout.shape[1])  # later epochs deal into the same number of steps
+        self._cached = (0, layout)
+
+    def _layout(self, epoch: int) -> np.ndarray:
+        """(lanes, steps) window indices for an epoch; the PAD window where a lane has run out."""
+        lanes = self.batch * self.world
+        n = len(self.starts) - 1
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        rows, sizes = [[] for _ in range(lanes)], np.zeros(lanes, np.int64)
+        for k in order:
+            lane = int(np.argmin(sizes))
+            rows[lane].extend(range(self.starts[k], self.starts[k + 1]))
+            sizes[lane] += self.starts[k + 1] - self.starts[k]
+        steps = self.batches_per_epoch or int(sizes.max())
+        pad = len(self.x) - 1
+        out = np.full((lanes, steps), pad, np.int64)
+        for lane, r in enumerate(rows):
+            out[lane, : min(steps, len(r))] = r[:steps]
+        return out[self.rank * self.batch:(self.rank + 1) * self.batch]
+
+    def get(self, i: int, generator=None, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch `i` of `epoch` -> (x (B, T), y (B, T), reset (B,): lanes whose state starts from zeros)."""
+        if self._cached[0] != epoch:
+            self._cached = (epoch, self._layout(epoch))
+        idx = torch.from_numpy(self._cached[1][:, i])
+        return self.x[idx], self.y[idx], self.first[idx]
+
+
 class Windows:
-    """Training windows from one token stream, in one of two orders.
+    """Training windows from one token stream, in one of two orders (`PieceWindows` is the default).
 
     * `tbptt`: the stream is cut into `batch` contiguous lanes and windows are taken in order,
       so the LSTM state can be carried (and detached) from one window to the next.
@@ -243,12 +312,14 @@ class Windows:
             self.length = min(length, len(data) - 1)
             self.batches_per_epoch = max(1, (len(data) - 1) // (batch * self.length * world))
 
-    def get(self, i: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Batch `i` of an epoch -> (x (B, T), y (B, T), whether to carry the state)."""
+    def get(self, i: int, generator: torch.Generator,
+            epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch `i` of an epoch -> (x (B, T), y (B, T), reset (B,): lanes whose state starts from zeros)."""
         if self.mode == "tbptt":
             s = i * self.length
-            return self.x[:, s: s + self.length], self.y[:, s: s + self.length], i > 0
+            x = self.x[:, s: s + self.length]
+            return x, self.y[:, s: s + self.length], torch.full((x.shape[0],), i == 0)
         starts = torch.randint(0, len(self.data) - self.length, (self.batch,), generator=generator)
         idx = starts[:, None] + torch.arange(self.length + 1)
         w = self.data[idx]
-        return w[:, :-1], w[:, 1:], False
+        return w[:, :-1], w[:, 1:], torch.ones(self.batch, dtype=torch.bool)

@@ -151,80 +151,125 @@ class PerformanceGrammar(Grammar):
 
 
 class RemiGrammar(Grammar):
-    """BAR [TIMESIG] POSITION [TEMPO] (PROGRAM PITCH VELOCITY DURATION)+ ..., positions increasing."""
+    """BAR [TIMESIG] [KEY] POSITION [TEMPO] ([PROGRAM] [VELOCITY] PITCH DURATION)+ ..., positions increasing.
 
-    # phases: 0 start, 1 after BAR, 7 after TIMESIG, 2 after POSITION/TEMPO, 3 after PROGRAM,
-    # 4 after PITCH, 5 after VELOCITY, 6 after DURATION (a note is complete)
+    (Version 1 notes are PROGRAM PITCH VELOCITY DURATION, every token every time.) A piece opens
+    with a time signature (and, in version 2, a key) and has a tempo before its first note, so no
+    composed piece is left without a meter. Version 2 only names a PROGRAM or VELOCITY that changes.
+    Time is counted in seconds at the piece's own TEMPO tokens.
+    """
+
+    # phases: 0 start, 1 after BAR, 7 after TIMESIG, 8 after KEY, 2 after POSITION, 9 after TEMPO,
+    # 3 after PROGRAM, 5 after VELOCITY, 4 after PITCH, 6 after DURATION (a note is complete)
     def init(self, B):
         q = self.tok.config.ticks_per_quarter
+        self.v2 = getattr(self.tok.config, "version", 1) >= 2
+        z = lambda: torch.zeros(B, dtype=torch.bool)  # noqa: E731
         return {"phase": torch.zeros(B, dtype=torch.long), "pos": torch.full((B,), -1, dtype=torch.long),
-                "bar_len": torch.full((B,), 4 * q, dtype=torch.long), "drum": torch.zeros(B, dtype=torch.bool),
+                "bar_len": torch.full((B,), 4 * q, dtype=torch.long), "drum": z(),
                 "now": torch.zeros(B, dtype=torch.long), "bar_start": torch.full((B,), -4 * q, dtype=torch.long),
                 "ends": torch.zeros(B, 256, dtype=torch.long), "pitch": torch.zeros(B, dtype=torch.long),
-                "bars": torch.zeros(B, dtype=torch.long)}
+                "bars": torch.zeros(B, dtype=torch.long), "sig": z(), "key": z(), "tempo": z(),
+                "program": torch.full((B,), -1, dtype=torch.long), "velocity": torch.full((B,), -1, dtype=torch.long),
+                "qpm": torch.full((B,), 120.0, dtype=torch.float64), "secs": torch.zeros(B, dtype=torch.float64)}
 
     def update(self, t):
         s, codec = self.state, self.tok.codec
+        q = self.tok.config.ticks_per_quarter
         rows = torch.arange(len(t))
+        is_ = lambda kind: self.is_(t, kind) if kind in self._rng else torch.zeros_like(t, dtype=torch.bool)  # noqa: E731
         val = lambda kind: t - self._rng[kind][0]  # noqa: E731
-        bar = self.is_(t, "BAR")
-        s["bar_start"] = torch.where(bar, s["bar_start"] + s["bar_len"], s["bar_start"])
+        bar = is_("BAR")
+        s["bar_start"] = torch.where(bar, torch.where(s["bars"] > 0, s["bar_start"] + s["bar_len"], 0), s["bar_start"])
         s["pos"] = torch.where(bar, -1, s["pos"])
         s["bars"] += bar.long()
-        ts = self.is_(t, "TIMESIG")
+        ts = is_("TIMESIG")
         if ts.any():
-            sig = torch.tensor([n * 4 * self.tok.config.ticks_per_quarter // d for n, d in codec.sigs])
+            sig = torch.tensor([n * 4 * q // d for n, d in codec.sigs])
             s["bar_len"] = torch.where(ts, sig[val("TIMESIG").clamp(0, len(sig) - 1)], s["bar_len"])
-        pos = self.is_(t, "POSITION")
+        key = is_("KEY")
+        s["sig"] |= ts
+        s["key"] |= key
+        pos = is_("POSITION")
         s["pos"] = torch.where(pos, val("POSITION"), s["pos"])
-        s["now"] = torch.where(pos | bar, s["bar_start"] + s["pos"].clamp(min=0), s["now"])
-        prog = self.is_(t, "PROGRAM")
+        now = torch.where(pos | bar, s["bar_start"] + s["pos"].clamp(min=0), s["now"])
+        s["secs"] += (now - s["now"]).clamp(min=0).double() / q * 60.0 / s["qpm"]
+        s["now"] = now
+        tempo = is_("TEMPO")
+        s["tempo"] |= tempo
+        s["qpm"] = torch.where(tempo, torch.from_numpy(codec.tempos)[val("TEMPO").clamp(0, len(codec.tempos) - 1)],
+                               s["qpm"])
+        prog = is_("PROGRAM")
         s["drum"] = torch.where(prog, val("PROGRAM") == 128, s["drum"])
-        pitch, drum = self.is_(t, "PITCH"), self.is_(t, "DRUM")
+        s["program"] = torch.where(prog, val("PROGRAM"), s["program"])
+        vel = is_("VELOCITY")
+        s["velocity"] = torch.where(vel, val("VELOCITY"), s["velocity"])
+        pitch, drum = is_("PITCH"), is_("DRUM")
         s["pitch"] = torch.where(pitch, val("PITCH"), torch.where(drum, 128 + val("DRUM"), s["pitch"]))
-        dur = self.is_(t, "DURATION")
+        dur = is_("DURATION")
         if dur.any():
             d = torch.from_numpy(codec.durations)[val("DURATION").clamp(0, len(codec.durations) - 1)]
             s["ends"][rows[dur], s["pitch"][dur]] = (s["now"] + d)[dur]
         phase = s["phase"]
-        phase = torch.where(bar, 1, torch.where(ts, 7, phase))
-        phase = torch.where(pos | self.is_(t, "TEMPO"), 2, phase)
-        phase = torch.where(prog, 3, phase)
+        phase = torch.where(bar, 1, torch.where(ts, 7, torch.where(key, 8, phase)))
+        phase = torch.where(pos, 2, torch.where(tempo, 9, phase))
+        phase = torch.where(prog, 3, torch.where(vel, 5, phase))
         phase = torch.where(pitch | drum, 4, phase)
-        phase = torch.where(self.is_(t, "VELOCITY"), 5, phase)
         phase = torch.where(dur, 6, phase)
         s["phase"] = phase
 
     def seconds(self):
-        # REMI time is in beats: count it at the tempo the piece is decoded at (120 qpm unless a TEMPO)
-        return self.state["now"].clamp(min=0) / self.tok.config.ticks_per_quarter * 0.5
+        """(B,) seconds up to the latest bar line or position, at the tempo of each stretch."""
+        return self.state["secs"]
 
     def bars(self):
         return self.state["bars"]
 
     def allowed(self, B):
-        s, c = self.state, self.c
+        s, c, v2 = self.state, self.c, self.v2
         a = torch.zeros(B, self.v.size, dtype=torch.bool)
         ph = s["phase"]
-        structural = (ph == 0) | (ph == 1) | (ph == 6) | (ph == 7)
-        a[:, self.v.offset["BAR"]] = structural
+        ready = s["sig"] & (s["key"] | (not v2))  # the opening meter (and key) are there
+        after_bar = (ph == 1) | (ph == 7) | (ph == 8)
+        a[:, self.v.offset["BAR"]] = (ph == 0) | (ph == 6) | (after_bar & ready)
         a[:, self.r("TIMESIG")] = (ph == 1)[:, None]
+        if v2:
+            a[:, self.r("KEY")] = ((ph == 7) | ((ph == 1) & s["sig"]))[:, None]
         n_pos = self._rng["POSITION"][1] - self._rng["POSITION"][0]
         later = (torch.arange(n_pos)[None] > s["pos"][:, None]) & (torch.arange(n_pos)[None] < s["bar_len"][:, None])
-        a[:, self.r("POSITION")] = later & ((ph == 1) | (ph == 6) | (ph == 7))[:, None]
-        a[:, self.r("TEMPO")] = (ph == 2)[:, None] & (s["phase"] == 2)[:, None]
-        progs = torch.zeros(129, dtype=torch.bool)
-        progs[list(c.programs) if c.programs is not None else slice(0, 128)] = True
-        progs[128] = c.drums
-        a[:, self.r("PROGRAM")] = ((ph == 2) | (ph == 6))[:, None] & progs[None] & (s["pos"] >= 0)[:, None]
+        a[:, self.r("POSITION")] = later & (((ph == 6) | after_bar) & ready)[:, None]
+        a[:, self.r("TEMPO")] = (ph == 2)[:, None]
+        # which notes could still start here: a free pitch (polyphony, key, range) on an allowed program
         free = s["ends"] <= s["now"][:, None]  # (B, 256): that pitch is not sounding now
         if c.max_polyphony:
             free &= ((~free).sum(1, keepdim=True) < c.max_polyphony)
-        a[:, self.r("PITCH")] = ((ph == 3) & ~s["drum"])[:, None] & free[:, :128] & self.pitches[None]
-        a[:, self.r("DRUM")] = ((ph == 3) & s["drum"])[:, None] & free[:, 128:]
-        a[:, self.r("VELOCITY")] = (ph == 4)[:, None]
-        a[:, self.r("DURATION")] = (ph == 5)[:, None]
-        a[:, EOS] = structural & (ph != 1)
+        pitch_ok = free[:, :128] & self.pitches[None]
+        drum_ok = free[:, 128:]
+        progs = torch.zeros(129, dtype=torch.bool)
+        progs[list(c.programs) if c.programs is not None else slice(0, 128)] = True
+        progs[128] = c.drums
+        playable = (pitch_ok.any(1) & progs[:128].any()) | (drum_ok.any(1) & c.drums)
+        at_onset = ((ph == 2) | (ph == 9) | (ph == 6)) & (s["pos"] >= 0) & s["tempo"] & playable
+        if v2:
+            prog_ok = progs[s["program"].clamp(0, 128)] & (s["program"] >= 0)  # the current program may go on
+            new_prog = at_onset[:, None] & progs[None] & (torch.arange(129)[None] != s["program"][:, None])
+            new_prog &= torch.where(torch.arange(129)[None] == 128, drum_ok.any(1, keepdim=True),
+                                    pitch_ok.any(1, keepdim=True))
+            a[:, self.r("PROGRAM")] = new_prog
+            head = (at_onset & prog_ok) | (ph == 3)  # a note may be named from here (after its program)
+            a[:, self.r("VELOCITY")] = head[:, None] & (torch.arange(self.tok.config.velocity_bins)[None]
+                                                         != s["velocity"][:, None])
+            named = (head & (s["velocity"] >= 0)) | (ph == 5)
+            a[:, self.r("PITCH")] = (named & ~s["drum"])[:, None] & pitch_ok
+            a[:, self.r("DRUM")] = (named & s["drum"])[:, None] & drum_ok
+            a[:, self.r("DURATION")] = (ph == 4)[:, None]
+        else:
+            a[:, self.r("PROGRAM")] = at_onset[:, None] & progs[None]
+            a[:, self.r("PITCH")] = ((ph == 3) & ~s["drum"])[:, None] & pitch_ok
+            a[:, self.r("DRUM")] = ((ph == 3) & s["drum"])[:, None] & drum_ok
+            a[:, self.r("VELOCITY")] = (ph == 4)[:, None]
+            a[:, self.r("DURATION")] = (ph == 5)[:, None]
+        a[:, EOS] = ph == 6
         return a
 
 

@@ -79,7 +79,10 @@ class Tokenizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> Tokenizer:
+        """Rebuild a tokenizer; a dict saved before its encoding had versions is version 1."""
         d = dict(d)
+        if "version" not in d and "version" in {f.name for f in fields(ENCODINGS[d.get("encoding")].Config)}:
+            d["version"] = 1
         return cls(d.pop("encoding"), styles=d.pop("styles", ()), **{k: tuple(v) if isinstance(v, list) else v
                                                                       for k, v in d.items()})
 

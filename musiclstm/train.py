@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import checkpoint, data
 from .errors import ConfigError, MusiclstmError
 from .model import ModelConfig, MusicLSTM
-from .tokenizer import Tokenizer
+from .tokenizer import PAD, Tokenizer
 
 PRESETS = {  # model sizes and schedules; any field can be overridden
     "tiny": dict(embed=64, hidden=128, layers=2, seq_len=128, batch_size=16, lr=3e-3),
@@ -52,7 +52,7 @@ class TrainConfig:
     epochs: int = 20  #: passes over the training stream
     max_steps: int | None = None  #: stop after this many optimizer steps
     max_time: float | None = None  #: stop after this many seconds of training
-    windows: str = "tbptt"  #: tbptt (state carried between windows) or random (fresh state)
+    windows: str = "pieces"  #: pieces (each piece from a fresh state, carried within it), tbptt (one stream) or random
     val_fraction: float = 0.1  #: share of files held out, by content hash (a csv split wins)
     eval_every: int | None = None  #: steps between validations (default: once an epoch)
     patience: int = 5  #: stop after this many validations without improvement
@@ -88,8 +88,8 @@ class TrainConfig:
         return cfg
 
     def check(self) -> None:
-        if self.windows not in ("tbptt", "random"):
-            raise ConfigError("windows must be tbptt or random")
+        if self.windows not in ("pieces", "tbptt", "random"):
+            raise ConfigError("windows must be pieces, tbptt or random")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError("precision must be auto, fp32, bf16 or fp16")
         if self.styles not in ("none", "folder", "corpus"):
@@ -128,22 +128,29 @@ def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
 
 
 @torch.no_grad()
-def evaluate_nll(net: MusicLSTM, ids: torch.Tensor, cfg: TrainConfig, device: torch.device) -> float:
-    """Mean next-token NLL (nats) over a token stream, state carried across windows."""
+def evaluate_nll(net: MusicLSTM, sequences: list, cfg: TrainConfig, device: torch.device) -> float:
+    """Mean next-token NLL (nats) over pieces (BOS ... EOS id arrays), each from a fresh state."""
     net.eval()
-    lanes = max(1, min(16, (len(ids) - 1) // max(2, cfg.seq_len)))
-    win = data.Windows(ids, lanes, cfg.seq_len, "tbptt")
+    win = data.PieceWindows(sequences, max(1, min(16, len(sequences))), cfg.seq_len, shuffle=False)
     total, count, state = 0.0, 0, None
     for i in range(win.batches_per_epoch):
-        x, y, _ = win.get(i, None)
-        if x.shape[1] == 0:
-            break
+        x, y, reset = win.get(i)
+        state = _reset(state, reset.to(device))
         with _autocast(device, cfg.precision):
             logits, state = net(x.to(device), state)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), reduction="sum").item()
-        count += y.numel()
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), ignore_index=PAD,
+                                 reduction="sum").item()
+        count += int((y != PAD).sum())
     net.train()
     return total / max(1, count)
+
+
+def _reset(state, reset: torch.Tensor):
+    """Zero the state of the lanes (batch rows) flagged in `reset` (B,); None when all are reset."""
+    if state is None or bool(reset.all()):
+        return None
+    keep = (~reset).to(state[0].dtype if isinstance(state, tuple) else state.dtype)[None, :, None]  # (1, B, 1)
+    return tuple(s.detach() * keep for s in state) if isinstance(state, tuple) else state.detach() * keep
 
 
 def train(corpus, out, *, resume: bool = False, force: bool = False, progress: bool = True,
@@ -220,9 +227,13 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     if resume_blob is not None and resume_blob["meta"].get("fingerprint") != corpus.fingerprint:
         raise MusiclstmError("the corpus changed since this run started (data fingerprint differs); "
                              "start a new run instead of --resume")
-    train_ids = data.stream(corpus.split("train"), tokenizer)
-    valid_ids = data.stream(corpus.split("valid"), tokenizer)
-    windows = data.Windows(train_ids, cfg.batch_size, cfg.seq_len, cfg.windows, rank, world)
+    valid_seqs = [data.sequence(p, tokenizer) for p in corpus.split("valid")]
+    if cfg.windows == "pieces":
+        windows = data.PieceWindows([data.sequence(p, tokenizer) for p in corpus.split("train")], cfg.batch_size,
+                                    cfg.seq_len, rank=rank, world=world, seed=cfg.seed)
+    else:
+        windows = data.Windows(data.stream(corpus.split("train"), tokenizer), cfg.batch_size, cfg.seq_len,
+                               cfg.windows, rank, world)
     per_epoch = windows.batches_per_epoch
     total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
     eval_every = cfg.eval_every or per_epoch
@@ -240,7 +251,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         gen.set_state(r["generator"])
         torch.set_rng_state(r["torch_rng"])
         st = json.loads(r["progress"])
-        if "carry_h" in r and cfg.windows == "tbptt":
+        if "carry_h" in r and cfg.windows != "random":
             carry = (r["carry_h"].to(device), r["carry_c"].to(device)) if "carry_c" in r else r["carry_h"].to(device)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
@@ -256,7 +267,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg),
                                                      "tokenizer": tokenizer.to_dict()}, indent=2))
         (out / "data_report.json").write_text(json.dumps(corpus.to_json(), indent=2))
-        if progress:
+        if progress and resume_blob is None:  # a resumed run said it all when it started
             tqdm.write(corpus.report())
 
     def meta(step: int) -> dict:
@@ -279,7 +290,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
 
     def validate(step: int, train_loss: float, tok_s: float) -> bool:
         nonlocal carry
-        val = evaluate_nll(net, valid_ids, cfg, device) if len(valid_ids) > 2 else float("nan")
+        val = evaluate_nll(net, valid_seqs, cfg, device) if valid_seqs else float("nan")
         if world > 1:
             t = torch.tensor([val], device=device)
             torch.distributed.all_reduce(t)
@@ -288,11 +299,16 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
                "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5), "lr": lr_at(step, cfg, total),
                "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
         st["history"].append(row)
-        improved = val < st["best"] or math.isnan(val)
+        if math.isnan(val) and valid_seqs:  # a validation set that scores NaN: the run has diverged
+            raise MusiclstmError(f"training diverged at step {step}: validation NLL is NaN "
+                                 f"(last.pt is kept; lower --lr or raise --warmup)")
+        improved = not valid_seqs or val < st["best"]  # without a validation set the latest weights are best
         if improved:
-            st["best"], st["bad_evals"] = (val if not math.isnan(val) else st["best"]), 0
+            st["best"], st["bad_evals"] = (val if valid_seqs else st["best"]), 0
         else:
             st["bad_evals"] += 1
+        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val:.3f}", best=f"{st['best']:.3f}",
+                        tok_s=f"{tok_s:,.0f}")
         if is_main:
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
@@ -310,43 +326,86 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     bar = tqdm(total=total, initial=st["step"], desc="training", unit="step", disable=not (progress and is_main),
                dynamic_ncols=True)
     step = st["step"]
-    try:
-        while step < total:
+    if resume_blob is not None and is_main and progress:
+        tqdm.write(f"resuming {out} at step {step:,} of {total:,} (epoch {step / per_epoch:.2f}, "
+                   f"best validation NLL {st['best']:.4f})")
+    # Ctrl-C only raises a flag: the step in flight completes, so the saved weights, optimizer, step
+    # and carried state always belong together, and no KeyboardInterrupt can land inside a library
+    # callback (where Python would print "Exception ignored" and carry on training).
+    stop = _Interrupt()
+    with stop:
+        while step < total and not stop.flag:
             if cfg.max_time is not None and time.time() - t0 > cfg.max_time:
                 break
-            x, y, keep = windows.get(step % per_epoch, gen)
+            x, y, reset = windows.get(step % per_epoch, gen, step // per_epoch)
             x, y = _augment(tokenizer, cfg, x, y, step // per_epoch)
             x, y = x.to(device), y.to(device)
-            state = _detach(carry) if (keep and carry is not None) else None
+            state = _reset(carry, reset.to(device))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg, total)
             with _autocast(device, cfg.precision):
-                logits, carry = model(x, state)  # (B, T, V)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                logits, new_carry = model(x, state)  # (B, T, V)
+            n_targets = int((y != PAD).sum())
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD,
+                                   reduction="sum") / max(1, n_targets)
+            if not math.isfinite(loss.item()):
+                save_last(step)
+                raise MusiclstmError(f"training diverged at step {step}: the loss is {loss.item()} "
+                                     f"(last.pt holds step {step}; lower --lr)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             opt.step()
-            carry = _detach(carry) if cfg.windows == "tbptt" else None
-            step += 1
+            carry = _detach(new_carry) if cfg.windows != "random" else None
+            step += 1  # weights, step and carry now agree
             st["step"] = step
-            tokens += x.numel() * world
+            tokens += n_targets * world
             loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
             tok_s = tokens / max(1e-9, time.time() - t0)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_s:,.0f}")
             if step % eval_every == 0 or step == total:
                 if validate(step, loss_sum / loss_n, tok_s):
                     break
                 loss_sum, loss_n = 0.0, 0
-    except KeyboardInterrupt:
+            elif step % 10 == 0:
+                last_val = st["history"][-1]["val_nll"] if st["history"] else float("nan")
+                bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{last_val:.3f}", tok_s=f"{tok_s:,.0f}")
+    if stop.flag:
         save_last(step)
         bar.close()
-        raise
+        raise KeyboardInterrupt
     bar.close()
     if not st["history"] or st["history"][-1]["step"] != step:
         validate(step, loss_sum / max(1, loss_n), tokens / max(1e-9, time.time() - t0))
     return out / "best.pt"
+
+
+class _Interrupt:
+    """While active, SIGINT (Ctrl-C) sets `flag` instead of raising; a second Ctrl-C raises at once."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+
+    def _handle(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 def _detach(state):
@@ -387,6 +446,11 @@ def _transpose(tokenizer: Tokenizer, ids: torch.Tensor, k) -> torch.Tensor:
             o = tokenizer.vocab.offset[kind]
             m = (ids >= o) & (ids < o + 128)
             out = torch.where(m, o + (shifted - o).clamp(0, 127), out)
+    if "KEY" in tokenizer.vocab.offset:  # remi v2: the key moves with the notes (tonic + 12 * minor)
+        o = tokenizer.vocab.offset["KEY"]
+        m = (ids >= o) & (ids < o + 24)
+        v = ids - o
+        out = torch.where(m, o + (v % 12 + torch.as_tensor(k)) % 12 + 12 * (v // 12), out)
     return out
 
 

@@ -58,13 +58,28 @@ GRID_TABLE = [
     ("REST", 0, 131, "REST"), ("HOLD", 0, 132, "HOLD"),
 ]
 
-TABLES = {"performance": (PERFORMANCE_TABLE, 391), "remi": (REMI_TABLE, 898), "grid": (GRID_TABLE, 133)}
+# remi version 2 (the default): 24 KEY tokens after TIMESIG shift every later id by 24
+REMI2_TABLE = [
+    ("BAR", 0, 3, "BAR"), ("TIMESIG", 7, 11, "TIMESIG_4/4"),
+    ("KEY", 0, 64, "KEY_C"), ("KEY", 7, 71, "KEY_G"), ("KEY", 21, 85, "KEY_Am"), ("KEY", 23, 87, "KEY_Bm"),
+    ("POSITION", 0, 88, "POSITION_0"), ("TEMPO", 90, 274, "TEMPO_120"), ("PROGRAM", 0, 455, "PROGRAM_0"),
+    ("PITCH", 60, 644, "PITCH_60"), ("DRUM", 36, 748, "DRUM_36"), ("VELOCITY", 31, 871, "VELOCITY_31"),
+    ("DURATION", 49, 921, "DURATION_384/12"),
+]
+
+TABLES = {"performance": (PERFORMANCE_TABLE, 391), "remi-v1": (REMI_TABLE, 898), "remi": (REMI2_TABLE, 922),
+          "grid": (GRID_TABLE, 133)}
 CASES = [pytest.param(enc, *row, id=f"{enc}-{row[3]}") for enc, (table, _) in TABLES.items() for row in table]
+
+
+def _tok(name: str, **options) -> Tokenizer:
+    """A tokenizer by table name: "remi-v1" is remi version 1."""
+    return Tokenizer("remi", version=1, **options) if name == "remi-v1" else Tokenizer(name, **options)
 
 
 @pytest.mark.parametrize("encoding, kind, value, id_, name", CASES)
 def test_id_table_both_ways(encoding, kind, value, id_, name):
-    tok = Tokenizer(encoding)
+    tok = _tok(encoding)
     assert tok.vocab.id(kind, value) == id_
     assert tok.vocab.split(id_) == (kind, value)
     assert tok.names([id_]) == [name]
@@ -72,7 +87,7 @@ def test_id_table_both_ways(encoding, kind, value, id_, name):
 
 @pytest.mark.parametrize("encoding, size", [(e, n) for e, (_, n) in TABLES.items()])
 def test_vocab_size(encoding, size):
-    tok = Tokenizer(encoding)
+    tok = _tok(encoding)
     assert tok.vocab_size == len(tok.vocab) == size
     assert tok.vocab.offset["STYLE"] == 3  # no styles: STYLE has 0 entries
     assert sum(n for _, n in tok.codec.table()) == size - 3
@@ -88,7 +103,7 @@ STYLES = ("bach", "folk", "jazz")
 
 @pytest.mark.parametrize("encoding, kind, value, id_, name", CASES)
 def test_styles_shift_every_id(encoding, kind, value, id_, name):
-    tok = Tokenizer(encoding, styles=STYLES)
+    tok = _tok(encoding, styles=STYLES)
     shift = 0 if kind in ("PAD", "BOS", "EOS") else len(STYLES)
     assert tok.vocab.id(kind, value) == id_ + shift
     assert tok.vocab.split(id_ + shift) == (kind, value)
@@ -98,7 +113,7 @@ def test_styles_shift_every_id(encoding, kind, value, id_, name):
 
 @pytest.mark.parametrize("encoding", TABLES)
 def test_style_ids(encoding):
-    tok = Tokenizer(encoding, styles=STYLES)
+    tok = _tok(encoding, styles=STYLES)
     assert [tok.style_id(s) for s in STYLES] == [3, 4, 5]
     assert tok.names([3, 4, 5]) == ["STYLE_bach", "STYLE_folk", "STYLE_jazz"]
     ids = tok.encode(Score.from_notes([(0, 1, 60, 80)]), style="folk")
@@ -188,8 +203,8 @@ def test_performance_bos_eos_flags_and_arrays():
     assert tok.encode(Score.from_notes([])) == [1, 2]
 
 
-def test_remi_two_bars_programs_and_drums():
-    tok = Tokenizer("remi")
+def test_remi_v1_two_bars_programs_and_drums():
+    tok = Tokenizer("remi", version=1)
     s = Score([0, 1.5, 0, 5], [1, 2, 0.25, 5 + 1 / 3], [60, 64, 36, 40], [80, 100, 100, 80], [0, 0, 1, 2],
               tracks=[Track(0), Track(0, True), Track(33)])
     # quarter 1.5 = tick 18; quarter 5 = bar 2 (48 ticks a bar) position 12; drums are PROGRAM_128 and sort last
@@ -201,8 +216,8 @@ def test_remi_two_bars_programs_and_drums():
         "BAR", "POSITION_12", "PROGRAM_33", "PITCH_40", "VELOCITY_19", "DURATION_4/12", "EOS"]
 
 
-def test_remi_meter_and_tempo_changes():
-    tok = Tokenizer("remi")
+def test_remi_v1_meter_and_tempo_changes():
+    tok = Tokenizer("remi", version=1)
     s = Score([0, 3, 5], [1, 4, 5.5], [60, 62, 64], [80, 80, 80], [0, 0, 0], tracks=[Track()],
               tempos=[[0, 60.0], [3, 240.0]], time_signatures=[[0, 3, 4], [3, 2, 4]])
     # 60 qpm -> TEMPO_60, 240 qpm -> TEMPO_240 (whole-qpm tokens)
@@ -212,6 +227,49 @@ def test_remi_meter_and_tempo_changes():
         "DURATION_12/12",
         "BAR", "TIMESIG_2/4", "POSITION_0", "TEMPO_240", "PROGRAM_0", "PITCH_62", "VELOCITY_19", "DURATION_12/12",
         "BAR", "POSITION_0", "PROGRAM_0", "PITCH_64", "VELOCITY_19", "DURATION_6/12", "EOS"]
+
+
+def test_remi_v2_names_program_and_velocity_only_when_they_change_and_opens_with_a_key():
+    tok = Tokenizer("remi")
+    s = Score([0, 1.5, 0, 5], [1, 2, 0.25, 5 + 1 / 3], [60, 64, 36, 40], [80, 100, 100, 80], [0, 0, 1, 2],
+              tracks=[Track(0), Track(0, True), Track(33)], key_signatures=[[0, 9, 1]])
+    assert tok.names(tok.encode(s)) == [
+        "BOS", "BAR", "TIMESIG_4/4", "KEY_Am", "POSITION_0", "TEMPO_120",
+        "PROGRAM_0", "VELOCITY_19", "PITCH_60", "DURATION_12/12",
+        "PROGRAM_128", "VELOCITY_24", "DRUM_36", "DURATION_3/12",
+        "POSITION_18", "PROGRAM_0", "PITCH_64", "DURATION_6/12",  # same velocity bin as the drum: not repeated
+        "BAR", "POSITION_12", "PROGRAM_33", "VELOCITY_19", "PITCH_40", "DURATION_4/12", "EOS"]
+    back = tok.decode_score(tok.encode(s))
+    v1 = Tokenizer("remi", version=1)
+    assert sorted(zip(back.start, back.pitch, back.velocity, back.program, strict=True)) == sorted(
+        zip(s.start, s.pitch, v1.decode_score(v1.encode(s)).velocity, s.program, strict=True))
+    assert back.key_signatures.tolist() == [[0, 9, 1]]
+
+
+def test_remi_v2_one_tune_costs_three_tokens_a_note_and_key_is_estimated_without_a_signature():
+    tok = Tokenizer("remi")
+    c_major = [60, 62, 64, 65, 67, 69, 71, 72] * 2
+    s = Score.from_notes([(i / 2, i / 2 + 0.5, p, 80) for i, p in enumerate(c_major)])
+    names = tok.names(tok.encode(s))
+    assert names[3] == "KEY_C"
+    # BOS EOS, BAR x2 TIMESIG KEY, TEMPO, the first PROGRAM VELOCITY, then POSITION PITCH DURATION a note
+    assert len(names) == 2 + 4 + 1 + 2 + 3 * len(c_major)
+
+
+def test_remi_v2_one_beat_meter_throughout_is_read_as_4_4():
+    tok = Tokenizer("remi")
+    s = Score.from_notes([(i, i + 1, 60, 80) for i in range(8)], time_signatures=[[0, 1, 4]])
+    names = tok.names(tok.encode(s))
+    assert names[2] == "TIMESIG_4/4" and names.count("BAR") == 2
+    assert Tokenizer("remi", version=1).names(Tokenizer("remi", version=1).encode(s)).count("BAR") == 8
+
+
+def test_old_remi_dicts_load_as_version_1():
+    d = Tokenizer("remi").to_dict()
+    del d["version"]
+    old = Tokenizer.from_dict(d)
+    assert old.config.version == 1 and old.vocab_size == 898
+    assert Tokenizer.from_dict(Tokenizer("remi").to_dict()).vocab_size == 922
 
 
 def test_remi_long_meter_becomes_4_4_and_long_notes_are_cut():
@@ -288,7 +346,7 @@ def test_encode_accepts_path_prettymidi_and_score(tmp_path):
     path = tmp_path / "x.mid"
     pm.write(str(path))
     for enc in TABLES:
-        tok = Tokenizer(enc)
+        tok = _tok(enc)
         ids = tok.encode(read(pm))
         assert tok.encode(pm) == ids == tok.encode(path) == tok.encode(str(path)) == tok.encode(path.read_bytes())
     with pytest.raises(MidiReadError):
@@ -459,7 +517,7 @@ OVERLAPS = Score([0, 1, 1, 3, 0.5, 0.5], [4, 2, 1.5, 5, 3, 0.75], [60, 60, 60, 6
 
 @pytest.mark.parametrize("encoding", TABLES)
 def test_overlapping_same_pitch_notes_decode(encoding):
-    tok = Tokenizer(encoding)
+    tok = _tok(encoding)
     ids = tok.encode(OVERLAPS)
     notes = _pm_notes(tok.decode(ids))
     assert notes and all(e > s for s, e, *_ in notes)
@@ -483,7 +541,7 @@ def test_performance_pretty_midi_with_overlapping_notes(tmp_path):
     pm = build_midi([Part(notes=[(0, 2, 60, 80), (0.5, 1, 60, 80), (1, 3, 60, 80)]),
                      Part(notes=[(0.5, 1.5, 60, 80)], program=1)])
     for enc in TABLES:
-        tok = Tokenizer(enc)
+        tok = _tok(enc)
         notes = _pm_notes(tok.decode(tok.encode(pm)))
         assert notes and all(e > s for s, e, *_ in notes)
 

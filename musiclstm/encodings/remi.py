@@ -1,9 +1,18 @@
 """`remi`: beat-relative, multi-track (REMI with programs, after Huang & Yang 2020 and MidiTok).
 
-A bar is BAR [TIMESIG] then, per onset, POSITION [TEMPO] and per note PROGRAM PITCH|DRUM
-VELOCITY DURATION. Positions count 1/12 of a quarter, so 16ths, 8th-triplets and 16th-triplets
-are exact. Drums use their own DRUM pitch tokens (program token 128).
-Encoding sorts all events by a composite key in one numpy `lexsort`; no Python loop over notes.
+Version 2 (the default): a bar is BAR [TIMESIG] [KEY] then, per onset, POSITION [TEMPO] and per note
+[PROGRAM] [VELOCITY] PITCH|DRUM DURATION, where PROGRAM and VELOCITY appear only when they differ
+from the previous note's. A one-instrument tune costs about three tokens per note instead of five,
+so a bar eight bars back is within reach of a 512-token window. The first bar always carries
+TIMESIG and KEY (the key signature of the file, or the Krumhansl-Schmuckler estimate when it has
+none), and a meter of one-beat bars throughout (POP909's 1/4) is read as 4/4.
+
+Version 1 (checkpoints made before it; a tokenizer dict without `version`): every note is
+PROGRAM PITCH VELOCITY DURATION, no KEY tokens, meters as written.
+
+Positions count 1/12 of a quarter, so 16ths, 8th-triplets and 16th-triplets are exact. Drums use
+their own DRUM pitch tokens (program token 128). Encoding sorts all events by a composite key in
+one numpy `lexsort`; no Python loop over notes.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from ..score import Score, Track
 from .performance import bin_velocity, velocity_bin
 
 DRUMS = 128  # the PROGRAM value of drum tracks
+KEY_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # KEY value = tonic + 12 * minor
 
 
 def _durations() -> np.ndarray:
@@ -37,6 +47,41 @@ class Config:
     velocity_bins: int = 32  #: number of VELOCITY tokens
     min_qpm: int = 30  #: the slowest TEMPO token
     max_qpm: int = 300  #: the fastest TEMPO token (TEMPO tokens step by 1 qpm)
+    version: int = 2  #: 2: KEY tokens, PROGRAM/VELOCITY only on change, one-beat meters read as 4/4; 1: the first
+
+
+# Krumhansl & Kessler (1982) key profiles, C major and C minor
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def estimate_key(pitch_class_weights: np.ndarray) -> tuple[int, int, float]:
+    """Krumhansl-Schmuckler: (12,) weights per pitch class -> (tonic 0-11, minor 0/1, correlation)."""
+    w = np.asarray(pitch_class_weights, dtype=np.float64)
+    if w.std() == 0:
+        return 0, 0, 0.0
+    best = (0, 0, -2.0)
+    for minor, profile in enumerate((MAJOR_PROFILE, MINOR_PROFILE)):
+        for tonic in range(12):
+            r = float(np.corrcoef(w, np.roll(profile, tonic))[0, 1])
+            if r > best[2]:
+                best = (tonic, minor, r)
+    return best
+
+
+def score_key(score: Score) -> tuple[int, int]:
+    """A score's key: its first key signature, else the Krumhansl-Schmuckler estimate from durations."""
+    if len(score.key_signatures):
+        return int(score.key_signatures[0, 1]) % 12, int(score.key_signatures[0, 2] > 0)
+    pitched = ~score.is_drum
+    w = np.bincount(score.pitch[pitched] % 12, weights=(score.end - score.start)[pitched], minlength=12)
+    tonic, minor, _ = estimate_key(w)
+    return tonic, minor
+
+
+def plausible_meter(time_signatures: np.ndarray) -> bool:
+    """False for a map of one-beat bars throughout (1/4, 1/8 ...), which POP909 writes for 4/4 songs."""
+    return not bool((time_signatures[:, 1] == 1).all())
 
 
 class Codec:
@@ -49,9 +94,10 @@ class Codec:
         self.positions = config.ticks_per_quarter * config.max_bar_quarters
 
     def table(self) -> list[tuple[str, int]]:
-        return [("BAR", 1), ("TIMESIG", len(self.sigs)), ("POSITION", self.positions), ("TEMPO", len(self.tempos)),
-                ("PROGRAM", 129), ("PITCH", 128), ("DRUM", 128), ("VELOCITY", self.c.velocity_bins),
-                ("DURATION", len(self.durations))]
+        key = [("KEY", 24)] if self.c.version >= 2 else []
+        return [("BAR", 1), ("TIMESIG", len(self.sigs)), *key, ("POSITION", self.positions),
+                ("TEMPO", len(self.tempos)), ("PROGRAM", 129), ("PITCH", 128), ("DRUM", 128),
+                ("VELOCITY", self.c.velocity_bins), ("DURATION", len(self.durations))]
 
     def value_name(self, kind: str, v: int) -> str:
         if kind == "TIMESIG":
@@ -60,6 +106,8 @@ class Codec:
             return f"{self.tempos[v]:.0f}"
         if kind == "DURATION":
             return f"{self.durations[v]}/{self.c.ticks_per_quarter}"
+        if kind == "KEY":
+            return KEY_NAMES[v % 12] + ("m" if v >= 12 else "")
         return str(v)
 
     def sig_index(self, num, den) -> int:
@@ -83,6 +131,8 @@ class Codec:
 
         # bars: restart the bar grid at every time-signature change
         ts = score.time_signatures
+        if self.c.version >= 2 and not plausible_meter(ts):
+            ts = np.array([[0.0, 4, 4]])
         ts_tick = np.round(ts[:, 0] * q).astype(np.int64)
         sig = np.array([self.sig_index(n, d) for n, d in ts[:, 1:]])
         bar_len = np.array([self.sigs[i][0] * 4 * q // self.sigs[i][1] for i in sig])
@@ -123,23 +173,53 @@ class Codec:
         t_tick, t_bin = t_tick[keep], t_bin[keep]
         pos_tick = np.unique(np.r_[on, t_tick])
 
-        # (tick, order, rank) keys: BAR 0, TIMESIG 1, POSITION 2, TEMPO 3, notes 4 (4 tokens each)
+        # (tick, order, rank) keys: BAR 0, TIMESIG 1, KEY 1.5, POSITION 2, TEMPO 3, notes 4 (4 tokens each)
         n = len(on)
         note_order = np.lexsort((score.pitch, program, on))
         rank = np.empty(n, np.int64)
         rank[note_order] = np.arange(n)
         vb = velocity_bin(score.velocity, self.c.velocity_bins)
         pitch_tok = np.where(program == DRUMS, vocab.id("DRUM", score.pitch), vocab.id("PITCH", score.pitch))
-        note_toks = np.stack([vocab.id("PROGRAM", program), pitch_tok, vocab.id("VELOCITY", vb),
-                              vocab.id("DURATION", d_ix)], axis=1).ravel()
-        tick = np.r_[bars, bars[new_sig], pos_tick, t_tick, np.repeat(on, 4)]
-        order = np.r_[np.zeros(len(bars)), np.ones(new_sig.sum()), np.full(len(pos_tick), 2),
-                      np.full(len(t_tick), 3), np.full(4 * n, 4)]
-        sub = np.r_[np.zeros(len(bars) + new_sig.sum() + len(pos_tick) + len(t_tick)),
-                    (rank[:, None] * 4 + np.arange(4)).ravel()]
+        if self.c.version >= 2:  # [PROGRAM] [VELOCITY] PITCH DURATION, the bracketed ones only on change
+            note_toks = np.stack([vocab.id("PROGRAM", program), vocab.id("VELOCITY", vb), pitch_tok,
+                                  vocab.id("DURATION", d_ix)], axis=1)
+            keep = np.ones((n, 4), dtype=bool)
+            for col, value in ((0, program), (1, vb)):
+                v = value[note_order]
+                keep[note_order[1:], col] = v[1:] != v[:-1]
+        else:
+            note_toks = np.stack([vocab.id("PROGRAM", program), pitch_tok, vocab.id("VELOCITY", vb),
+                                  vocab.id("DURATION", d_ix)], axis=1)
+            keep = np.ones((n, 4), dtype=bool)
+        keys_tick, keys_val = self._keys(score, bars) if self.c.version >= 2 else (np.zeros(0, np.int64),) * 2
+        tick = np.r_[bars, bars[new_sig], keys_tick, pos_tick, t_tick, np.repeat(on, 4)[keep.ravel()]]
+        order = np.r_[np.zeros(len(bars)), np.ones(new_sig.sum()), np.full(len(keys_tick), 1.5),
+                      np.full(len(pos_tick), 2), np.full(len(t_tick), 3), np.full(keep.sum(), 4)]
+        sub = np.r_[np.zeros(len(bars) + new_sig.sum() + len(keys_tick) + len(pos_tick) + len(t_tick)),
+                    (rank[:, None] * 4 + np.arange(4)).ravel()[keep.ravel()]]
         toks = np.r_[np.full(len(bars), vocab.id("BAR")), vocab.id("TIMESIG", bar_sig[new_sig]),
-                     vocab.id("POSITION", position(pos_tick)), vocab.id("TEMPO", t_bin), note_toks]
+                     vocab.id("KEY", keys_val) if len(keys_val) else np.zeros(0, np.int64),
+                     vocab.id("POSITION", position(pos_tick)), vocab.id("TEMPO", t_bin),
+                     note_toks.ravel()[keep.ravel()]]
         return toks[np.lexsort((sub, order, tick))].astype(np.int64)
+
+    def _keys(self, score: Score, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """KEY tokens: (bar-line ticks, values). The first bar always gets one; a later key signature takes
+        effect at the bar line at or before it; repeats of the current key are dropped."""
+        tonic, minor = score_key(score)
+        q = self.c.ticks_per_quarter
+        ticks, vals = [0], [tonic + 12 * minor]
+        for at, k, m in score.key_signatures[1:]:
+            b = int(bars[max(0, np.searchsorted(bars, round(at * q), side="right") - 1)])
+            v = int(k) % 12 + 12 * int(m > 0)
+            if b == ticks[-1]:
+                vals[-1] = v
+            elif v != vals[-1]:
+                ticks.append(b)
+                vals.append(v)
+        if len(vals) > 1 and ticks[0] == ticks[1]:
+            ticks, vals = ticks[1:], vals[1:]
+        return np.array(ticks, np.int64), np.array(vals, np.int64)
 
     # ---- decode ---------------------------------------------------------------------------
     def decode(self, ids: np.ndarray, vocab) -> Score:
@@ -149,7 +229,7 @@ class Codec:
         vals = ids - np.array([vocab.offset[k] for k in kinds])[ki]
         bar_start, bar_len, pos, started = 0, 4 * q, 0, False
         program, pitch, velocity = 0, None, 80
-        notes, tempos, sigs = [], [], []
+        notes, tempos, sigs, keys = [], [], [], []
         for k, v in zip(ki.tolist(), vals.tolist(), strict=True):
             kind = kinds[k]
             if kind == "BAR":
@@ -159,6 +239,8 @@ class Codec:
                 num, den = self.sigs[v]
                 bar_len = num * 4 * q // den
                 sigs.append((bar_start, num, den))
+            elif kind == "KEY":
+                keys.append((bar_start, v % 12, int(v >= 12)))
             elif kind == "POSITION":
                 pos = v
             elif kind == "TEMPO":
@@ -179,4 +261,5 @@ class Codec:
         track = np.searchsorted(progs, a[:, 4]) if progs else np.zeros(0)
         return Score(a[:, 0] / q, a[:, 1] / q, a[:, 2], a[:, 3], track, tracks=tracks,
                      tempos=np.array(tempos or [(0, 120.0)], dtype=np.float64) / [q, 1],
-                     time_signatures=np.array(sigs or [(0, 4, 4)], dtype=np.float64) / [q, 1, 1])
+                     time_signatures=np.array(sigs or [(0, 4, 4)], dtype=np.float64) / [q, 1, 1],
+                     key_signatures=np.array(keys, dtype=np.float64).reshape(-1, 3) / [q, 1, 1])
