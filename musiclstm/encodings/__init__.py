@@ -8,7 +8,10 @@ What each encoding loses:
   instruments merge into one piano stream (programs, track names and meters are lost; decoded as
   Acoustic Grand Piano at 120 qpm); times are quantized to 10 ms; velocities to 32 bins; the
   sustain pedal is folded into note durations (a note sounds until the pedal lifts), pedal events
-  themselves are not kept; overlapping notes of one pitch are cut where the next one starts; a
+  themselves are not kept; one pitch is one key: unisons struck in the same 10 ms step are one
+  note (a vocal line doubled in the piano: onset F1 0.75-0.99 against the notes of such scores,
+  1.0 against the key presses), and a note struck while its pitch sounds ends the earlier one
+  there and lasts until the latest of their ends (the sound is kept, the voices are not); a
   decoded note lasts at most `max_note_seconds`.
 * **remi** (beat-relative, multi-track): onsets quantized to 1/12 of a quarter (holds 16ths,
   triplets and 16th-triplets exactly); durations to a table of 50 values from 1/12 to 32

@@ -3,6 +3,15 @@
 NOTE_ON x128, NOTE_OFF x128, TIME_SHIFT x100 (10 ms .. 1 s), VELOCITY x32 = 388 events.
 Drums are dropped, other instruments merge into one stream, the sustain pedal is folded into
 note durations. Encoding is vectorized with numpy (no Python loop over notes).
+
+One pitch is one key, so unisons between voices or tracks are what the stream cannot keep apart:
+notes of one pitch struck in the same 10 ms step become one note (the longest, with its
+velocity), and a note struck while its pitch still sounds ends the sounding note there and
+itself lasts until the latest of their ends. Every other onset survives, and so does the sound:
+what was sounding at each 10 ms step still sounds (up to `max_note_seconds` per note). A vocal
+line doubled in the piano part is the common case: Dichterliebe no. 2 (music21's corpus) reads
+as 238 notes and comes back as its 191 distinct (step, pitch) key presses, onset F1 0.89 against
+the notes, 1.0 against the key presses (tests/test_performance_unisons.py).
 """
 
 from __future__ import annotations
@@ -66,14 +75,18 @@ class Codec:
         pitch, vel = score.pitch[keep], score.velocity[keep]
         if len(on) == 0:
             return on, off, pitch, vel
-        # one pitch sounds once at a time: drop exact duplicates, cut a note where the next one starts
+        # one pitch is one key: unisons struck in the same step are one note (the longest), and a
+        # note struck while its pitch sounds ends the earlier one there and lasts as long as any
+        # of them (the key sounds while any of its notes does: the sound is kept, not the voices)
         order = np.lexsort((-off, on, pitch))
         on, off, pitch, vel = on[order], off[order], pitch[order], vel[order]
         same = np.r_[(pitch[1:] == pitch[:-1]) & (on[1:] == on[:-1]), False]
         dup = np.r_[False, same[:-1]]
         on, off, pitch, vel = on[~dup], off[~dup], pitch[~dup], vel[~dup]
+        span = int(off.max()) + 1  # pitch-major keys make one running maximum serve every pitch
+        latest = np.maximum.accumulate(pitch * span + off) - pitch * span  # latest end so far, per pitch
         nxt = np.r_[np.where(pitch[1:] == pitch[:-1], on[1:], np.iinfo(np.int64).max), np.iinfo(np.int64).max]
-        off = np.maximum(np.minimum(off, nxt), on + 1)
+        off = np.maximum(np.minimum(latest, nxt), on + 1)
         return on, off, pitch, vel
 
     def encode(self, score: Score, vocab) -> np.ndarray:
