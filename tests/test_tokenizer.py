@@ -533,8 +533,9 @@ def test_performance_overlaps_are_cut_where_the_next_note_starts():
     tok = Tokenizer("performance")
     out = tok.decode_score(tok.encode(OVERLAPS))
     rows = sorted(zip(out.pitch.tolist(), out.start.tolist(), out.end.tolist(), strict=True))
-    # pitch 60: 0-4, 1-2, 1-1.5 (duplicate onset: the longer kept), 3-5 -> 0-1, 1-2, 3-5
-    assert rows == [(60, 0.0, 1.0), (60, 1.0, 2.0), (60, 3.0, 5.0), (64, 0.5, 3.0)]
+    # pitch 60: 0-4, 1-2, 1-1.5 (duplicate onset: the longer kept), 3-5 -> 0-1, 1-3, 3-5: each note
+    # ends where the next starts, and the key keeps sounding while the 0-4 note does (issue 11)
+    assert rows == [(60, 0.0, 1.0), (60, 1.0, 3.0), (60, 3.0, 5.0), (64, 0.5, 3.0)]
 
 
 def test_performance_pretty_midi_with_overlapping_notes(tmp_path):
