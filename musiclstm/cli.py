@@ -90,12 +90,13 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--epochs", type=click.IntRange(1))
 @click.option("--max-steps", type=click.IntRange(1))
 @click.option("--max-time", type=click.FloatRange(0, min_open=True), help="Seconds of training at most.")
-@click.option("--windows", type=click.Choice(["tbptt", "random"]), help="Window order [tbptt].")
+@click.option("--windows", type=click.Choice(["pieces", "tbptt", "random"]),
+              help="pieces: each piece from a fresh state, as compose starts [pieces]; tbptt: one stream; random.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True))
 @click.option("--eval-every", type=click.IntRange(1), help="Steps between validations [an epoch].")
 @click.option("--patience", type=click.IntRange(1), help="Validations without improvement before stopping.")
 @click.option("--augment", "augment_transpose", type=click.IntRange(0, 12),
-              help="Transpose each window by a random -N..N semitones.")
+              help="Transpose each piece by a random -N..N semitones (key tokens move with it).")
 @click.option("--stretch", "augment_stretch", type=click.FloatRange(0, 1),
               help="Stretch each window's tempo by a random factor in [1/(1+S), 1+S] (remi, performance).")
 @click.option("--styles", type=click.Choice(["none", "folder", "corpus"]), help="Style conditioning tokens.")
@@ -167,28 +168,46 @@ def info(checkpoint, as_json) -> None:
 @click.argument("data", nargs=-1, required=True, type=EXISTING)
 @click.option("--train-data", multiple=True, type=EXISTING,
               help="Fit the n-gram baseline here and hold out all of DATA [default: DATA's own split].")
-@click.option("--samples", type=click.IntRange(0), default=8, show_default=True,
-              help="Samples to generate for the statistics (0: NLL only).")
+@click.option("--samples", type=click.IntRange(0), default=20, show_default=True,
+              help="Samples to generate for the statistics (0: NLL and the repeat probe only).")
 @click.option("--seconds", type=click.FloatRange(1), default=30.0, show_default=True, help="Length of each sample.")
+@click.option("--quarters", type=click.FloatRange(1), default=60.0, show_default=True,
+              help="Length (in quarters) at which samples and held-out pieces are compared.")
+@click.option("--pieces", type=click.IntRange(1), default=60, show_default=True,
+              help="Held-out pieces (a seeded draw) for the music statistics.")
+@click.option("--compare", "compare", help="A second checkpoint, evaluated alike and shown side by side.")
 @click.option("--order", type=click.IntRange(1, 6), default=5, show_default=True, help="n-gram order.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Fixes the samples and the draws.")
 @click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def evaluate(checkpoint, data, train_data, samples, seconds, order, seed, jobs, as_json) -> None:
-    """NLL on held-out files against a Kneser-Ney n-gram, sample statistics, memorisation.
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (everything the table shows, and more).")
+def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, compare, order, seed, jobs,
+             as_json) -> None:
+    """Held-out NLL against a Kneser-Ney n-gram, the repeat probe, music statistics of samples beside
+    held-out and pitch-shuffled pieces, memorisation.
 
     \b
-    musiclstm evaluate runs/bach corpora/bach             # held out: the run's validation files
-    musiclstm evaluate pop ../POP909 --samples 16 --json
+    musiclstm evaluate folk corpora/folk                  # held out: the run's validation files
+    musiclstm evaluate runs/new corpora/folk --compare folk --seed 1
+    musiclstm evaluate pop ../POP909 --samples 40 --json
     """
     from . import checkpoint as ck
     from .evaluate import evaluate as run
-    from .evaluate import report
+    from .evaluate import jsonable, report
 
+    warn = lambda m: click.echo(f"warning: {m}", err=True)
+    kw = dict(train_corpus=list(train_data) or None, samples=samples, sample_seconds=seconds, quarters=quarters,
+              pieces=pieces, order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False), warn=warn)
     model = ck.load(checkpoint)
-    r = run(model, list(data), train_corpus=list(train_data) or None, samples=samples, sample_seconds=seconds,
-            order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False))
-    click.echo(json.dumps({"checkpoint": str(model.path), **r}, indent=2) if as_json else report(r))
+    r = {"checkpoint": str(model.path), **run(model, list(data), **kw)}
+    other = None
+    if compare:
+        second = ck.load(compare)
+        other = {"checkpoint": str(second.path), **run(second, list(data), **kw)}
+        r["compare"] = other
+    if as_json:
+        click.echo(json.dumps(jsonable(r), indent=2))
+    else:
+        click.echo(report(r, other, names=(checkpoint, compare or "")))
 
 
 @cli.command()
