@@ -8,6 +8,13 @@
   overlapping area (OA, 1 = the same) of Yang & Lerch (2018): the distribution of distances
   within the data against the distribution of distances from samples to the data, both smoothed
   with a Gaussian kernel density estimate.
+* Music statistics (`musiclstm.music`: tonality, melody, rhythm, form, voices, meter and ending) of
+  samples, held-out pieces and pitch-shuffled held-out pieces, read alike (tokenizer decode, leading
+  empty bars trimmed, same length), as mean, sd and Cohen's d against the held-out pieces.
+* The repeat probe: the LSTM's NLL per token kind in held-out bars that repeat an earlier bar of
+  the same piece against the other bars (a model that uses its memory finds the repeats cheap).
+* A data check: the held-out split's fingerprint against the checkpoint's (a warning on mismatch)
+  and, with a separate training corpus, held-out files that are also training files (left out).
 * Memorisation: the longest run of consecutive notes (pitch and onset step) that a sample shares
   with a training piece.
 * Validity: tokens the grammar would not allow, zero-length notes and notes longer than 16 beats.
@@ -15,16 +22,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data
+from . import data, music
 from .errors import MusiclstmError
-from .midi import read
 from .score import Score
+from .tokenizer import BOS, EOS
 
 
 # ---- n-gram baseline -----------------------------------------------------------------------
@@ -232,63 +242,213 @@ def _validity(model, seqs: list[list[int]]) -> dict:
     return {"invalid_tokens": bad, "tokens": sum(len(s) for s in seqs)}
 
 
-# ---- the whole evaluation ------------------------------------------------------------------
-def evaluate(model, corpus, *, train_corpus=None, samples: int = 8, sample_seconds: float = 30.0, order: int = 5,
-             seed: int = 0, jobs: int | None = None, progress: bool = False, cache_dir=None) -> dict:
-    """Evaluate a loaded `Model` on `corpus` (folders or files). Returns a JSON-ready dict.
+# ---- held-out data, checked against the checkpoint ------------------------------------------
+def fingerprint(tok_dict: dict, pieces) -> str:
+    """The data fingerprint `data.prepare` records, for a given tokenizer dict (a checkpoint's own)."""
+    h = hashlib.sha256(json.dumps(tok_dict, sort_keys=True).encode())
+    for p in sorted(pieces, key=lambda p: p.sha):
+        h.update(f"{p.sha}:{p.split}:{p.style}".encode())
+    return h.hexdigest()[:16]
 
-    Held out: the validation files of `corpus` (the same content-hash split as training, so a model
-    trained on this corpus never saw them); the n-gram model and the memorisation check use its
-    training files. With `train_corpus`, all of `corpus` is held out and `train_corpus` is the
-    training side.
-    """
-    from .compose import compose
 
+def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, dict]:
+    """(held-out pieces, n-gram training pieces, data check). The split is recomputed from file
+    hashes with the run's own settings and its fingerprint compared with the checkpoint's."""
     tok = model.tokenizer
     train_cfg = model.meta.get("train", {})
-    styles = train_cfg.get("styles", "none") if tok.styles else "none"
-    paths = data.as_paths(corpus)
-    kw = dict(styles=styles, jobs=jobs, cache_dir=cache_dir, progress=progress)
+    val = train_cfg.get("val_fraction", 0.1)
+    trained_on = model.meta.get("fingerprint")
+    check: dict = {"checkpoint_fingerprint": trained_on}
     if train_corpus is None:
-        prepared = data.prepare(paths, tok, val_fraction=train_cfg.get("val_fraction", 0.1), **kw)
+        prepared = data.prepare(data.as_paths(corpus), tok, val_fraction=val, **kw)
         held, fit = prepared.split("valid"), prepared.split("train")
     else:
-        held = data.prepare(paths, tok, val_fraction=0.0, **kw).pieces
-        fit = data.prepare(data.as_paths(train_corpus), tok, val_fraction=0.0, **kw).pieces
+        held = data.prepare(data.as_paths(corpus), tok, val_fraction=0.0, **kw).pieces
+        prepared = data.prepare(data.as_paths(train_corpus), tok, val_fraction=val, **kw)
+        fit = prepared.pieces
+        seen = {p.sha for p in fit}
+        overlap = [str(p.path) for p in held if p.sha in seen]
+        check["train_overlap_files"] = len(overlap)
+        if overlap:
+            warn(f"{len(overlap)} held-out file(s) are also in --train-data (same content), left out of the "
+                 f"held-out set, e.g. {overlap[0]}")
+            held = [p for p in held if p.sha not in seen]
+    # computed with the tokenizer dict the checkpoint stored, so only files, split and styles count
+    check["data_fingerprint"] = fingerprint(model.meta.get("tokenizer", tok.to_dict()), prepared.pieces)
+    check["match"] = None if not trained_on else check["data_fingerprint"] == trained_on
+    if check["match"] is False:
+        what = "--train-data" if train_corpus is not None else "this data"
+        warn(f"the checkpoint was trained on data with fingerprint {trained_on}, but {what} gives "
+             f"{check['data_fingerprint']}: other files (a re-export?) or another split, so 'held-out' "
+             "files may have been trained on")
     if not held:
         raise MusiclstmError("no held-out files: the data is too small for a validation split (give --train-data)")
     if not fit:
         raise MusiclstmError("no training files to fit the n-gram baseline on")
+    return held, fit, check
+
+
+def sequence(tok, piece) -> np.ndarray:
+    """A piece as the model was trained on it: BOS [STYLE] ids EOS (as `data.stream`)."""
+    head = [BOS] + ([tok.style_id(piece.style)] if piece.style is not None and piece.style in tok.styles else [])
+    return np.r_[np.array(head, np.int64), piece.ids, np.array([EOS], np.int64)]
+
+
+# ---- the repeat probe --------------------------------------------------------------------------
+def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray]) -> dict | None:
+    """NLL per token kind in bars that repeat an earlier bar of the same piece note for note (onset
+    in the bar, pitch, duration of the decoded notes) against the other non-empty bars. `nlls[i]`
+    scores `seqs[i][1:]`. Bars are found by BAR tokens (None for encodings without them); a BAR
+    token counts in the bar it opens."""
+    if "BAR" not in tok.vocab.offset:
+        return None
+    bar_id, kinds = tok.vocab.offset["BAR"], tok.vocab.kinds
+    style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
+    rep_k, oth_k, rep_n, oth_n, bars_rep, bars_all = [], [], [], [], 0, 0
+    for seq, nll in zip(seqs, nlls, strict=True):
+        target = np.asarray(seq[1:])
+        n_bars = int((target == bar_id).sum())
+        if n_bars == 0:
+            continue
+        score = tok.decode_score(seq)
+        span = (score.time_signatures[-1, 0] + 32.0 * (n_bars + 1))
+        bars = music.bar_lines(score, end=span)[:n_bars]
+        contents = music.bar_contents(score, bars)
+        full = np.array([len(c) > 0 for c in contents])
+        rep = music.repeated_bars(score, bars)
+        bars_rep, bars_all = bars_rep + int(rep.sum()), bars_all + int(full.sum())
+        bar = np.cumsum(target == bar_id) - 1
+        given = (target >= style_lo) & (target < style_hi)
+        ok = (bar >= 0) & ~given
+        b = np.clip(bar, 0, None)
+        k = tok.vocab.kind_index(target)
+        in_rep, in_oth = ok & rep[b], ok & full[b] & ~rep[b]
+        rep_k.append(k[in_rep]), rep_n.append(nll[in_rep]), oth_k.append(k[in_oth]), oth_n.append(nll[in_oth])
+    if not rep_k:
+        return None
+    rk, rn, ok_, on = (np.concatenate(a) for a in (rep_k, rep_n, oth_k, oth_n))
+
+    def row(rm, om) -> dict:
+        return {"repeated": float(rn[rm].mean()) if rm.any() else None, "repeated_tokens": int(rm.sum()),
+                "other": float(on[om].mean()) if om.any() else None, "other_tokens": int(om.sum())}
+
+    by_kind = {kinds[i]: row(rk == i, ok_ == i) for i in np.unique(np.r_[rk, ok_])}
+    return {"bars": bars_all, "repeated_bars": bars_rep, "all": row(rk >= 0, ok_ >= 0), "by_type": by_kind}
+
+
+# ---- music statistics --------------------------------------------------------------------------
+def _describe(values: list[float]) -> dict:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], float)
+    if not len(v):
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+
+def cohens_d(a: dict, b: dict) -> float | None:
+    """(mean b - mean a) / pooled sd, from two `_describe` summaries (None when undefined)."""
+    if not a["n"] or not b["n"] or a["n"] + b["n"] < 3:
+        return None
+    pooled = math.sqrt(((a["n"] - 1) * a["sd"] ** 2 + (b["n"] - 1) * b["sd"] ** 2) / max(1, a["n"] + b["n"] - 2))
+    if pooled < 1e-12:
+        return 0.0 if abs(b["mean"] - a["mean"]) < 1e-12 else None
+    return (b["mean"] - a["mean"]) / pooled
+
+
+def _timesig_first(tok, ids) -> float:
+    """1 if a TIMESIG token comes before the first note's pitch (remi), else 0; NaN without TIMESIG."""
+    if "TIMESIG" not in tok.vocab.offset:
+        return float("nan")
+    kinds = np.array(tok.vocab.kinds)[tok.vocab.kind_index(np.asarray(ids, np.int64))]
+    notes = np.flatnonzero(np.isin(kinds, ["PITCH", "DRUM"]))
+    head = kinds[:notes[0]] if len(notes) else kinds
+    return float((head == "TIMESIG").any())
+
+
+def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, seconds: float, seed: int) -> dict:
+    """Every `musiclstm.music` statistic for held-out pieces, samples and pitch-shuffled held-out
+    pieces, all read through the tokenizer's decode, trimmed of leading empty bars and cut to
+    `quarters`; summaries (mean, sd, n) and Cohen's d of model and shuffled against real."""
+    rng = np.random.default_rng(seed)
+    real = [tok.decode_score(i) for i in real_ids]
+    model = [tok.decode_score(i) for i in sample_ids]
+    shuffled = [music.shuffle_pitches(music.pitched(s), rng) for s in real]
+    n_voices = int(np.median([music.voice_count(music.excerpt(s, quarters)) for s in real])) if real else 1
+    rows: dict[str, dict[str, list]] = {}
+    for name, scores, ids in (("real", real, real_ids), ("model", model, sample_ids), ("shuffled", shuffled, None)):
+        for i, whole in enumerate(scores):
+            st = music.statistics(music.excerpt(whole, quarters), n_voices)
+            st.update(music.ending(whole))
+            st["time_signature"] = _timesig_first(tok, ids[i]) if ids is not None else float("nan")
+            st["length_vs_asked"] = (whole.duration_seconds / seconds) if name == "model" else float("nan")
+            for k, v in st.items():
+                rows.setdefault(k, {"real": [], "model": [], "shuffled": []})[name].append(v)
+    out = {}
+    for k, sets in rows.items():
+        d = {name: _describe(v) for name, v in sets.items()}
+        out[k] = {**d, "d_model": cohens_d(d["real"], d["model"]), "d_shuffled": cohens_d(d["real"], d["shuffled"])}
+    return {"pieces": len(real), "samples": len(model), "quarters": quarters, "voices": n_voices, "statistics": out}
+
+
+# ---- the whole evaluation ------------------------------------------------------------------
+def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seconds: float = 30.0,
+             quarters: float = 60.0, pieces: int = 60, order: int = 5, seed: int = 0, jobs: int | None = None,
+             progress: bool = False, cache_dir=None, warn=None) -> dict:
+    """Evaluate a loaded `Model` on `corpus` (folders or files). Returns a JSON-ready dict.
+
+    Held out: the validation files of `corpus` (the same content-hash split as training, checked
+    against the checkpoint's data fingerprint); the n-gram model and the memorisation check use its
+    training files. With `train_corpus`, all of `corpus` is held out (less any file also in
+    `train_corpus`) and `train_corpus` is the training side. Each held-out piece is scored from a
+    zero LSTM state after BOS [STYLE], as training presents it. `samples` pieces of
+    `sample_seconds` are composed (seeded) and compared with up to `pieces` held-out pieces (a
+    seeded draw), both cut to `quarters`. `warn(message)` reports problems [one line on stderr].
+    """
+    from .compose import compose
+
+    warnings: list[str] = []
+
+    def note(msg: str) -> None:
+        warnings.append(msg)
+        (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(msg)
+
+    tok = model.tokenizer
+    styles = model.meta.get("train", {}).get("styles", "none") if tok.styles else "none"
+    kw = dict(styles=styles, jobs=jobs, cache_dir=cache_dir, progress=progress)
+    held, fit, check = _held_out(model, corpus, train_corpus, kw, note)
 
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
+    ngram = KneserNey(order, tok.vocab_size).fit(sequence(tok, p)[1:] for p in fit)
+    seqs = [sequence(tok, p) for p in held]
+    full_nll = [lstm_nlls(model.net, s) for s in seqs]
     nll, ngram_nll, kinds = [], [], []
-    ngram = KneserNey(order, tok.vocab_size).fit(p.ids for p in fit)
-    for p in held:
-        keep = ~((p.ids[1:] >= style_lo) & (p.ids[1:] < style_hi))  # a style token is given, not predicted
-        nll.append(lstm_nlls(model.net, p.ids)[keep])
-        ngram_nll.append(ngram.nlls(p.ids)[keep])
-        kinds.append(tok.vocab.kind_index(p.ids[1:][keep]))
+    for s, n in zip(seqs, full_nll, strict=True):
+        keep = ~((s[1:] >= style_lo) & (s[1:] < style_hi))  # a style token is given, not predicted
+        nll.append(n[keep])
+        ngram_nll.append(ngram.nlls(s)[keep])
+        kinds.append(tok.vocab.kind_index(s[1:][keep]))
     nll, ngram_nll, kinds = np.concatenate(nll), np.concatenate(ngram_nll), np.concatenate(kinds)
     lstm, base = _summary(nll, kinds, tok.vocab.kinds), _summary(ngram_nll, kinds, tok.vocab.kinds)
     result = {"held_out_files": len(held), "training_files": len(fit), "tokens": int(len(nll)),
+              "data_check": check, "context": "zero state, BOS [STYLE]",
               "nll_nats_per_token": lstm["nll_nats_per_token"], "bits_per_token": lstm["bits_per_token"],
               "perplexity": lstm["perplexity"], "ngram_order": order,
               "ngram_nll_nats_per_token": base["nll_nats_per_token"], "ngram_bits_per_token": base["bits_per_token"],
               "ngram_perplexity": base["perplexity"],
               "by_type": {k: {"tokens": v["tokens"], "nll_nats_per_token": v["nll_nats_per_token"],
                               "ngram_nll_nats_per_token": base["by_type"][k]["nll_nats_per_token"]}
-                          for k, v in lstm["by_type"].items()}}
+                          for k, v in lstm["by_type"].items()},
+              "repeat_probe": repeat_probe(tok, seqs, full_nll), "warnings": warnings}
     if samples <= 0:
         return result
 
-    pms, seqs = compose(model, seconds=sample_seconds, num=samples, seed=seed, return_ids=True)
-    pms = pms if isinstance(pms, list) else [pms]
-    gen_scores = [read(pm) for pm in pms]
-    ref_scores = []
-    for p in held[:64]:
-        s = tok.decode_score(p.ids)
-        cut = s.quarters(sample_seconds) if len(s) else 0
-        ref_scores.append(s.crop(float(cut)) if len(s) else s)
+    _, sample_seqs = compose(model, seconds=sample_seconds, num=samples, seed=seed, return_ids=True)
+    sample_seqs = [np.asarray(s, np.int64) for s in sample_seqs]
+    draw = np.random.default_rng(seed).permutation(len(held))[:pieces]
+    real_ids = [seqs[i] for i in sorted(draw)]
+    result["music"] = music_statistics(tok, real_ids, sample_seqs, quarters=quarters, seconds=sample_seconds,
+                                       seed=seed)
+    gen_scores = [tok.decode_score(s) for s in sample_seqs]
+    ref_scores = [music.excerpt(tok.decode_score(s), quarters) for s in real_ids]
     gen_f = [f for f in map(features, gen_scores) if f]
     ref_f = [f for f in map(features, ref_scores) if f]
     oa = {name: overlap_area([f[name] for f in ref_f], [f[name] for f in gen_f]) for name in FEATURES}
@@ -306,31 +466,120 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 8, sample_secon
                               float(np.mean(copies)), "notes_per_sample": float(np.mean(notes))}
     zero = sum(int(((s.end - s.start) <= 0).sum()) for s in gen_scores)
     beats = sum(int(((s.end - s.start) > 16).sum()) for s in gen_scores)
-    result["validity"] = {**_validity(model, seqs), "zero_length_notes": zero, "notes_over_16_beats": beats}
+    result["validity"] = {**_validity(model, [list(s) for s in sample_seqs]), "zero_length_notes": zero,
+                          "notes_over_16_beats": beats}
     return result
 
 
-def report(r: dict) -> str:
-    """A readable summary of `evaluate`'s result."""
-    lines = [f"held out: {r['held_out_files']} files, {r['tokens']:,} tokens (n-gram fitted on "
-             f"{r['training_files']} files)",
-             f"{'':22s}{'nats/token':>11s}{'bits/token':>11s}{'perplexity':>11s}",
-             f"{'LSTM':22s}{r['nll_nats_per_token']:11.3f}{r['bits_per_token']:11.3f}{r['perplexity']:11.2f}",
-             f"{'Kneser-Ney ' + str(r['ngram_order']) + '-gram':22s}{r['ngram_nll_nats_per_token']:11.3f}"
-             f"{r['ngram_bits_per_token']:11.3f}{r['ngram_perplexity']:11.2f}",
-             "by token type (tokens, LSTM, n-gram nats/token):"]
-    lines += [f"  {k:18s}{v['tokens']:9d}{v['nll_nats_per_token']:8.3f}{v['ngram_nll_nats_per_token']:8.3f}"
-              for k, v in r["by_type"].items()]
-    if "samples" in r:
-        s = r["samples"]
-        lines.append(f"{s['count']} samples of {s['seconds']:g} s against the data, overlapping area (1 = same):")
-        lines += [f"  {k:24s}{v:6.3f}" for k, v in s["overlapping_area"].items()]
-        lines.append(f"  {'mean':24s}{s['mean_overlapping_area']:6.3f}")
-        k = s["in_key"]
-        lines.append(f"notes in the best-fitting key: samples {k['generated']:.3f}, data {k['data']:.3f}")
-        m, v = r["memorisation"], r["validity"]
-        lines.append(f"memorisation: longest run copied from a training piece {m['longest_copied_notes']} notes "
+def jsonable(x):
+    """NaN and infinities -> None, numpy scalars -> Python numbers, recursively (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# ---- the report ------------------------------------------------------------------------------
+GROUPS = {"tonality": ("in_scale", "key_correlation", "window_key_correlation", "window_key_changes",
+                       "pitch_class_entropy"),
+          "melody (top line)": ("steps", "skips", "leaps", "repeated", "longest_repeat"),
+          "rhythm": ("empty_beat_rate", "groove_consistency", "density_first_third", "density_last_third",
+                     "longest_silence"),
+          "form": ("repeated_bars", "repeated_phrase_bars", "distinct_interval_4grams"),
+          "voices (per 100 beats; shares)": ("parallel_fifths", "parallel_octaves", "voice_crossings", "out_of_range",
+                                             "overfull_onsets"),
+          "meter, length, ending": ("time_signature", "length_vs_asked", "last_bass_on_tonic")}
+
+
+def _ms(s: dict) -> str:
+    if s["mean"] is None:
+        return f"{'-':>11s}"
+    return f"{s['mean']:5.2f}±{s['sd']:<5.2f}" if abs(s["mean"]) < 10 else f"{s['mean']:5.1f}±{s['sd']:<5.1f}"
+
+
+def _d(d) -> str:
+    return f"{d:6.1f}" if d is not None else f"{'-':>6s}"
+
+
+def _nll_lines(rs: list[dict], names: list[str]) -> list[str]:
+    r = rs[0]
+    lines = [f"held out: {r['held_out_files']} files, {r['tokens']:,} tokens, each from a zero state after BOS "
+             f"(n-gram fitted on {r['training_files']} files)"]
+    for x, name in zip(rs, names, strict=True):
+        c = x.get("data_check", {})
+        state = {True: "matches the checkpoint's", False: "DIFFERS from the checkpoint's",
+                 None: "not recorded in the checkpoint"}[c.get("match")]
+        lines.append(f"data fingerprint {c.get('data_fingerprint')} {state}{' (' + name + ')' if name else ''}")
+    lines.append(f"{'':22s}{'nats/token':>11s}{'bits/token':>11s}{'perplexity':>11s}")
+    for x, name in zip(rs, names, strict=True):
+        lines.append(f"{('LSTM ' + name).strip():22s}{x['nll_nats_per_token']:11.3f}{x['bits_per_token']:11.3f}"
+                     f"{x['perplexity']:11.2f}")
+    lines.append(f"{'Kneser-Ney ' + str(r['ngram_order']) + '-gram':22s}{r['ngram_nll_nats_per_token']:11.3f}"
+                 f"{r['ngram_bits_per_token']:11.3f}{r['ngram_perplexity']:11.2f}")
+    lines.append("by token type (tokens, n-gram, LSTM nats/token" + (", per model):" if len(rs) > 1 else "):"))
+    for k, v in r["by_type"].items():
+        lstms = "".join(f"{x['by_type'].get(k, {}).get('nll_nats_per_token', float('nan')):8.3f}" for x in rs)
+        lines.append(f"  {k:18s}{v['tokens']:9d}{v['ngram_nll_nats_per_token']:8.3f}{lstms}")
+    return lines
+
+
+def _probe_lines(rs: list[dict], names: list[str]) -> list[str]:
+    lines = []
+    for x, name in zip(rs, names, strict=True):
+        p = x.get("repeat_probe")
+        if not p:
+            continue
+        parts = [f"{k} {v['repeated']:.2f} vs {v['other']:.2f}" for k, v in
+                 [*((k, p["by_type"][k]) for k in ("PITCH", "POSITION", "DURATION") if k in p["by_type"]),
+                  ("all", p["all"])] if v["repeated"] is not None and v["other"] is not None]
+        lines.append(f"repeat probe{' ' + name if name else ''}: {p['repeated_bars']} of {p['bars']} held-out bars "
+                     "repeat an earlier bar; nats/token in those vs the others:")
+        lines.append("  " + ", ".join(parts) if parts else "  (no repeated bars)")
+    return lines
+
+
+def _music_lines(rs: list[dict], names: list[str]) -> list[str]:
+    ms = [x["music"] for x in rs if "music" in x]
+    if not ms:
+        return []
+    m = ms[0]
+    lines = [f"music: {m['pieces']} held-out pieces, {m['samples']} samples, pitch-shuffled pieces; first "
+             f"{m['quarters']:g} quarters after leading empty bars; mean±sd, d = Cohen's d against real"]
+    head = f"  {'':26s}{'real':>11s}" + "".join(f"{('model ' + n).strip():>12s}{'d':>6s}" for n in names)
+    lines.append(head + f"{'shuffled':>12s}{'d':>6s}")
+    for group, keys in GROUPS.items():
+        keys = [k for k in keys if k in m["statistics"] and any(x["statistics"][k]["real"]["n"] or
+                                                                x["statistics"][k]["model"]["n"] for x in ms)]
+        if not keys:
+            continue
+        lines.append(f"  {group}")
+        for k in keys:
+            st = [x["statistics"][k] for x in ms]
+            row = f"    {k:24s}{_ms(st[0]['real'])}"
+            row += "".join(f" {_ms(s['model'])}{_d(s['d_model'])}" for s in st)
+            lines.append(row + f" {_ms(st[0]['shuffled'])}{_d(st[0]['d_shuffled'])}")
+    return lines
+
+
+def report(r: dict, compare: dict | None = None, names: tuple[str, str] = ("", "")) -> str:
+    """A readable summary of `evaluate`'s result (two results side by side with `compare`)."""
+    rs, ns = ([r, compare], list(names)) if compare is not None else ([r], [""])
+    lines = _nll_lines(rs, ns) + _probe_lines(rs, ns) + _music_lines(rs, ns)
+    for x, name in zip(rs, ns, strict=True):
+        if "samples" not in x:
+            continue
+        s, m, v = x["samples"], x["memorisation"], x["validity"]
+        tag = f" ({name})" if name else ""
+        lines.append(f"overlapping area of {s['count']} samples with the data{tag} (1 = same): mean "
+                     f"{s['mean_overlapping_area']:.3f}; " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                                       s["overlapping_area"].items()))
+        lines.append(f"memorisation{tag}: longest run copied from a training piece {m['longest_copied_notes']} notes "
                      f"(mean {m['mean_longest_copied_notes']:.1f}; samples have {m['notes_per_sample']:.0f} notes)")
-        lines.append(f"validity: {v['invalid_tokens']} tokens against the grammar of {v['tokens']:,}, "
+        lines.append(f"validity{tag}: {v['invalid_tokens']} tokens against the grammar of {v['tokens']:,}, "
                      f"{v['zero_length_notes']} zero-length notes, {v['notes_over_16_beats']} notes over 16 beats")
     return "\n".join(lines)

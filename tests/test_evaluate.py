@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
@@ -12,8 +13,11 @@ from test_train_compose import TINY, _tune
 
 from musiclstm import benchmark as bm
 from musiclstm import checkpoint as ck
+from musiclstm import data
 from musiclstm.cli import cli
-from musiclstm.evaluate import KneserNey, evaluate, longest_copy, overlap_area
+from musiclstm.evaluate import KneserNey, evaluate, longest_copy, overlap_area, repeat_probe, sequence
+from musiclstm.score import Score
+from musiclstm.tokenizer import BOS, EOS, Tokenizer
 from musiclstm.train import train
 
 
@@ -54,10 +58,27 @@ def small_run(tmp_path_factory):
     return root, out
 
 
-def test_evaluate_reports_nll_against_ngram_and_statistics(small_run):
+def test_evaluate_reports_nll_against_ngram_and_statistics(small_run, monkeypatch):
     root, out = small_run
-    r = evaluate(ck.load(out), root, samples=3, sample_seconds=8, cache_dir=root.parent / "cache")
-    assert r["held_out_files"] >= 1 and r["training_files"] >= 10 and r["tokens"] > 50
+    model = ck.load(out)
+    cache = root.parent / "cache"
+    prepared = data.prepare([root], model.tokenizer, val_fraction=0.25, cache_dir=cache, progress=False)
+    held, train_piece = prepared.split("valid"), prepared.split("train")[0]
+    compose_module = importlib.import_module("musiclstm.compose")
+    real_compose = compose_module.compose
+    copied = sequence(model.tokenizer, train_piece)
+
+    def compose_with_a_copy(*args, **kw):  # the first sample is a training piece note for note
+        pms, seqs = real_compose(*args, **kw)
+        return pms, [copied.tolist(), *seqs[1:]]
+
+    monkeypatch.setattr(compose_module, "compose", compose_with_a_copy)
+    warned = []
+    r = evaluate(model, root, samples=3, sample_seconds=8, cache_dir=cache, warn=warned.append)
+    assert r["held_out_files"] == len(held) >= 1 and r["training_files"] >= 10
+    # every held-out piece is scored after BOS from a zero state: its ids and its EOS are predicted
+    assert r["tokens"] == sum(len(p.ids) + 1 for p in held) and r["by_type"]["EOS"]["tokens"] == len(held)
+    assert r["data_check"]["match"] is True and not warned and not r["warnings"]
     assert 0 < r["nll_nats_per_token"] < 10 and 0 < r["ngram_nll_nats_per_token"] < 10
     assert math.isclose(r["bits_per_token"], r["nll_nats_per_token"] / math.log(2))
     assert sum(v["tokens"] for v in r["by_type"].values()) == r["tokens"]
@@ -65,7 +86,9 @@ def test_evaluate_reports_nll_against_ngram_and_statistics(small_run):
     assert set(oa) >= {"pitch_class_histogram", "pitch_range", "note_density", "polyphony", "velocity"}
     assert all(0 <= v <= 1.01 for v in oa.values() if not math.isnan(v))
     assert r["validity"]["invalid_tokens"] == 0 and r["validity"]["zero_length_notes"] == 0
-    assert r["memorisation"]["longest_copied_notes"] >= 0
+    notes = len(model.tokenizer.decode_score(copied))
+    assert r["memorisation"]["longest_copied_notes"] == notes  # the copied sample, found whole
+    assert r["memorisation"]["mean_longest_copied_notes"] >= notes / 3
     assert 0.5 <= r["samples"]["in_key"]["data"] <= 1  # the tunes are built on one scale
     assert r["samples"]["in_key"]["data"] == 1.0
 
@@ -74,8 +97,9 @@ def test_evaluate_command_json(small_run):
     root, out = small_run
     res = CliRunner().invoke(cli, ["evaluate", str(out), str(root), "--samples", "0", "--json"])
     assert res.exit_code == 0, res.output
-    r = json.loads(res.output)
-    assert {"nll_nats_per_token", "ngram_nll_nats_per_token", "perplexity", "by_type"} <= set(r)
+    r = json.loads(res.stdout)
+    assert {"nll_nats_per_token", "ngram_nll_nats_per_token", "perplexity", "by_type", "repeat_probe",
+            "data_check"} <= set(r)
     res = CliRunner().invoke(cli, ["evaluate", str(out), str(root / "0.mid"), "--samples", "0"])
     assert res.exit_code == 1 and "held-out" in res.output and "Traceback" not in res.output
 
@@ -118,3 +142,84 @@ def test_bundled_jsb_models_reproduce_the_readme(data_dir):
 def test_overlap_area_of_identical_constant_features_is_one():
     assert overlap_area([np.array([90.0])] * 5, [np.array([90.0])] * 3) == 1.0
     assert overlap_area([np.array([90.0])] * 5, [np.array([60.0])] * 3) < 0.05
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(name):
+        raise ValueError(f"{name} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_evaluate_compare_seed_and_table(small_run):
+    root, out = small_run
+    args = ["evaluate", str(out), str(root), "--samples", "2", "--seconds", "4", "--quarters", "8", "--seed", "3"]
+    res = CliRunner().invoke(cli, [*args, "--compare", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    r = _strict_json(res.stdout)  # NaN statistics are written as null
+    a, b = r["music"]["statistics"], r["compare"]["music"]["statistics"]
+    assert set(a) >= {"in_scale", "steps", "empty_beat_rate", "repeated_bars", "last_bass_on_tonic"}
+    assert a["in_scale"]["model"] == b["in_scale"]["model"]  # the same seed: the same samples
+    assert a["in_scale"]["real"]["mean"] == 1.0 and a["in_scale"]["real"]["n"] == r["music"]["pieces"]
+    res = CliRunner().invoke(cli, [*args, "--compare", str(out)])
+    assert res.exit_code == 0, res.output
+    table = res.stdout
+    assert "repeat probe" in table and "shuffled" in table and table.count(f"LSTM {out}") == 2
+    assert "in_scale" in table and "steps" in table and "repeated_bars" in table
+
+
+def test_evaluate_warns_on_a_fingerprint_mismatch_and_train_overlap(small_run, tmp_path):
+    root, out = small_run
+    model = ck.load(out)
+    model.meta["fingerprint"] = "0123456789abcdef"  # as if trained on another export
+    warned = []
+    r = evaluate(model, root, samples=0, cache_dir=root.parent / "cache", warn=warned.append)
+    assert r["data_check"]["match"] is False and len(warned) == 1 and "0123456789abcdef" in warned[0]
+    assert r["warnings"] == warned
+    res = CliRunner().invoke(cli, ["evaluate", str(out), str(root), "--samples", "0"])
+    assert res.exit_code == 0 and "warning" not in res.stderr  # the run's own data matches
+    train = tmp_path / "train"
+    train.mkdir()
+    for i in range(3):
+        (train / f"{i}.mid").write_bytes((root / f"{i}.mid").read_bytes())
+    res = CliRunner().invoke(cli, ["evaluate", str(out), str(root), "--train-data", str(train), "--samples", "0",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    r = _strict_json(res.stdout)
+    assert r["data_check"]["train_overlap_files"] == 3 and r["held_out_files"] == 21
+    assert r["data_check"]["match"] is False
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(x.startswith("warning: ") for x in lines)  # overlap, fingerprint
+
+
+def test_sequences_start_with_bos_and_the_style():
+    tok = Tokenizer("remi", styles=("folk", "bach"))
+    ids = np.array([tok.vocab.offset["BAR"]], np.int64)
+    piece = data.Piece(path=None, sha="0" * 40, style="bach", split="valid", ids=ids, seconds=1.0)
+    assert sequence(tok, piece).tolist() == [BOS, tok.style_id("bach"), ids[0], EOS]
+    piece.style = None
+    assert sequence(tok, piece).tolist() == [BOS, ids[0], EOS]
+
+
+def test_repeat_probe_splits_a_repeated_bar_from_the_others():
+    tok = Tokenizer("remi")
+    a = [(0, 1, 60), (1, 2, 64), (2, 3, 67), (3, 4, 72)]
+    b = [(0, 2, 62), (2, 4, 65)]
+    bars = [a, b, a, b, [(0, 4, 59)]]  # bars 3 and 4 repeat bars 1 and 2
+    rows = [(4 * i + s, 4 * i + e, p, 80) for i, bar in enumerate(bars) for s, e, p in bar]
+    seq = np.array(tok.encode(Score.from_notes(rows)))
+    target = seq[1:]
+    bar_of = np.cumsum(target == tok.vocab.offset["BAR"]) - 1
+    nll = np.where((bar_of == 2) | (bar_of == 3), 1.0, 3.0)  # cheap tokens exactly in the repeated bars
+    p = repeat_probe(tok, [seq], [nll])
+    assert p["bars"] == 5 and p["repeated_bars"] == 2
+    pitch = p["by_type"]["PITCH"]
+    assert (pitch["repeated_tokens"], pitch["other_tokens"]) == (6, 7)
+    assert pitch["repeated"] == 1.0 and pitch["other"] == 3.0
+    assert p["all"]["repeated_tokens"] == int(((bar_of == 2) | (bar_of == 3)).sum())
+    # the same piece with nothing repeated: every bar counts as other
+    rows = [(4 * i + s, 4 * i + e, p + i, 80) for i, bar in enumerate(bars) for s, e, p in bar]
+    seq = np.array(tok.encode(Score.from_notes(rows)))
+    p = repeat_probe(tok, [seq], [np.ones(len(seq) - 1)])
+    assert p["repeated_bars"] == 0 and p["by_type"]["PITCH"]["other_tokens"] == 13
+    assert repeat_probe(Tokenizer("performance"), [seq], [np.ones(len(seq) - 1)]) is None
