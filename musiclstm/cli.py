@@ -46,8 +46,9 @@ def cli() -> None:
     """
 
 
-# CPU threads for PyTorch when --threads is not given. Measured with bench/threads.py (see the README):
-# with one of two cores busy elsewhere, 2 threads fall far below 1 thread, and 1 thread loses little idle.
+# CPU threads for PyTorch when --threads is not given. bench/threads.py on the 2-core machine (training
+# tokens/s, idle -> one core busy): 1 thread 8,107 -> 4,498; 2 threads 1,688 -> 428 (OpenMP spin-waits
+# for the busy core); 2 threads with OMP_WAIT_POLICY=PASSIVE 10,534 -> 4,777. One thread holds up best.
 DEFAULT_THREADS = 1
 
 
@@ -107,7 +108,8 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in an --out that already holds a run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch (per process) [{DEFAULT_THREADS}].")
+@click.option("--threads", type=click.IntRange(1),
+              help=f"CPU threads for PyTorch, per process [{DEFAULT_THREADS}]; more pay only on idle cores.")
 def train(corpus, out, preset, config_file, resume, force, quiet, threads, **options) -> None:
     """Train on CORPUS (MIDI folders or files) and write checkpoints to --out.
 
@@ -375,7 +377,8 @@ def main() -> None:
 @click.option("--png", is_flag=True, help="Also draw a piano roll.")
 @click.option("--musicxml", is_flag=True, help="Also write MusicXML (music21).")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
-@click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch [{DEFAULT_THREADS}].")
+@click.option("--threads", type=click.IntRange(1),
+              help=f"CPU threads for PyTorch [{DEFAULT_THREADS}]; more pay only on idle cores.")
 def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **options) -> None:
     """Compose new music (MIDI plus a JSON sidecar that reproduces it).
 
