@@ -179,3 +179,17 @@ def test_no_unsafe_loader_in_the_code(folder):
     found = [f"{p.relative_to(ROOT)} {hit}" for p in sorted((ROOT / folder).rglob("*.py"))
              for hit in unsafe_loads(p.read_text())]
     assert not found, found
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_payload(tmp_path):
+    import torch
+
+    from musiclstm import checkpoint
+    from musiclstm.errors import CheckpointError
+
+    marker = tmp_path / "pwned"
+    torch.save({"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "meta": Payload(marker)},
+               tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused without running it"):
+        checkpoint.load(tmp_path / "evil.pt")
+    assert not marker.exists()
