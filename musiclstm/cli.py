@@ -181,9 +181,10 @@ def info(checkpoint, as_json) -> None:
 @click.option("--order", type=click.IntRange(1, 6), default=5, show_default=True, help="n-gram order.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fixes the samples and the draws.")
 @click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
+@click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch [{DEFAULT_THREADS}].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (everything the table shows, and more).")
 def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, compare, order, seed, jobs,
-             as_json) -> None:
+             threads, as_json) -> None:
     """Held-out NLL against a Kneser-Ney n-gram, the repeat probe, music statistics of samples beside
     held-out and pitch-shuffled pieces, memorisation.
 
@@ -197,6 +198,7 @@ def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, c
     from .evaluate import jsonable, report
 
     warn = lambda m: click.echo(f"warning: {m}", err=True)
+    set_threads(threads)
     kw = dict(train_corpus=list(train_data) or None, samples=samples, sample_seconds=seconds, quarters=quarters,
               pieces=pieces, order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False), warn=warn)
     model = ck.load(checkpoint)

@@ -372,11 +372,14 @@ def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, 
     real = [tok.decode_score(i) for i in real_ids]
     model = [tok.decode_score(i) for i in sample_ids]
     shuffled = [music.shuffle_pitches(music.pitched(s), rng) for s in real]
-    n_voices = int(np.median([music.voice_count(music.excerpt(s, quarters)) for s in real])) if real else 1
+    # voices as the held-out pieces have them: tracks when most have several, else ranked notes
+    cut = [music.excerpt(s, quarters) for s in real]
+    by_track = bool(cut) and np.median([len(np.unique(s.track)) for s in cut]) >= 2
+    n_voices = int(np.median([music.voice_count(s) for s in cut])) if cut else 1
     rows: dict[str, dict[str, list]] = {}
     for name, scores, ids in (("real", real, real_ids), ("model", model, sample_ids), ("shuffled", shuffled, None)):
         for i, whole in enumerate(scores):
-            st = music.statistics(music.excerpt(whole, quarters), n_voices)
+            st = music.statistics(music.excerpt(whole, quarters), n_voices, by_track)
             st.update(music.ending(whole))
             st["time_signature"] = _timesig_first(tok, ids[i]) if ids is not None else float("nan")
             st["length_vs_asked"] = (whole.duration_seconds / seconds) if name == "model" else float("nan")
@@ -386,7 +389,8 @@ def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, 
     for k, sets in rows.items():
         d = {name: _describe(v) for name, v in sets.items()}
         out[k] = {**d, "d_model": cohens_d(d["real"], d["model"]), "d_shuffled": cohens_d(d["real"], d["shuffled"])}
-    return {"pieces": len(real), "samples": len(model), "quarters": quarters, "voices": n_voices, "statistics": out}
+    return {"pieces": len(real), "samples": len(model), "quarters": quarters, "voices": n_voices,
+            "voices_by_track": by_track, "statistics": out}
 
 
 # ---- the whole evaluation ------------------------------------------------------------------

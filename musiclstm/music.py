@@ -273,17 +273,18 @@ def voice_count(score: Score) -> int:
     return mode if (counts == mode).mean() >= 0.8 else 1
 
 
-def voices(score: Score, n_voices: int | None = None) -> dict[str, float]:
+def voices(score: Score, n_voices: int | None = None, by_track: bool | None = None) -> dict[str, float]:
     """Between adjacent voices (top first), per 100 beats (quarters): parallel_fifths and
     parallel_octaves (both voices move the same way and form a perfect fifth, resp. octave, modulo
     octaves, before and after), voice_crossings (the lower voice above the upper: several tracks
     only); out_of_range: share of voice notes outside the SATB ranges (four voices only);
     overfull_onsets: share of onsets with more notes sounding than voices. Voices are the tracks
     (ordered by mean pitch) when there are several, else the notes sounding, ranked by pitch, at
-    onsets where exactly `n_voices` sound. NaN for fewer than two voices."""
+    onsets where exactly `n_voices` sound (`by_track` forces one way; pieces compared with each other
+    should be read the same way). NaN for fewer than two voices."""
     s = pitched(score)
     tracks = np.unique(s.track)
-    by_track = len(tracks) > 1
+    by_track = len(tracks) > 1 if by_track is None else by_track and len(tracks) > 1
     n = len(tracks) if by_track else (n_voices or voice_count(s))
     keys = ("parallel_fifths", "parallel_octaves", "voice_crossings", "out_of_range", "overfull_onsets")
     if n < 2 or len(s) == 0 or (n_voices is not None and n_voices < 2):
@@ -330,6 +331,7 @@ def ending(score: Score) -> dict[str, float]:
     return {"last_bass_on_tonic": NAN if math.isnan(r) else float(last % 12 == tonic)}
 
 
-def statistics(score: Score, n_voices: int | None = None) -> dict[str, float]:
+def statistics(score: Score, n_voices: int | None = None, by_track: bool | None = None) -> dict[str, float]:
     """Every statistic above of one (already trimmed and cropped) piece, in one flat dict."""
-    return {**tonality(score), **melody(score), **rhythm(score), **form(score), **voices(score, n_voices)}
+    return {**tonality(score), **melody(score), **rhythm(score), **form(score),
+            **voices(score, n_voices, by_track)}

@@ -152,3 +152,9 @@ def test_statistics_have_the_same_keys_for_every_piece():
     keys = set(music.statistics(line(C_MAJOR), 1))
     assert keys == set(music.statistics(Score.from_notes(np.zeros((0, 4))), 1))
     assert keys == set(music.statistics(chords([(79, 72, 67, 60)] * 4), 4))
+
+
+def test_voices_read_by_rank_when_asked_even_with_tracks():
+    rows = [(79, 72, 67, 60), (81, 74, 69, 62)]
+    ranked = music.voices(chords(rows, by_track=True), 4, by_track=False)
+    assert ranked["parallel_fifths"] == pytest.approx(100 * 2 / 2) and math.isnan(ranked["voice_crossings"])
