@@ -295,31 +295,35 @@ def sequence(tok, piece) -> np.ndarray:
 
 
 # ---- the repeat probe --------------------------------------------------------------------------
+def token_bars(tok, seq) -> tuple[np.ndarray, np.ndarray]:
+    """For `seq[1:]`, the bar of each token (counted by BAR tokens; a BAR token belongs to the bar it
+    opens; -1 before the first), and per bar the first bar with the same decoded notes (onset in
+    the bar, pitch, duration; -1 for an empty bar). Needs BAR tokens (remi)."""
+    target = np.asarray(seq[1:])
+    is_bar = target == tok.vocab.offset["BAR"]
+    n_bars = int(is_bar.sum())
+    score = tok.decode_score(seq)
+    bars = music.bar_lines(score, end=score.time_signatures[-1, 0] + 32.0 * (n_bars + 1))[:n_bars]
+    return np.cumsum(is_bar) - 1, music.first_copies(score, bars)
+
+
 def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray]) -> dict | None:
-    """NLL per token kind in bars that repeat an earlier bar of the same piece note for note (onset
-    in the bar, pitch, duration of the decoded notes) against the other non-empty bars. `nlls[i]`
-    scores `seqs[i][1:]`. Bars are found by BAR tokens (None for encodings without them); a BAR
-    token counts in the bar it opens."""
+    """NLL per token kind in bars that repeat an earlier bar of the same piece note for note against
+    the other non-empty bars (`token_bars`). `nlls[i]` scores `seqs[i][1:]`; STYLE tokens (given,
+    not predicted) are left out. None for encodings without BAR tokens."""
     if "BAR" not in tok.vocab.offset:
         return None
-    bar_id, kinds = tok.vocab.offset["BAR"], tok.vocab.kinds
+    kinds = tok.vocab.kinds
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
     rep_k, oth_k, rep_n, oth_n, bars_rep, bars_all = [], [], [], [], 0, 0
     for seq, nll in zip(seqs, nlls, strict=True):
-        target = np.asarray(seq[1:])
-        n_bars = int((target == bar_id).sum())
-        if n_bars == 0:
+        bar, first = token_bars(tok, seq)
+        if len(first) == 0:
             continue
-        score = tok.decode_score(seq)
-        span = (score.time_signatures[-1, 0] + 32.0 * (n_bars + 1))
-        bars = music.bar_lines(score, end=span)[:n_bars]
-        contents = music.bar_contents(score, bars)
-        full = np.array([len(c) > 0 for c in contents])
-        rep = music.repeated_bars(score, bars)
+        full, rep = first >= 0, (first >= 0) & (first < np.arange(len(first)))
         bars_rep, bars_all = bars_rep + int(rep.sum()), bars_all + int(full.sum())
-        bar = np.cumsum(target == bar_id) - 1
-        given = (target >= style_lo) & (target < style_hi)
-        ok = (bar >= 0) & ~given
+        target = np.asarray(seq[1:])
+        ok = (bar >= 0) & ~((target >= style_lo) & (target < style_hi))
         b = np.clip(bar, 0, None)
         k = tok.vocab.kind_index(target)
         in_rep, in_oth = ok & rep[b], ok & full[b] & ~rep[b]

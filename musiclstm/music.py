@@ -215,20 +215,26 @@ def bar_contents(score: Score, bars: np.ndarray | None = None) -> list[np.ndarra
     return out
 
 
-def repeated_bars(score: Score, bars: np.ndarray | None = None, *, transposed: bool = False) -> np.ndarray:
-    """Per bar, whether it repeats an earlier non-empty bar note for note (or, with `transposed`,
-    at another pitch). Empty bars never repeat."""
-    seen, out = set(), []
-    for r in bar_contents(score, bars):
+def first_copies(score: Score, bars: np.ndarray | None = None, *, transposed: bool = False) -> np.ndarray:
+    """Per bar, the index of the first bar with the same notes (itself when new; with `transposed`,
+    at any pitch); -1 for an empty bar."""
+    first: dict[bytes, int] = {}
+    out = []
+    for i, r in enumerate(bar_contents(score, bars)):
         if len(r) == 0:
-            out.append(False)
+            out.append(-1)
             continue
         if transposed:
             r = r - [0, r[:, 1].min(), 0]
-        k = r.tobytes()
-        out.append(k in seen)
-        seen.add(k)
-    return np.array(out, bool)
+        out.append(first.setdefault(r.tobytes(), i))
+    return np.array(out, np.int64)
+
+
+def repeated_bars(score: Score, bars: np.ndarray | None = None, *, transposed: bool = False) -> np.ndarray:
+    """Per bar, whether it repeats an earlier non-empty bar note for note (onset in the bar, pitch,
+    duration) or, with `transposed`, at another pitch. Empty bars never repeat."""
+    first = first_copies(score, bars, transposed=transposed)
+    return (first >= 0) & (first < np.arange(len(first)))
 
 
 def form(score: Score, phrase: int = 4) -> dict[str, float]:

@@ -76,6 +76,7 @@ def test_a_phrase_played_twice_has_half_its_bars_repeating():
     f = music.form(line(tune))
     assert f["repeated_bars"] == 0.5 and f["repeated_phrase_bars"] == 0.5
     assert music.repeated_bars(line(tune)).tolist() == [False] * 4 + [True] * 4
+    assert music.first_copies(line(tune)).tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
     up = [p for b in PHRASE for p in b] + [p + 2 for b in PHRASE for p in b]  # the repeat a tone higher
     assert music.form(line(up))["repeated_bars"] == 0.5 and music.form(line(up))["repeated_phrase_bars"] == 0.5
     assert not music.repeated_bars(line(up)).any()  # exact repeats only
