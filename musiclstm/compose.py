@@ -125,6 +125,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if tempo is not None and tok.encoding == "performance":
         raise ConfigError("--tempo needs a remi or grid model (performance timing is in seconds)")
     controls = Controls(key=key, pitch_range=tuple(pitch_range) if pitch_range else None,
+                        qpm=tempo if tok.encoding == "remi" else None,
                         programs=programs if tok.encoding == "remi" and programs else None,
                         drums=(drums if drums is not None else (want_drums if programs is not None else True)),
                         max_polyphony=max_polyphony)
@@ -136,24 +137,33 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     else:
         prime_ids = [BOS] + ([tok.style_id(style)] if style is not None else [])
     grammar = grammar_for(tok, controls)
-    start = None
+    grammar.follow(prime_ids, num)  # the clocks start where the new music does
+    start_bars, start_secs = grammar.bars().clone(), grammar.seconds().clone()
+    target = seconds or 30.0
+
+    def left() -> torch.Tensor:
+        """(B,) how much is still to come: bars (with --bars) or seconds."""
+        if bars is not None:
+            return bars - (grammar.bars() - start_bars).double()
+        return target - (grammar.seconds() - start_secs)
 
     def stop():
-        nonlocal start
+        # the piece ends at the first bar line at or past the length asked (N bars: the bar line after bar N)
         if tokens is not None:
             return torch.zeros(1, dtype=torch.bool)
         if bars is not None:
-            now = grammar.bars()
-            start = now.clone() if start is None else start
-            return now - start > bars
-        now = grammar.seconds()
-        start = now.clone() if start is None else start
-        return now - start >= (seconds or 30.0)
+            return left() < 0
+        return (left() <= 0) & grammar.at_bar_line()
 
     def constraint(ids, logits):
         allowed = grammar(ids, logits)
-        if tokens is None:  # no early end: the piece lasts the length asked for
-            allowed[:, EOS] = False
+        if tokens is None:
+            # the model's own ending is welcome in the last bar, never earlier
+            near = left() <= (0 if bars is not None else grammar.bar_seconds())
+            allowed[:, EOS] &= near.to(allowed.device)
+            if tok.encoding == "remi":  # past the length: finish the bar's notes, start no new position
+                allowed[(left() <= 0).to(allowed.device), tok.vocab.offset["POSITION"]:
+                        tok.vocab.offset["POSITION"] + tok.codec.positions] = False
             allowed[~allowed.any(1), EOS] = True
         return allowed
 

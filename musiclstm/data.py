@@ -252,10 +252,10 @@ class PieceWindows:
         self.x = torch.cat([self.x, torch.full((1, length), PAD)])
         self.y = torch.cat([self.y, torch.full((1, length), PAD)])
         self.starts = np.r_[0, np.cumsum([len(x) for x in xs])]  # piece k's windows: starts[k] .. starts[k+1]
-        self.batches_per_epoch = None
-        layout = self._layout(0)
-        self.batches_per_epoch = int(layout.shape[1])  # later epochs deal into the same number of steps
-        self._cached = (0, layout)
+        # dealing to the shortest lane never exceeds the mean by more than the longest piece: every epoch fits
+        sizes = np.diff(self.starts)
+        self.batches_per_epoch = int(-(-sizes.sum() // (batch * world)) + sizes.max())
+        self._cached = (0, self._layout(0))
 
     def _layout(self, epoch: int) -> np.ndarray:
         """(lanes, steps) window indices for an epoch; the PAD window where a lane has run out."""
@@ -267,11 +267,9 @@ class PieceWindows:
             lane = int(np.argmin(sizes))
             rows[lane].extend(range(self.starts[k], self.starts[k + 1]))
             sizes[lane] += self.starts[k + 1] - self.starts[k]
-        steps = self.batches_per_epoch or int(sizes.max())
-        pad = len(self.x) - 1
-        out = np.full((lanes, steps), pad, np.int64)
+        out = np.full((lanes, self.batches_per_epoch), len(self.x) - 1, np.int64)  # the PAD window
         for lane, r in enumerate(rows):
-            out[lane, : min(steps, len(r))] = r[:steps]
+            out[lane, : len(r)] = r
         return out[self.rank * self.batch:(self.rank + 1) * self.batch]
 
     def get(self, i: int, generator=None, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

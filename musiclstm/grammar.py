@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+import numpy as np
+
 from .errors import ConfigError
 from .tokenizer import BOS, EOS, PAD, Tokenizer
 
@@ -43,6 +45,7 @@ class Controls:
     drums: bool = True  #: remi: whether drum notes may appear
     max_polyphony: int | None = None  #: most notes sounding at once
     max_note_steps: int | None = None  #: the longest note, in the encoding's time steps
+    qpm: float | None = None  #: remi: the only TEMPO the piece may use
 
     def pitch_mask(self) -> torch.Tensor:
         m = torch.ones(128, dtype=torch.bool)
@@ -106,6 +109,19 @@ class Grammar:
     def seconds(self) -> torch.Tensor:
         """(B,) how much music each sequence holds so far, in seconds."""
         return torch.zeros(1)
+
+    def bar_seconds(self) -> torch.Tensor:
+        """(B,) the length of the current bar in seconds (a piece may end within two of them)."""
+        return torch.full((1,), 2.0)
+
+    def at_bar_line(self) -> torch.Tensor:
+        """(B,) whether the latest token starts a new bar: where a piece may be cut cleanly."""
+        return torch.ones(1, dtype=torch.bool)
+
+    def follow(self, prime: list[int], batch: int) -> None:
+        """Read a primer (the same for every row) so the clocks start where the new music does."""
+        ids = torch.tensor([prime] * batch, dtype=torch.long)
+        self(ids, torch.zeros(batch, self.v.size))
 
 
 class PerformanceGrammar(Grammar):
@@ -222,6 +238,12 @@ class RemiGrammar(Grammar):
         """(B,) seconds up to the latest bar line or position, at the tempo of each stretch."""
         return self.state["secs"]
 
+    def bar_seconds(self):
+        return self.state["bar_len"].double() / self.tok.config.ticks_per_quarter * 60.0 / self.state["qpm"]
+
+    def at_bar_line(self):
+        return self.state["phase"] == 1
+
     def bars(self):
         return self.state["bars"]
 
@@ -238,7 +260,16 @@ class RemiGrammar(Grammar):
         n_pos = self._rng["POSITION"][1] - self._rng["POSITION"][0]
         later = (torch.arange(n_pos)[None] > s["pos"][:, None]) & (torch.arange(n_pos)[None] < s["bar_len"][:, None])
         a[:, self.r("POSITION")] = later & (((ph == 6) | after_bar) & ready)[:, None]
-        a[:, self.r("TEMPO")] = (ph == 2)[:, None]
+        if c.max_polyphony:  # only positions where some allowed pitch could still start
+            t = s["bar_start"][:, None] + torch.arange(n_pos)[None]  # (B, P) ticks
+            sounding = s["ends"][:, None, :128] > t[:, :, None]  # (B, P, 128)
+            room = (sounding.sum(-1) < c.max_polyphony) & (~sounding & self.pitches).any(-1)
+            a[:, self.r("POSITION")] &= room
+        tempo_ok = torch.ones(len(self.tok.codec.tempos), dtype=torch.bool)
+        if c.qpm is not None:
+            tempos = self.tok.codec.tempos
+            tempo_ok = torch.from_numpy(tempos == np.clip(round(c.qpm), tempos[0], tempos[-1]))
+        a[:, self.r("TEMPO")] = (ph == 2)[:, None] & tempo_ok[None]
         # which notes could still start here: a free pitch (polyphony, key, range) on an allowed program
         free = s["ends"] <= s["now"][:, None]  # (B, 256): that pitch is not sounding now
         if c.max_polyphony:
@@ -250,6 +281,8 @@ class RemiGrammar(Grammar):
         progs[128] = c.drums
         playable = (pitch_ok.any(1) & progs[:128].any()) | (drum_ok.any(1) & c.drums)
         at_onset = ((ph == 2) | (ph == 9) | (ph == 6)) & (s["pos"] >= 0) & s["tempo"] & playable
+        if c.qpm is not None:  # the piece's tempo is given: it must be stated before the first note
+            a[:, self.r("TEMPO")] &= ~s["tempo"][:, None]
         if v2:
             prog_ok = progs[s["program"].clamp(0, 128)] & (s["program"] >= 0)  # the current program may go on
             new_prog = at_onset[:, None] & progs[None] & (torch.arange(129)[None] != s["program"][:, None])
@@ -302,6 +335,13 @@ class GridGrammar(Grammar):
         """Whole 4/4 bars so far (the grid has no meter of its own)."""
         cfg = self.tok.config
         return self.state["k"] // (cfg.voices * cfg.steps_per_quarter * 4)
+
+    def bar_seconds(self):
+        return torch.full((1,), 4 * 60 / self.tok.config.qpm)
+
+    def at_bar_line(self):
+        cfg = self.tok.config
+        return self.state["k"] % (cfg.voices * cfg.steps_per_quarter * 4) == 0
 
     def allowed(self, B):
         s = self.state
