@@ -91,6 +91,8 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--epochs", type=click.IntRange(1))
 @click.option("--max-steps", type=click.IntRange(1))
 @click.option("--max-time", type=click.FloatRange(0, min_open=True), help="Seconds of training at most.")
+@click.option("--anneal-by-time", is_flag=True, default=None,
+              help="With --max-time: the learning-rate decay follows the clock and ends at --max-time.")
 @click.option("--windows", type=click.Choice(["pieces", "tbptt", "random"]),
               help="pieces: each piece from a fresh state, as compose starts [pieces]; tbptt: one stream; random.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True))

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 import numpy as np
+import torch
 
 from .errors import ConfigError
 from .tokenizer import BOS, EOS, PAD, Tokenizer

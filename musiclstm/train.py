@@ -52,6 +52,8 @@ class TrainConfig:
     epochs: int = 20  #: passes over the training stream
     max_steps: int | None = None  #: stop after this many optimizer steps
     max_time: float | None = None  #: stop after this many seconds of training
+    anneal_by_time: bool = False  #: with max_time: the cosine decay follows the clock, so a run on a busy
+    #: machine still ends at the lowest learning rate (a resumed run is then not bit-exact)
     windows: str = "pieces"  #: pieces (each piece from a fresh state, carried within it), tbptt (one stream) or random
     val_fraction: float = 0.1  #: share of files held out, by content hash (a csv split wins)
     eval_every: int | None = None  #: steps between validations (default: once an epoch)
@@ -120,10 +122,14 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, enabled=False)
 
 
-def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+def lr_at(step: int, cfg: TrainConfig, total: int, elapsed: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to 10 % of `cfg.lr` by step `total` (or by `max_time` seconds of
+    `elapsed` training, whichever is sooner, with `anneal_by_time`)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    if cfg.anneal_by_time and cfg.max_time:
+        progress = max(progress, min(1.0, elapsed / cfg.max_time))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -342,7 +348,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             x, y = x.to(device), y.to(device)
             state = _reset(carry, reset.to(device))
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg, total)
+                g["lr"] = lr_at(step, cfg, total, time.time() - t0)
             with _autocast(device, cfg.precision):
                 logits, new_carry = model(x, state)  # (B, T, V)
             n_targets = int((y != PAD).sum())

@@ -123,3 +123,11 @@ def test_nan_validation_never_becomes_best_and_stops_the_run(corpus, tmp_path, m
     with pytest.raises(ml.MusiclstmError, match="diverged at step 4"):
         ml.train(corpus, out, cache_dir=tmp_path / "cache", max_steps=8, eval_every=2, **TINY)
     assert checkpoint.read(out / "best.pt")["meta"]["step"] == 2
+
+
+def test_anneal_by_time_ends_the_decay_at_max_time():
+    cfg = train_mod.TrainConfig.build("tiny", warmup_steps=10, max_steps=10_000, max_time=100.0, anneal_by_time=True)
+    assert train_mod.lr_at(50, cfg, 10_000, elapsed=100.0) == pytest.approx(0.1 * cfg.lr)  # the clock says: done
+    assert train_mod.lr_at(50, cfg, 10_000, elapsed=0.0) > 0.99 * cfg.lr  # the step count says: just begun
+    plain = train_mod.TrainConfig.build("tiny", warmup_steps=10, max_time=100.0)
+    assert train_mod.lr_at(50, plain, 10_000, elapsed=100.0) > 0.99 * plain.lr
