@@ -287,12 +287,14 @@ def _describe(values: list[float]) -> dict:
 
 
 def cohens_d(a: dict, b: dict) -> float | None:
-    """(mean b - mean a) / pooled sd, from two `_describe` summaries (None when undefined)."""
+    """(mean b - mean a) / pooled sd, from two `_describe` summaries (None when undefined, +-inf when
+    neither varies but the means differ)."""
     if not a["n"] or not b["n"] or a["n"] + b["n"] < 3:
         return None
     pooled = math.sqrt(((a["n"] - 1) * a["sd"] ** 2 + (b["n"] - 1) * b["sd"] ** 2) / max(1, a["n"] + b["n"] - 2))
     if pooled < 1e-12:
-        return 0.0 if abs(b["mean"] - a["mean"]) < 1e-12 else None
+        diff = b["mean"] - a["mean"]
+        return 0.0 if abs(diff) < 1e-12 else math.copysign(math.inf, diff)  # JSON: null
     return (b["mean"] - a["mean"]) / pooled
 
 
@@ -313,18 +315,21 @@ def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, 
     rng = np.random.default_rng(seed)
     real = [tok.decode_score(i) for i in real_ids]
     model = [tok.decode_score(i) for i in sample_ids]
-    shuffled = [music.shuffle_pitches(music.pitched(s), rng) for s in real]
+    cut = {"real": [music.excerpt(s, quarters) for s in real], "model": [music.excerpt(s, quarters) for s in model]}
+    # the shuffled excerpt keeps the real excerpt's rhythm and pitch collection; its ending is the whole piece's
+    cut["shuffled"] = [music.shuffle_pitches(s, rng) for s in cut["real"]]
+    whole = {"real": real, "model": model, "shuffled": [music.shuffle_pitches(music.pitched(s), rng) for s in real]}
+    ids = {"real": real_ids, "model": sample_ids, "shuffled": [None] * len(real)}
     # voices as the held-out pieces have them: tracks when most have several, else ranked notes
-    cut = [music.excerpt(s, quarters) for s in real]
-    by_track = bool(cut) and np.median([len(np.unique(s.track)) for s in cut]) >= 2
-    n_voices = int(np.median([music.voice_count(s) for s in cut])) if cut else 1
+    by_track = bool(real) and np.median([len(np.unique(s.track)) for s in cut["real"]]) >= 2
+    n_voices = int(np.median([music.voice_count(s) for s in cut["real"]])) if real else 1
     rows: dict[str, dict[str, list]] = {}
-    for name, scores, ids in (("real", real, real_ids), ("model", model, sample_ids), ("shuffled", shuffled, None)):
-        for i, whole in enumerate(scores):
-            st = music.statistics(music.excerpt(whole, quarters), n_voices, by_track)
-            st.update(music.ending(whole))
-            st["time_signature"] = _timesig_first(tok, ids[i]) if ids is not None else float("nan")
-            st["length_vs_asked"] = (whole.duration_seconds / seconds) if name == "model" else float("nan")
+    for name in ("real", "model", "shuffled"):
+        for piece, full, i in zip(cut[name], whole[name], ids[name], strict=True):
+            st = music.statistics(piece, n_voices, by_track)
+            st.update(music.ending(full))
+            st["time_signature"] = _timesig_first(tok, i) if i is not None else float("nan")
+            st["length_vs_asked"] = (full.duration_seconds / seconds) if name == "model" else float("nan")
             for k, v in st.items():
                 rows.setdefault(k, {"real": [], "model": [], "shuffled": []})[name].append(v)
     out = {}

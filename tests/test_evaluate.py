@@ -20,6 +20,8 @@ from musiclstm.score import Score
 from musiclstm.tokenizer import BOS, EOS, Tokenizer
 from musiclstm.train import train
 
+ev = importlib.import_module("musiclstm.evaluate")  # the module (musiclstm.evaluate is also the function)
+
 
 def test_kneser_ney_is_a_distribution_and_learns():
     rng = np.random.default_rng(0)
@@ -223,3 +225,26 @@ def test_repeat_probe_splits_a_repeated_bar_from_the_others():
     p = repeat_probe(tok, [seq], [np.ones(len(seq) - 1)])
     assert p["repeated_bars"] == 0 and p["by_type"]["PITCH"]["other_tokens"] == 13
     assert repeat_probe(Tokenizer("performance"), [seq], [np.ones(len(seq) - 1)]) is None
+
+
+def test_music_statistics_reads_real_model_and_shuffled_alike():
+    tok = Tokenizer("remi")
+    phrase = [60, 62, 64, 65, 67, 65, 64, 62, 64, 64, 67, 72, 71, 67, 62, 60]
+    tune = [(8 + i, 9 + i, p, 80) for i, p in enumerate(phrase + phrase)]  # two empty bars, then the tune twice
+    scale = [(i, i + 1, p, 80) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72] * 4)]
+    real = [np.array(tok.encode(Score.from_notes(tune)))] * 3
+    model = [np.array(tok.encode(Score.from_notes(scale)))] * 2
+    m = ev.music_statistics(tok, real, model, quarters=24, seconds=16, seed=0)
+    st = m["statistics"]
+    assert m["pieces"] == 3 and m["samples"] == 2 and m["voices"] == 1
+    # cut to 24 quarters after the empty bars: bars 5-6 repeat bars 1-2 (of 6 bars)
+    assert st["repeated_bars"]["real"]["mean"] == pytest.approx(2 / 6)
+    # the scale's second bar (G A B C) is its first (C D E F) a fifth higher: 5 of 6 bars repeat
+    assert st["repeated_bars"]["model"]["mean"] == pytest.approx(5 / 6)
+    assert st["in_scale"]["model"]["mean"] == 1.0 and st["leaps"]["model"]["mean"] == pytest.approx(2 / 23)
+    assert st["in_scale"]["shuffled"]["mean"] == st["in_scale"]["real"]["mean"]  # the same pitch collection
+    assert st["empty_beat_rate"]["shuffled"]["mean"] == st["empty_beat_rate"]["real"]["mean"] == 0  # trimmed
+    assert st["time_signature"]["real"]["mean"] == 1.0 and st["time_signature"]["shuffled"]["n"] == 0
+    assert st["length_vs_asked"]["model"]["mean"] == pytest.approx(1.0)  # 32 quarters at 120 qpm, 16 s asked
+    assert st["in_scale"]["d_model"] == 0.0 and st["repeated_bars"]["d_model"] == math.inf  # no spread at all
+    assert st["parallel_fifths"]["real"]["n"] == 0  # one voice: no voice statistics
