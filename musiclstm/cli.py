@@ -357,9 +357,10 @@ def main() -> None:
               help="MIDI file to write [composition.mid, else the next free composition-N.mid] "
                    "(with --num N: OUT-1.mid ... OUT-N.mid).")
 @click.option("--num", "-n", type=click.IntRange(1, 256), default=1, show_default=True)
-@click.option("--seconds", type=click.FloatRange(0, min_open=True), help="Length in seconds [30].")
-@click.option("--bars", type=click.IntRange(1), help="Length in bars (remi, grid models).")
-@click.option("--tokens", type=click.IntRange(1), help="Length in tokens.")
+@click.option("--seconds", type=click.FloatRange(0, 1800, min_open=True),
+              help="Length in seconds at the piece's tempo, ending at a bar line [30; at most 1800].")
+@click.option("--bars", type=click.IntRange(1, 900), help="Length in bars (remi, grid models; at most 900).")
+@click.option("--tokens", type=click.IntRange(1, 200_000), help="Length in tokens (at most 200,000).")
 @click.option("--temperature", "-t", type=click.FloatRange(0), default=1.0, show_default=True,
               help="0 = always the most likely token.")
 @click.option("--top-k", type=click.IntRange(1))
@@ -426,7 +427,7 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
     model = ck.load(checkpoint)
     options["style"] = _model_style(model, options["style"], bundled=checkpoint is None or checkpoint in
                                     ck.bundled_models())
-    pms, seqs = run(model, pscore, num=num, return_ids=True, **options)
+    pms, seqs = run(model, pscore, num=num, return_ids=True, progress=sys.stderr.isatty(), **options)
     pms = pms if num > 1 else [pms]
     record = {**options, **cut, "num": num, "prime": str(prime) if prime else None, "checkpoint": checkpoint,
               "threads": threads}

@@ -25,6 +25,7 @@ from .sample import check_options, generate
 from .score import Score, Track
 from .tokenizer import BOS, EOS
 
+MAX_SECONDS, MAX_BARS, MAX_TOKENS = 1800, 900, 200_000  # 30 minutes of music; beyond, an error (not a silent cut)
 INSTRUMENT_ALIASES = {"piano": 0, "epiano": 4, "harpsichord": 6, "organ": 19, "guitar": 24, "bass": 32,
                       "violin": 40, "cello": 42, "strings": 48, "choir": 52, "trumpet": 56, "brass": 61,
                       "sax": 65, "oboe": 68, "clarinet": 71, "flute": 73}
@@ -104,8 +105,15 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
             key: str | None = None, instruments: str | None = None, drums: bool | None = None,
             tempo: float | None = None, max_polyphony: int | None = None, pitch_range=None,
             prime_seconds: float | None = None, prime_bars: float | None = None, prime_notes: str | None = None,
-            max_tokens: int = 20_000, return_ids: bool = False):
+            max_tokens: int | None = None, return_ids: bool = False, progress: bool = False):
     """Compose `num` pieces of about `seconds` [30] (or `bars`, or `tokens`: give one) continuing `prime`.
+
+    A piece ends at the first bar line at or after `seconds` (counted at its own tempo), after exactly
+    `bars` bars, or after exactly `tokens` tokens; the model may end it itself within the last bar.
+    Lengths are capped at MAX_SECONDS, MAX_BARS and MAX_TOKENS (an error beyond); `max_tokens`
+    (default: generous for the length asked) bounds the work, and a model that fills it without
+    reaching the length raises an error instead of returning a piece cut short. `progress` shows a
+    bar counting the music written.
 
     Returns a `pretty_midi.PrettyMIDI` (a list when `num` > 1); with `return_ids`, also the ids.
     """
@@ -116,6 +124,10 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
                         prime_bars=prime_bars, prime_notes=prime_notes)
     if num < 1:
         raise ConfigError("num must be >= 1")
+    for name, value, cap in (("seconds", seconds, MAX_SECONDS), ("bars", bars, MAX_BARS),
+                             ("tokens", tokens, MAX_TOKENS)):
+        if value is not None and not 0 < value <= cap:
+            raise ConfigError(f"--{name} must be between 0 and {cap:,} (got {value})")
     tok = model.tokenizer
     programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
     if tempo is not None and not 10 <= tempo <= 400:
@@ -165,11 +177,32 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
                 allowed[(left() <= 0).to(allowed.device), tok.vocab.offset["POSITION"]:
                         tok.vocab.offset["POSITION"] + tok.codec.positions] = False
             allowed[~allowed.any(1), EOS] = True
+        else:  # exactly that many tokens: no early end
+            allowed[:, EOS] = False
+            allowed[~allowed.any(1), EOS] = True
         return allowed
 
-    budget = tokens if tokens is not None else max_tokens
-    seqs = generate(model, prime_ids, max_tokens=budget, temperature=temperature, top_k=top_k, top_p=top_p,
-                    seed=seed, batch=num, repetition_penalty=repetition_penalty, constraint=constraint, stop=stop)
+    if tokens is not None:
+        budget = tokens
+    else:  # generous: a dense pop texture takes ~40 tokens a second, a bar ~100
+        budget = max_tokens or min(MAX_TOKENS, int(2000 + (400 * bars if bars is not None else 150 * target)))
+    length = tokens if tokens is not None else bars if bars is not None else target
+    bar = _progress(progress, length, "tok" if tokens is not None else "bars" if bars is not None else "s")
+
+    def tick(n: int) -> None:  # every 50 tokens: how much music the slowest piece has so far
+        if bar is not None and n % 50 == 0:
+            bar.update(max(0.0, (n if tokens is not None else float(length - left().max())) - bar.n))
+
+    try:
+        seqs = generate(model, prime_ids, max_tokens=budget, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, batch=num, repetition_penalty=repetition_penalty, constraint=constraint,
+                        stop=stop, progress=tick)
+    finally:
+        if bar is not None:
+            bar.close()
+    if tokens is None and (left() > 0).any() and all(len(s) - len(prime_ids) >= budget for s in seqs):
+        raise MusiclstmError(f"the model wrote {budget:,} tokens without reaching the length asked; "
+                             f"lower the temperature or ask for --tokens")
     out = []
     for ids in seqs:
         score = tok.decode_score(ids)
@@ -181,6 +214,16 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if return_ids:
         return (out if num > 1 else out[0]), seqs
     return out if num > 1 else out[0]
+
+
+def _progress(show: bool, total, unit: str):
+    """A tqdm bar over the music being written (seconds or bars), or None."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc="composing", leave=False,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]")
 
 
 def sidecar(model: Model, options: dict, prime, ids: list[int]) -> dict:

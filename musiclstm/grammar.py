@@ -109,8 +109,12 @@ class Grammar:
         """(B,) how much music each sequence holds so far, in seconds."""
         return torch.zeros(1)
 
+    def bars(self) -> torch.Tensor:
+        """(B,) bars begun so far (encodings without bar lines: 0)."""
+        return torch.zeros(1, dtype=torch.long)
+
     def bar_seconds(self) -> torch.Tensor:
-        """(B,) the length of the current bar in seconds (a piece may end within two of them)."""
+        """(B,) the length of the current bar in seconds (a piece may end within one of them)."""
         return torch.full((1,), 2.0)
 
     def at_bar_line(self) -> torch.Tensor:

@@ -89,13 +89,14 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
              top_p: float | None = None, seed: int = 0, batch: int = 1, *, repetition_penalty: float = 1.0,
              repetition_window: int = 32, eos: int | None = 2, constraint: Constraint | None = None,
              stop: Callable[[], torch.Tensor] | None = None,
-             device: str | torch.device | None = None) -> list[list[int]]:
+             device: str | torch.device | None = None,
+             progress: Callable[[int], None] | None = None) -> list[list[int]]:
     """Sample `batch` continuations of `prime` (a list of ids, the same for every sequence).
 
     Returns `batch` lists of ids: the primer followed by up to `max_tokens` new ids, stopping a
     sequence at `eos`. `temperature=0` is argmax. `model` is a loaded `Model` or a `MusicLSTM`.
     `constraint` masks the allowed next ids (see `grammar`); `stop()` -> (B,) bool ends sequences
-    early (they get `eos` next).
+    early (they get `eos` next); `progress(n)` is called after each of the n new tokens.
     """
     check_options(temperature, top_k, top_p, repetition_penalty)
     net = getattr(model, "net", model)
@@ -103,38 +104,45 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
     device = torch.device(device) if device is not None else next(net.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     prime = list(prime or [1])  # BOS when there is no primer
-    seqs = torch.tensor(prime, dtype=torch.long, device=device).repeat(batch, 1)  # (B, P)
+    P = len(prime)
+    # one buffer for the whole piece: each step writes a column and hands out a view, so the cost per
+    # token stays the same however long the piece (no growing concatenation)
+    buf = torch.empty(batch, P + max_tokens, dtype=torch.long, device=device)
+    buf[:, :P] = torch.tensor(prime, dtype=torch.long, device=device)
     state = net.zero_state(batch, device)
-    if len(prime) > 1:
-        _, state = net(seqs[:, :-1], state)  # warm the state on all but the last primer token
-    logits, state = net.step(seqs[:, -1], state)  # (B, V)
+    if P > 1:
+        _, state = net(buf[:, : P - 1], state)  # warm the state on all but the last primer token
+    logits, state = net.step(buf[:, P - 1], state)  # (B, V)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # all uniforms at once (one per sequence and step, drawn even at temperature 0): same seed, same ids
     uniforms = torch.rand(max_tokens, batch, 1, generator=gen).clamp_(min=1e-7).to(device)
-    out = [seqs]
-    for _ in range(max_tokens):
+    n = P
+    for t in range(max_tokens):
         logits = logits.float()
         if repetition_penalty > 1:
-            recent = torch.cat(out, 1)[:, -repetition_window:]  # (B, W)
+            recent = buf[:, max(0, n - repetition_window): n]  # (B, W)
             seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, recent, True)
             logits = torch.where(seen, torch.where(logits > 0, logits / repetition_penalty,
                                                    logits * repetition_penalty), logits)
         if constraint is not None:
-            allowed = constraint(torch.cat(out, 1), logits)
+            allowed = constraint(buf[:, :n], logits)
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
-        nxt = draw(logits, uniforms[len(out) - 1], temperature, top_k, top_p)
+        nxt = draw(logits, uniforms[t], temperature, top_k, top_p)
         if eos is not None:
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
             done |= nxt == eos
-        out.append(nxt[:, None])
+        buf[:, n] = nxt
+        n += 1
         if stop is not None and constraint is not None:
-            constraint(torch.cat(out, 1), logits)  # bring the grammar's clock up to date
+            constraint(buf[:, :n], logits)  # bring the grammar's clock up to date
             done |= stop().to(device)
+        if progress is not None:
+            progress(t + 1)
         if eos is not None and bool(done.all()):
             break
         logits, state = net.step(nxt, state)
-    ids = torch.cat(out, 1).tolist()
+    ids = buf[:, :n].tolist()
     if eos is not None:  # trim everything after each sequence's first generated EOS
-        ids = [s[: len(prime) + s[len(prime):].index(eos) + 1] if eos in s[len(prime):] else s for s in ids]
+        ids = [s[: P + s[P:].index(eos) + 1] if eos in s[P:] else s for s in ids]
     return ids

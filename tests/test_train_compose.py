@@ -210,7 +210,7 @@ def test_random_model_output_is_valid_by_construction(encoding):
     controls = Controls(key="D minor", pitch_range=(50, 80), max_polyphony=3)
     g = grammar_for(tok, controls)
     seqs = generate(model, [1], max_tokens=1500, batch=4, seed=1, constraint=g, eos=None)
-    cap = {"performance": 10.0, "remi": 32 * 0.5, "grid": 64 / 4 * 60 / 100}[encoding]
+    cap = {"performance": 10.0, "grid": 64 / 4 * 60 / 100}.get(encoding)
     d_minor = {2, 4, 5, 7, 9, 10, 0}
     for ids in seqs:
         names = tok.names(ids)
@@ -218,7 +218,10 @@ def test_random_model_output_is_valid_by_construction(encoding):
         assert len(score) > 0
         assert (score.end > score.start).all()
         secs = score.seconds(score.end) - score.seconds(score.start)
-        assert secs.max() <= cap + 1e-6
+        if encoding == "remi":  # the longest DURATION is 32 quarters, whatever TEMPO the piece chose
+            assert (score.end - score.start).max() <= 32 + 1e-6
+        else:
+            assert secs.max() <= cap + 1e-6
         pitched = ~score.is_drum
         assert set((score.pitch[pitched] % 12).tolist()) <= d_minor
         assert score.pitch[pitched].min() >= 50 and score.pitch[pitched].max() <= 80
