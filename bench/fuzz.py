@@ -90,7 +90,7 @@ def worker(encoding: str, cache: str) -> None:
     for line in sys.stdin:
         t = time.perf_counter()
         try:
-            _, _, error, _ = _prepare_one((line.strip(), tok, cache))
+            _, _, error, _, _ = _prepare_one((line.strip(), tok, cache))
             status, reason = ("read", "") if error is None else ("skipped", error)
         except Exception as e:  # a bug: anything but a clean skip
             status, reason = "exception", f"{type(e).__name__}: {e}"[:200]

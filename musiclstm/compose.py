@@ -68,6 +68,21 @@ def check_options_agree(*, seconds=None, bars=None, tokens=None, prime=None, pri
             raise ConfigError(f"{name} cuts a --prime file; give --prime too")
 
 
+def check_instruments(model: Model, programs: tuple[int, ...], drums: bool) -> None:
+    """Refuse instruments a remi model never saw in training (it cannot write them: it would write nothing,
+    or noise, for as long as the length allows). Checkpoints record the programs of their training data."""
+    import pretty_midi
+
+    known = model.meta.get("data", {}).get("programs")
+    if model.tokenizer.encoding != "remi" or known is None:
+        return
+    missing = [p for p in programs if p not in known] + (["drums"] if drums and 128 not in known else [])
+    if missing:
+        name = lambda p: "drums" if p in ("drums", 128) else f"{pretty_midi.program_to_instrument_name(p)} ({p})"  # noqa: E731
+        raise ConfigError(f"this model never saw {', '.join(name(p) for p in missing)} in training; it knows: "
+                          f"{', '.join(name(p) for p in known) or 'nothing'}")
+
+
 def prime_score(prime=None, *, prime_seconds: float | None = None, prime_bars: float | None = None,
                 prime_notes: str | None = None) -> Score | None:
     """A primer (file path, PrettyMIDI, Score or a note list '60 64 67') -> its Score, cut to length."""
@@ -130,6 +145,8 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
             raise ConfigError(f"--{name} must be between 0 and {cap:,} (got {value})")
     tok = model.tokenizer
     programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
+    if instruments:
+        check_instruments(model, programs, want_drums)
     if tempo is not None and not 10 <= tempo <= 400:
         raise ConfigError("tempo must be between 10 and 400 qpm")
     if bars is not None and tok.encoding == "performance":

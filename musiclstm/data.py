@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .encodings import remi
 from .errors import ConfigError, MidiReadError, MusiclstmError
 from .midi import NOTATION_SUFFIXES, is_music_file
 from .tokenizer import Tokenizer
 
-ENCODERS_VERSION = 2  # bump when an encoder's output changes for the same config: old cache entries are ignored
+ENCODERS_VERSION = 3  # bump when an encoder's output changes for the same config: old cache entries are ignored
 
 
 def default_cache_dir() -> Path:
@@ -39,6 +40,7 @@ class Piece:
     split: str
     ids: np.ndarray
     seconds: float
+    meter_repaired: bool = False  # a one-beat meter throughout, read as 4/4 (remi v2)
 
 
 @dataclass
@@ -60,15 +62,28 @@ class Corpus:
         lines = [f"{len(self.pieces)} files read ({len(self.split('train'))} train, "
                  f"{len(self.split('valid'))} valid), {tokens:,} tokens, {hours:.2f} hours of music; "
                  f"{len(self.skipped)} skipped, {len(self.duplicates)} duplicates"]
+        repaired = sum(p.meter_repaired for p in self.pieces)
+        if repaired:
+            lines.append(f"  {repaired} files with one-beat bars throughout (such as 1/4) read as 4/4")
         lines += [f"  skipped {f}: {why}" for f, why in self.skipped[:50]]
         if len(self.skipped) > 50:
             lines.append(f"  ... and {len(self.skipped) - 50} more skipped")
         lines += [f"  duplicate {f} (same as {g})" for f, g in self.duplicates[:20]]
         return "\n".join(lines)
 
+    def programs(self) -> list[int]:
+        """The General MIDI programs (128 = drums) the training pieces use; [] for encodings without them."""
+        v = self.tokenizer.vocab if self.tokenizer is not None else None
+        if v is None or "PROGRAM" not in v.offset:
+            return []
+        o = v.offset["PROGRAM"]
+        used = {int(i) - o for p in self.split("train") for i in np.unique(p.ids) if o <= i < o + 129}
+        return sorted(used)
+
     def to_json(self) -> dict:
         return {"files": len(self.pieces), "tokens": int(sum(len(p.ids) for p in self.pieces)),
-                "hours": sum(p.seconds for p in self.pieces) / 3600, "skipped": self.skipped,
+                "hours": sum(p.seconds for p in self.pieces) / 3600, "programs": self.programs(),
+                "meter_repaired": sum(p.meter_repaired for p in self.pieces), "skipped": self.skipped,
                 "duplicates": self.duplicates, "fingerprint": self.fingerprint}
 
 
@@ -110,13 +125,13 @@ def _hash_split(sha: str, val_fraction: float) -> str:
     return "valid" if int(sha[:8], 16) / 0xFFFFFFFF < val_fraction else "train"
 
 
-def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, float]:
-    """Worker: (path, tokenizer dict, cache dir) -> (sha, cache file or "", error, seconds)."""
+def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, float, bool]:
+    """Worker: (path, tokenizer dict, cache dir) -> (sha, cache file or "", error, seconds, meter repaired)."""
     path, tok_dict, cache_dir = args
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        return "", "", f"cannot read: {e.strerror or e}", 0.0
+        return "", "", f"cannot read: {e.strerror or e}", 0.0, False
     key = json.dumps(tok_dict, sort_keys=True) + f"/encoders-v{ENCODERS_VERSION}"
     tok_key = hashlib.sha1(key.encode()).hexdigest()[:12]
     sha = hashlib.sha1(data).hexdigest()
@@ -124,7 +139,7 @@ def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, flo
     if out.exists():
         try:
             with np.load(out) as z:
-                return sha, str(out), None, float(z["seconds"])
+                return sha, str(out), None, float(z["seconds"]), bool(z["meter_repaired"])
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is simply rebuilt
     tok = Tokenizer.from_dict(tok_dict)
@@ -133,17 +148,19 @@ def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, flo
 
         score = read(path if Path(path).suffix.lower() in NOTATION_SUFFIXES else data, name=path)
         if len(score) == 0:
-            return sha, "", "no notes", 0.0
+            return sha, "", "no notes", 0.0, False
         ids = tok.codec.encode(score, tok.vocab)
     except MidiReadError as e:
-        return sha, "", e.reason, 0.0
+        return sha, "", e.reason, 0.0, False
     if len(ids) == 0:
-        return sha, "", f"no notes the {tok.encoding} encoding keeps", 0.0
+        return sha, "", f"no notes the {tok.encoding} encoding keeps", 0.0, False
+    repaired = getattr(tok.config, "version", 1) >= 2 and tok.encoding == "remi" and \
+        not remi.plausible_meter(score.time_signatures)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, ids=ids.astype(np.int32), seconds=score.duration_seconds)
+    np.savez(tmp, ids=ids.astype(np.int32), seconds=score.duration_seconds, meter_repaired=repaired)
     os.replace(tmp, out)
-    return sha, str(out), None, score.duration_seconds
+    return sha, str(out), None, score.duration_seconds, repaired
 
 
 def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 0.1, styles: str = "none",
@@ -173,7 +190,7 @@ def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 
     corpus = Corpus([], tokenizer=tokenizer)
     seen: dict[str, str] = {}
     splits = {root: _csv_splits(root) for root in {r for _, r in items}}
-    for (f, root), (sha, cached, err, seconds) in zip(items, results, strict=True):
+    for (f, root), (sha, cached, err, seconds, repaired) in zip(items, results, strict=True):
         if err is not None:
             corpus.skipped.append((str(f), err))
             continue
@@ -187,7 +204,7 @@ def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 
         split = splits[root].get(rel) or _hash_split(sha, val_fraction)
         if split not in ("train", "valid"):
             continue  # e.g. MAESTRO's test split is left out of training
-        corpus.pieces.append(Piece(f, sha, _style_of(f, root, styles), split, ids, seconds))
+        corpus.pieces.append(Piece(f, sha, _style_of(f, root, styles), split, ids, seconds, repaired))
     if not corpus.pieces:
         reasons = "; ".join(sorted({why for _, why in corpus.skipped}))[:200]
         raise MusiclstmError(f"no readable music in {', '.join(map(str, corpora))} ({reasons or 'all duplicates'})")

@@ -131,3 +131,32 @@ def test_anneal_by_time_ends_the_decay_at_max_time():
     assert train_mod.lr_at(50, cfg, 10_000, elapsed=0.0) > 0.99 * cfg.lr  # the step count says: just begun
     plain = train_mod.TrainConfig.build("tiny", warmup_steps=10, max_time=100.0)
     assert train_mod.lr_at(50, plain, 10_000, elapsed=100.0) > 0.99 * plain.lr
+
+
+def test_report_counts_one_beat_meters_and_lists_programs(tmp_path):
+    from musiclstm.data import prepare
+
+    for i, (program, sig) in enumerate([(0, (1, 4)), (40, (3, 4))]):
+        pm = pretty_midi.PrettyMIDI(initial_tempo=100)
+        pm.time_signature_changes.append(pretty_midi.TimeSignature(*sig, 0))
+        inst = pretty_midi.Instrument(program)
+        inst.notes += [pretty_midi.Note(80, 60 + j, j * 0.6, j * 0.6 + 0.5) for j in range(12)]
+        pm.instruments.append(inst)
+        pm.write(str(tmp_path / f"{i}.mid"))
+    corpus = prepare([tmp_path], ml.Tokenizer("remi"), val_fraction=0, jobs=1, cache_dir=tmp_path / "c",
+                     progress=False)
+    report = corpus.to_json()
+    assert report["meter_repaired"] == 1 and "1 files with one-beat bars" in corpus.report()
+    assert report["programs"] == [0, 40]
+
+
+def test_compose_refuses_instruments_the_model_never_saw():
+    from musiclstm.checkpoint import Model
+    from musiclstm.model import ModelConfig, MusicLSTM
+
+    tok = ml.Tokenizer("remi")
+    model = Model(MusicLSTM(ModelConfig(tok.vocab_size, 8, 8, 1, 0.0)).eval(), tok, {"data": {"programs": [40, 41]}})
+    with pytest.raises(ml.ConfigError, match=r"never saw String Ensemble 1 \(48\), drums.*knows: Violin \(40\)"):
+        ml.compose(model, seconds=2, instruments="strings,drums")
+    pm = ml.compose(model, seconds=4, instruments="violin", seed=0)
+    assert {i.program for i in pm.instruments} <= {40}
