@@ -347,6 +347,30 @@ def corpus_export(name, out_dir, jobs, limit, force, quiet) -> None:
     click.echo(f"{len(r.written)} written, {r.existing} already there, {len(r.skipped)} skipped -> {out_dir}")
 
 
+@cli.command()
+@click.argument("runs", nargs=-1, type=EXISTING)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (others: with care).")
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: a free one.")
+@click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch [{DEFAULT_THREADS}].")
+def studio(runs, host, port, threads) -> None:
+    """A local web page to compose, listen and download: the bundled models and any RUNS folders.
+
+    \b
+    pip install -e ".[studio]"
+    musiclstm studio                      # then open http://127.0.0.1:7860/
+    musiclstm studio runs/mine --port 8000
+    """
+    try:
+        from .studio import serve
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart"):
+            raise MusiclstmError("the studio needs its extra: pip install 'musiclstm[studio]' "
+                                 "(in a checkout: pip install -e '.[studio]')") from e
+        raise
+    set_threads(threads)
+    serve(runs, host=host, port=port, echo=lambda m: click.echo(m, err=m.startswith("warning")))
+
+
 def main() -> None:
     cli(prog_name="musiclstm")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 import python_multipart  # noqa: F401  FastAPI reads forms with it: a missing one is found at import
+import uvicorn
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -242,8 +243,6 @@ def make_app(folder: Path, runs=()) -> FastAPI:
 
 def serve(runs=(), *, host: str = "127.0.0.1", port: int = 7860, echo=print) -> None:
     """Serve the studio until Ctrl-C (or SIGTERM), then remove every file it wrote. `port` 0: a free one."""
-    import uvicorn
-
     with tempfile.TemporaryDirectory(prefix="musiclstm-studio-") as d:
         app = make_app(Path(d), runs)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
