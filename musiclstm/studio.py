@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import signal
 import socket
@@ -159,7 +160,8 @@ def read_primer(upload: UploadFile) -> tuple[Score, dict]:
 
 
 def one_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    """An error's first line, options named as the page names them ('--top-p' -> 'top-p')."""
+    return re.sub(r"(?<![\w-])--(?=[a-z])", "", (str(e).strip().splitlines() or [type(e).__name__])[0])[:300]
 
 
 def make_app(folder: Path, runs=()) -> FastAPI:

@@ -137,6 +137,13 @@ def test_compose_listen_download(page, tmp_path):
     assert len(musiclstm.read(tmp_path / "piece.mid")) > 0
     for kind in ("wav", "musicxml", "json"):
         assert fetch(page, f"#dl-{kind}")
+    page.set_input_files("#primer", str(tmp_path / "piece.mid"))  # continue it: the first 2 s as a primer
+    page.fill("#prime-seconds", "2")
+    compose(page, seconds=4)
+    assert page.inner_text("#pieces tr:first-child td:nth-child(9)") == "piece.mid, 2 s"
+    page.set_input_files("#primer", files=[])
+    page.fill("#prime-seconds", "")
+    compose(page, seconds=8)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
