@@ -5,7 +5,7 @@ Every function takes a `Score` (times in quarters; drum notes are ignored) and r
 MusPy (Dong et al., ISMIR 2020, `muspy.metrics`) where it has one: `scale_consistency`,
 `pitch_class_entropy`, `empty_beat_rate`, `groove_consistency`. Keys are Krumhansl-Schmuckler
 (duration-weighted pitch classes correlated with the Krumhansl-Kessler profiles, as music21's
-`analyze('key')`). `evaluate` applies them identically to model samples and held-out pieces.
+`analyze('key.krumhansl')`). `evaluate` applies them identically to samples and held-out pieces.
 """
 
 from __future__ import annotations
