@@ -451,6 +451,9 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
     model = ck.load(checkpoint)
     options["style"] = _model_style(model, options["style"], bundled=checkpoint is None or checkpoint in
                                     ck.bundled_models())
+    if options["temperature"] == 0:
+        click.echo("note: --temperature 0 always takes the most likely token; an LSTM's single most likely "
+                   "continuation tends to repeat one figure (try 0.5-1.0)", err=True)
     pms, seqs = run(model, pscore, num=num, return_ids=True, progress=sys.stderr.isatty(), **options)
     pms = pms if num > 1 else [pms]
     record = {**options, **cut, "num": num, "prime": str(prime) if prime else None, "checkpoint": checkpoint,

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -165,16 +166,64 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
         prime_ids = tok.encode(pscore, style=style, eos=False)
     else:
         prime_ids = [BOS] + ([tok.style_id(style)] if style is not None else [])
+    length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
+    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                   max_tokens=max_tokens, progress=progress)
+    seqs = _sample(model, controls, prime_ids, length, seed=seed, batch=num, **options)
+    # a draw far denser than anything in the training data (a rare runaway: hundreds of notes a second)
+    # is drawn again from a seed derived from the one given, so the same command still gives the same music
+    limit = model.meta.get("data", {}).get("density_p99")
+    for attempt in range(1, 4):
+        bad = [i for i, ids in enumerate(seqs) if limit and note_density(tok, ids) > 2 * limit]
+        if not bad:
+            break
+        again = _sample(model, controls, prime_ids, length, seed=seed + 7919 * attempt, batch=len(bad),
+                        **{**options, "progress": False})
+        for i, ids in zip(bad, again, strict=True):
+            seqs[i] = ids
+    out = []
+    for ids in seqs:
+        score = tok.decode_score(ids)
+        if tempo is not None:
+            score.tempos = np.array([[0.0, float(tempo)]])
+        if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
+            score.tracks = [Track(programs[i % len(programs)], False, t.name) for i, t in enumerate(score.tracks)]
+        out.append(to_pretty_midi(score))
+    if return_ids:
+        return (out if num > 1 else out[0]), seqs
+    return out if num > 1 else out[0]
+
+
+@dataclass(frozen=True)
+class Length:
+    """How long a piece is: seconds (at its own tempo, to the next bar line), bars, or tokens; one is set."""
+
+    seconds: float | None = None
+    bars: int | None = None
+    tokens: int | None = None
+
+
+def note_density(tok, ids: list[int]) -> float:
+    """Notes per second of music in a token sequence (0 for an empty one)."""
+    score = tok.decode_score(ids)
+    return len(score) / max(score.duration_seconds, 1.0)
+
+
+def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Length, *, seed: int, batch: int,
+            temperature: float, top_k, top_p, repetition_penalty: float, max_tokens: int | None,
+            progress: bool) -> list[list[int]]:
+    """Draw `batch` continuations of `prime_ids` under the grammar, of exactly the length asked."""
+    tok = model.tokenizer
     grammar = grammar_for(tok, controls)
-    grammar.follow(prime_ids, num)  # the clocks start where the new music does
+    grammar.follow(prime_ids, batch)  # the clocks start where the new music does
     start_bars, start_secs = grammar.bars().clone(), grammar.seconds().clone()
-    target = seconds or 30.0
+    bars, tokens = length.bars, length.tokens
 
     def left() -> torch.Tensor:
         """(B,) how much is still to come: bars (with --bars) or seconds."""
         if bars is not None:
             return bars - (grammar.bars() - start_bars).double()
-        return target - (grammar.seconds() - start_secs)
+        return length.seconds - (grammar.seconds() - start_secs)
 
     def stop():
         # the piece ends at the first bar line at or past the length asked (N bars: the bar line after bar N)
@@ -193,26 +242,25 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
             if tok.encoding == "remi":  # past the length: finish the bar's notes, start no new position
                 allowed[(left() <= 0).to(allowed.device), tok.vocab.offset["POSITION"]:
                         tok.vocab.offset["POSITION"] + tok.codec.positions] = False
-            allowed[~allowed.any(1), EOS] = True
         else:  # exactly that many tokens: no early end
             allowed[:, EOS] = False
-            allowed[~allowed.any(1), EOS] = True
+        allowed[~allowed.any(1), EOS] = True
         return allowed
 
     if tokens is not None:
         budget = tokens
     else:  # generous: a dense pop texture takes ~40 tokens a second, a bar ~100
-        budget = max_tokens or min(MAX_TOKENS, int(2000 + (400 * bars if bars is not None else 150 * target)))
-    length = tokens if tokens is not None else bars if bars is not None else target
-    bar = _progress(progress, length, "tok" if tokens is not None else "bars" if bars is not None else "s")
+        budget = max_tokens or min(MAX_TOKENS, int(2000 + (400 * bars if bars is not None else 150 * length.seconds)))
+    total = tokens if tokens is not None else bars if bars is not None else length.seconds
+    bar = _progress(progress, total, "tok" if tokens is not None else "bars" if bars is not None else "s")
 
     def tick(n: int) -> None:  # every 50 tokens: how much music the slowest piece has so far
         if bar is not None and n % 50 == 0:
-            bar.update(max(0.0, (n if tokens is not None else float(length - left().max())) - bar.n))
+            bar.update(max(0.0, (n if tokens is not None else float(total - left().max())) - bar.n))
 
     try:
         seqs = generate(model, prime_ids, max_tokens=budget, temperature=temperature, top_k=top_k, top_p=top_p,
-                        seed=seed, batch=num, repetition_penalty=repetition_penalty, constraint=constraint,
+                        seed=seed, batch=batch, repetition_penalty=repetition_penalty, constraint=constraint,
                         stop=stop, progress=tick)
     finally:
         if bar is not None:
@@ -220,17 +268,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if tokens is None and (left() > 0).any() and all(len(s) - len(prime_ids) >= budget for s in seqs):
         raise MusiclstmError(f"the model wrote {budget:,} tokens without reaching the length asked; "
                              f"lower the temperature or ask for --tokens")
-    out = []
-    for ids in seqs:
-        score = tok.decode_score(ids)
-        if tempo is not None:
-            score.tempos = np.array([[0.0, float(tempo)]])
-        if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
-            score.tracks = [Track(programs[i % len(programs)], False, t.name) for i, t in enumerate(score.tracks)]
-        out.append(to_pretty_midi(score))
-    if return_ids:
-        return (out if num > 1 else out[0]), seqs
-    return out if num > 1 else out[0]
+    return seqs
 
 
 def _progress(show: bool, total, unit: str):

@@ -80,9 +80,21 @@ class Corpus:
         used = {int(i) - o for p in self.split("train") for i in np.unique(p.ids) if o <= i < o + 129}
         return sorted(used)
 
+    def density_p99(self) -> float | None:
+        """99th percentile of notes per second over the training pieces (what a runaway sample exceeds)."""
+        v = self.tokenizer.vocab if self.tokenizer is not None else None
+        kinds = [k for k in ("PITCH", "DRUM", "NOTE_ON") if v is not None and k in v.offset]
+        pieces = [p for p in self.split("train") if p.seconds > 0]
+        if not kinds or not pieces:
+            return None
+        def notes(ids):  # noqa: E306
+            return sum(int(((ids >= v.offset[k]) & (ids < v.offset[k] + 128)).sum()) for k in kinds)
+        return float(np.percentile([notes(p.ids) / max(p.seconds, 1.0) for p in pieces], 99))
+
     def to_json(self) -> dict:
         return {"files": len(self.pieces), "tokens": int(sum(len(p.ids) for p in self.pieces)),
                 "hours": sum(p.seconds for p in self.pieces) / 3600, "programs": self.programs(),
+                "density_p99": self.density_p99(),
                 "meter_repaired": sum(p.meter_repaired for p in self.pieces), "skipped": self.skipped,
                 "duplicates": self.duplicates, "fingerprint": self.fingerprint}
 

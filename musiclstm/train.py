@@ -279,7 +279,8 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     def meta(step: int) -> dict:
         return {"step": step, "epoch": step / per_epoch, "train": asdict(cfg), "fingerprint": corpus.fingerprint,
                 "metrics": st["history"][-1] if st["history"] else {}, "best_val_nll": st["best"],
-                "data": {k: v for k, v in corpus.to_json().items() if k in ("files", "tokens", "hours", "programs")},
+                "data": {k: v for k, v in corpus.to_json().items() if k in ("files", "tokens", "hours", "programs",
+                                                                             "density_p99")},
                 "world_size": world, "torch": torch.__version__}
 
     def save_last(step: int) -> None:

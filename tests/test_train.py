@@ -160,3 +160,27 @@ def test_compose_refuses_instruments_the_model_never_saw():
         ml.compose(model, seconds=2, instruments="strings,drums")
     pm = ml.compose(model, seconds=4, instruments="violin", seed=0)
     assert {i.program for i in pm.instruments} <= {40}
+
+
+def test_a_runaway_draw_is_drawn_again_from_a_derived_seed(monkeypatch):
+    compose_mod = importlib.import_module("musiclstm.compose")
+    from musiclstm.checkpoint import Model
+    from musiclstm.model import ModelConfig, MusicLSTM
+
+    tok = ml.Tokenizer("remi")
+    torch.manual_seed(0)
+    model = Model(MusicLSTM(ModelConfig(tok.vocab_size, 8, 8, 1, 0.0)).eval(), tok, {"data": {"density_p99": 1e-3}})
+    seeds = []
+    real = compose_mod._sample
+
+    def spy(*args, seed, **kwargs):
+        seeds.append(seed)
+        return real(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(compose_mod, "_sample", spy)
+    ml.compose(model, seconds=3, seed=5)
+    assert seeds == [5, 5 + 7919, 5 + 2 * 7919, 5 + 3 * 7919]  # every draw is "too dense" for this limit
+    seeds.clear()
+    model.meta["data"]["density_p99"] = 1e6
+    a = ml.compose(model, seconds=3, seed=5)
+    assert seeds == [5] and len(ml.compose(model, seconds=3, seed=5).instruments[0].notes) == len(a.instruments[0].notes)
