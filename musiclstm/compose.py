@@ -186,6 +186,8 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
         score = tok.decode_score(ids)
         if tempo is not None:
             score.tempos = np.array([[0.0, float(tempo)]])
+        if tok.encoding == "grid" and len(score.tracks) > 1:  # name the voices by where they sing, top down
+            score = _name_voices_by_height(score)
         if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
             score.tracks = [Track(programs[i % len(programs)], False, t.name) for i, t in enumerate(score.tracks)]
         out.append(to_pretty_midi(score))
@@ -201,6 +203,18 @@ class Length:
     seconds: float | None = None
     bars: int | None = None
     tokens: int | None = None
+
+
+def _name_voices_by_height(score: Score) -> Score:
+    """Grid slots are not always the same voice (a quarter-frame model fills them from the top of each
+    chord): order the tracks by mean pitch and give the highest the first voice name, and so on."""
+    names = [t.name for t in score.tracks]
+    mean = [score.pitch[score.track == k].mean() if (score.track == k).any() else -1 for k in range(len(names))]
+    order = np.argsort(mean)[::-1]  # track index by height, highest first
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    score.tracks = [Track(score.tracks[k].program, score.tracks[k].is_drum, names[rank[k]]) for k in range(len(names))]
+    return score
 
 
 def note_density(tok, ids: list[int]) -> float:

@@ -184,3 +184,15 @@ def test_a_runaway_draw_is_drawn_again_from_a_derived_seed(monkeypatch):
     model.meta["data"]["density_p99"] = 1e6
     a = ml.compose(model, seconds=3, seed=5)
     assert seeds == [5] and len(ml.compose(model, seconds=3, seed=5).instruments[0].notes) == len(a.instruments[0].notes)
+
+
+def test_grid_voices_are_named_by_height():
+    from musiclstm.compose import _name_voices_by_height
+    from musiclstm.score import Score, Track
+
+    names = ["Soprano", "Alto", "Tenor", "Bass"]
+    s = Score([0, 0, 0, 0], [1, 1, 1, 1], [48, 72, 60, 67], [80] * 4, [0, 1, 2, 3],
+              tracks=[Track(52, False, n) for n in names])
+    named = _name_voices_by_height(s)
+    assert {int(p): named.tracks[k].name for p, k in zip(s.pitch, s.track, strict=True)} == {
+        72: "Soprano", 67: "Alto", 60: "Tenor", 48: "Bass"}
