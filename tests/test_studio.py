@@ -101,6 +101,7 @@ def compose(page, *, seconds: float = 4, seed: str = "", wait: bool = True):
 def finished(page) -> str:
     page.wait_for_function("!document.getElementById('compose').disabled")
     assert page.is_hidden("#error"), page.inner_text("#error")
+    assert re.match(r"piece #\d+ made in [\d.]+ s", page.inner_text("#status")), page.inner_text("#status")
     return page.inner_text("#title")
 
 
@@ -125,7 +126,7 @@ def test_without_the_extra_one_line_says_how_to_install(monkeypatch):
 def test_compose_listen_download(page, tmp_path):
     import musiclstm
 
-    compose(page, seconds=8)
+    compose(page, seconds=8, seed="2")  # fixed seeds here: the same page, and screenshot, every run
     assert re.match(r"#\d+: [\d.]+ s, \d+ notes, seed \d+", page.inner_text("#title"))
     assert page.get_attribute("#player", "src")
     page.wait_for_function("(a => a.readyState >= 1 && a.duration > 0)(document.getElementById('player'))")
@@ -139,11 +140,11 @@ def test_compose_listen_download(page, tmp_path):
         assert fetch(page, f"#dl-{kind}")
     page.set_input_files("#primer", str(tmp_path / "piece.mid"))  # continue it: the first 2 s as a primer
     page.fill("#prime-seconds", "2")
-    compose(page, seconds=4)
+    compose(page, seconds=4, seed="3")
     assert page.inner_text("#pieces tr:first-child td:nth-child(9)") == "piece.mid, 2 s"
     page.set_input_files("#primer", files=[])
     page.fill("#prime-seconds", "")
-    compose(page, seconds=8)
+    compose(page, seconds=8, seed="1")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -172,7 +173,7 @@ def test_two_tabs_at_once_get_their_own_seeds_and_files(browser, studio):
     a, b = open_page(browser, studio), open_page(browser, studio)
     try:
         for p in (a, b):
-            compose(p, wait=False)
+            compose(p, wait=False)  # no seed given: each gets a fresh one
         titles = [finished(p) for p in (a, b)]
         seeds = [re.search(r"seed (\d+)", t)[1] for t in titles]
         assert seeds[0] != seeds[1]
