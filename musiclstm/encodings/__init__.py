@@ -17,8 +17,12 @@ What each encoding loses:
   triplets and 16th-triplets exactly); durations to a table of 50 values from 1/12 to 32
   quarters (longer notes are cut); velocities to 32 bins; tempo to whole qpm between 30 and 300,
   placed on the grid; time signatures outside the table (bar longer than 8
-  quarters) become 4/4; key signatures, pedal, track names and several tracks with the same
-  program (they merge) are lost; drums keep their own pitch tokens.
+  quarters) become 4/4; pedal, track names and several tracks with the same program (they merge)
+  are lost; drums keep their own pitch tokens. Version 2 (the default) keeps the key signature
+  (the first one, and changes, at the bar line at or before them; a file without one gets the
+  Krumhansl-Schmuckler estimate of its notes, which decodes as a key signature the file did not
+  have) and reads a meter of one-beat bars throughout (POP909's 1/4) as 4/4. Version 1 (older
+  checkpoints) also loses key signatures and keeps such meters.
 * **grid** (fixed voices per step, e.g. SATB on 16ths): onsets and ends quantized to the step
   (a 16th by default); at most `voices` notes sound at once (tracks are voices when there are
   exactly `voices` tracks, otherwise the highest `voices` sounding pitches of each step: a held
