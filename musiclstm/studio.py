@@ -70,12 +70,17 @@ class Studio:
 
     def __init__(self, folder: Path, runs=()):
         self.folder = Path(folder)
-        self.sources = {name: name for name in ck.bundled_models()}  # name -> what `ck.load` is given
+        # name -> what `ck.load` is given; in the page's order: the runs asked for, then the bundled default
+        self.sources: dict[str, str] = {}
         for run in runs:
-            name = Path(run).resolve().name
-            while name in self.sources:
-                name += "'"
-            self.sources[name] = str(run)
+            p = Path(run).resolve()
+            base = name = p.name if p.is_dir() else p.stem
+            for k in range(2, 1000):
+                if name not in self.sources and name not in ck.bundled_models():
+                    break
+                name = f"{base}-{k}"
+            self.sources[name] = str(ck.resolve(run))  # a folder without a checkpoint: an error now
+        self.sources |= {n: n for n in sorted(ck.bundled_models(), key=lambda n: (n != ck.DEFAULT, n))}
         if not self.sources:
             raise MusiclstmError("no models: this install bundles none; give a run folder, e.g. musiclstm studio "
                                  "runs/mine")
@@ -96,7 +101,7 @@ class Studio:
         import pretty_midi
 
         out = []
-        for name in sorted(self.sources, key=lambda n: (n != ck.DEFAULT, n)):
+        for name in self.sources:
             m = self.model(name)
             programs = m.meta.get("data", {}).get("programs") or []
             out.append({"name": name, "description": m.meta.get("description") or str(m.path),
@@ -169,6 +174,7 @@ def make_app(folder: Path, runs=()) -> FastAPI:
     studio = Studio(folder, runs)
     app = FastAPI(title="musiclstm studio", docs_url=None, redoc_url=None, openapi_url=None)
     page = package_files("musiclstm").joinpath("studio.html").read_text(encoding="utf-8")
+    catalogue = {"models": studio.catalogue(), "synthesizer": synthesizer()}  # loads every model: errors now
 
     @app.middleware("http")
     async def cap_uploads(request, call_next):  # refuse big bodies before reading a byte of them
@@ -207,11 +213,13 @@ def make_app(folder: Path, runs=()) -> FastAPI:
 
     @app.get("/api/models")
     def models():
-        return {"models": studio.catalogue(), "synthesizer": synthesizer()}
+        return catalogue
 
     @app.get("/api/pieces")
     def pieces():
-        return [p.summary() for p in sorted(studio.pieces.values(), key=lambda p: -p.number)]
+        with studio.lock:
+            made = list(studio.pieces.values())
+        return [p.summary() for p in sorted(made, key=lambda p: -p.number)]
 
     @app.post("/api/compose")
     def make(model: Annotated[str, Form()], style: Annotated[str, Form()] = "",
