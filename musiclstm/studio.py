@@ -86,6 +86,7 @@ class Studio:
                                  "runs/mine")
         self.models: dict = {}
         self.pieces: dict[str, Piece] = {}
+        self.made = 0  # pieces started, for their numbers
         self.lock = threading.Lock()
 
     def model(self, name: str):
@@ -119,7 +120,8 @@ class Studio:
         pm, ids = compose(model, primer, seconds=settings["seconds"], temperature=settings["temperature"],
                           top_p=settings["top_p"], seed=settings["seed"], return_ids=True, progress=False, **kw)
         with self.lock:
-            pid, number = secrets.token_hex(8), len(self.pieces) + 1
+            self.made += 1
+            pid, number = secrets.token_hex(8), self.made
         folder = self.folder / pid
         record = {**settings, "checkpoint": self.sources[settings["model"]]}
         info = sidecar(model, record, None, ids)
