@@ -29,6 +29,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import checkpoint as ck
 from .compose import compose, sidecar, synthesizer, write_pieces
@@ -171,10 +172,15 @@ def one_line(e: Exception) -> str:
     return re.sub(r"(?<![\w-])--(?=[a-z])", "", (str(e).strip().splitlines() or [type(e).__name__])[0])[:300]
 
 
-def make_app(folder: Path, runs=()) -> FastAPI:
-    """The studio's web app, writing its pieces under `folder` (which the caller removes)."""
+def make_app(folder: Path, runs=(), *, local: bool = True) -> FastAPI:
+    """The studio's web app, writing its pieces under `folder` (which the caller removes).
+
+    `local`: answer only requests addressed to this machine by name (127.0.0.1, localhost), so that
+    a web site cannot reach the studio through a DNS name it points here (DNS rebinding)."""
     studio = Studio(folder, runs)
     app = FastAPI(title="musiclstm studio", docs_url=None, redoc_url=None, openapi_url=None)
+    if local:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])
     page = package_files("musiclstm").joinpath("studio.html").read_text(encoding="utf-8")
     catalogue = {"models": studio.catalogue(), "synthesizer": synthesizer()}  # loads every model: errors now
 
@@ -256,7 +262,7 @@ def make_app(folder: Path, runs=()) -> FastAPI:
 def serve(runs=(), *, host: str = "127.0.0.1", port: int = 7860, echo=print) -> None:
     """Serve the studio until Ctrl-C (or SIGTERM), then remove every file it wrote. `port` 0: a free one."""
     with tempfile.TemporaryDirectory(prefix="musiclstm-studio-") as d:
-        app = make_app(Path(d), runs)
+        app = make_app(Path(d), runs, local=host in ("127.0.0.1", "localhost"))  # (starlette misreads [::1])
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -212,6 +212,9 @@ def test_no_request_reaches_the_file_system_and_posts_need_a_length(studio):
     conn.endheaders()
     conn.send(b"0\r\n\r\n")
     assert conn.getresponse().status == 411
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/api/pieces", headers={"Host": "rebound.example.com"})  # DNS rebinding: refused
+    assert conn.getresponse().status == 400
 
 
 @needs_extra
