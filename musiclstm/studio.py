@@ -146,7 +146,8 @@ class Studio:
 
 
 def read_primer(upload: UploadFile) -> tuple[Score, dict]:
-    """An uploaded primer through the one reader: at most MAX_UPLOAD bytes, saved under a name made here."""
+    """An uploaded primer through the one reader, at most MAX_UPLOAD bytes (MIDI read from memory; notation
+    from a file named here, since music21 reads files)."""
     name = Path(upload.filename or "primer").name[:80]
     suffix = Path(name).suffix.lower()
     if suffix not in MIDI_SUFFIXES | NOTATION_SUFFIXES:
