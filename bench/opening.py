@@ -36,7 +36,7 @@ def main() -> None:
     pieces = corpus.split("valid")[: args.limit]
     opening, middle = [], []
     for p in pieces:
-        nll = lstm_nlls(model.net, data.sequence(p, tok))  # nll[i]: token i+1 given BOS .. token i
+        nll = lstm_nlls(model.net, data.sequence(p, tok), model.cache)  # nll[i]: token i+1 given BOS .. token i
         n = len(nll)
         if n < 3 * args.first:
             continue

@@ -58,6 +58,14 @@ class Model:
         """
         return weights_fingerprint(self.net)
 
+    @property
+    def cache(self):
+        """The continuous cache tuned for this model on held-out pieces (`musiclstm.cache`), or None."""
+        from .cache import Cache
+
+        c = self.meta.get("cache")
+        return Cache(**{k: c[k] for k in ("lam", "theta", "window") if k in c}) if c else None
+
 
 def weights_fingerprint(net: torch.nn.Module) -> str:
     """sha256 over every parameter and buffer (name, shape, float32 bytes), first 16 hex digits."""

@@ -29,9 +29,9 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import data, music
+from .cache import Cache, piece_nlls
 from .errors import MusiclstmError
 from .ngram import KneserNey
 from .report import report
@@ -43,17 +43,9 @@ __all__ = ["KneserNey", "evaluate", "jsonable", "lstm_nlls", "music_statistics",
 
 
 # ---- the LSTM's NLL -------------------------------------------------------------------------
-@torch.no_grad()
-def lstm_nlls(net, ids: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """NLL of ids[1:] given what precedes, state carried across chunks of a long piece."""
-    net.eval()
-    device = next(net.parameters()).device
-    x, y = torch.as_tensor(ids[:-1])[None], torch.as_tensor(ids[1:])
-    out, state = [], None
-    for i in range(0, x.shape[1], chunk):
-        logits, state = net(x[:, i:i + chunk].to(device), state)
-        out.append(F.cross_entropy(logits[0].float(), y[i:i + chunk].to(device), reduction="none").cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+def lstm_nlls(net, ids: np.ndarray, cache=None) -> np.ndarray:
+    """NLL of ids[1:] given what precedes, from a zero state (with the model's continuous cache, if given)."""
+    return piece_nlls(net, ids, cache or Cache())
 
 
 def _summary(nll: np.ndarray, kinds: np.ndarray, names: list[str]) -> dict:
@@ -370,7 +362,7 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
     ngram = KneserNey(order, tok.vocab_size).fit(sequence(tok, p)[1:] for p in fit)
     seqs = [sequence(tok, p) for p in held]
-    full_nll = [lstm_nlls(model.net, s) for s in seqs]
+    full_nll = [lstm_nlls(model.net, s, model.cache) for s in seqs]
     nll, ngram_nll, kinds = [], [], []
     for s, n in zip(seqs, full_nll, strict=True):
         keep = ~((s[1:] >= style_lo) & (s[1:] < style_hi))  # a style token is given, not predicted

@@ -59,9 +59,17 @@ class MusicLSTM(nn.Module):
         self._fused: list[torch.Tensor] | None = None
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        x = self.drop(self.embed(ids))  # (B, T, E)
-        y, state = self.rnn(x, state)  # (B, T, H)
+        y, state = self.hidden(ids, state)  # (B, T, H)
         return self.head(self.drop(y)), state  # (B, T, V)
+
+    def hidden(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Token ids (B, T) -> the top layer's outputs (B, T, H) and the state (what the cache remembers)."""
+        return self.rnn(self.drop(self.embed(ids)), state)
+
+    @staticmethod
+    def top(state: State) -> torch.Tensor:
+        """The top layer's hidden state (B, H) from a recurrent state."""
+        return state[0][-1] if isinstance(state, tuple) else state[-1]
 
     def zero_state(self, batch: int, device=None) -> State:
         c = self.config

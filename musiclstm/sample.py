@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .cache import Memory
 from .errors import ConfigError
 
 # A constraint sees the ids so far (B, t) and the logits (B, V), and returns a bool mask (B, V)
@@ -90,13 +91,15 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
              repetition_window: int = 32, eos: int | None = 2, constraint: Constraint | None = None,
              stop: Callable[[], torch.Tensor] | None = None,
              device: str | torch.device | None = None,
-             progress: Callable[[int], None] | None = None) -> list[list[int]]:
+             progress: Callable[[int], None] | None = None, cache=None) -> list[list[int]]:
     """Sample `batch` continuations of `prime` (a list of ids, the same for every sequence).
 
     Returns `batch` lists of ids: the primer followed by up to `max_tokens` new ids, stopping a
     sequence at `eos`. `temperature=0` is argmax. `model` is a loaded `Model` or a `MusicLSTM`.
     `constraint` masks the allowed next ids (see `grammar`); `stop()` -> (B,) bool ends sequences
-    early (they get `eos` next); `progress(n)` is called after each of the n new tokens.
+    early (they get `eos` next); `progress(n)` is called after each of the n new tokens. `cache`
+    (a `musiclstm.cache.Cache`; default: the one stored with a loaded model) mixes the model's
+    memory of the piece so far into each step's distribution.
     """
     check_options(temperature, top_k, top_p, repetition_penalty)
     net = getattr(model, "net", model)
@@ -110,15 +113,19 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
     buf = torch.empty(batch, P + max_tokens, dtype=torch.long, device=device)
     buf[:, :P] = torch.tensor(prime, dtype=torch.long, device=device)
     state = net.zero_state(batch, device)
+    cache = cache if cache is not None else getattr(model, "cache", None)
+    memory = Memory(batch, net.config.hidden, cache, device) if cache is not None and cache.on else None
     if P > 1:
-        _, state = net(buf[:, : P - 1], state)  # warm the state on all but the last primer token
+        h, state = net.hidden(buf[:, : P - 1], state)  # warm the state on all but the last primer token
+        if memory is not None:
+            memory.add_states(h, buf[:, 1:P])
     logits, state = net.step(buf[:, P - 1], state)  # (B, V)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # all uniforms at once (one per sequence and step, drawn even at temperature 0): same seed, same ids
     uniforms = torch.rand(max_tokens, batch, 1, generator=gen).clamp_(min=1e-7).to(device)
     n = P
     for t in range(max_tokens):
-        logits = logits.float()
+        logits = logits.float() if memory is None else memory.log_probs(logits, net.top(state))
         if repetition_penalty > 1:
             recent = buf[:, max(0, n - repetition_window): n]  # (B, W)
             seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, recent, True)
@@ -134,6 +141,8 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
             done |= nxt == eos
         buf[:, n] = nxt
         n += 1
+        if memory is not None:
+            memory.chose(nxt)
         if stop is not None and constraint is not None:
             constraint(buf[:, :n], logits)  # bring the grammar's clock up to date
             done |= stop().to(device)

@@ -1,0 +1,63 @@
+"""The continuous cache: off is the plain LSTM, a repeat gets cheap, generation and scoring agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musiclstm.cache import Cache, Memory, mix, piece_nlls
+from musiclstm.checkpoint import Model
+from musiclstm.model import ModelConfig, MusicLSTM
+from musiclstm.sample import generate
+from musiclstm.tokenizer import Tokenizer
+
+
+def _net(vocab: int = 40) -> MusicLSTM:
+    torch.manual_seed(0)
+    return MusicLSTM(ModelConfig(vocab, 16, 32, 2, 0.0)).eval()
+
+
+def test_off_is_the_plain_model():
+    logits = torch.randn(3, 10)
+    scores, succ = torch.randn(3, 5), torch.randint(0, 10, (3, 5))
+    assert torch.allclose(mix(logits, scores, succ, Cache(0.0)), F.log_softmax(logits, -1))
+    out = mix(logits, scores, succ, Cache(0.3)).exp()
+    assert torch.allclose(out.sum(-1), torch.ones(3), atol=1e-5)  # still a distribution
+
+
+def test_a_repeated_phrase_is_nearly_free_with_the_cache():
+    net = _net()
+    rng = np.random.default_rng(1)
+    phrase = rng.integers(3, 40, 30)
+    ids = np.r_[1, phrase, phrase, 2]
+    plain = piece_nlls(net, ids, Cache())
+    cached = piece_nlls(net, ids, Cache(lam=0.5, theta=100.0))
+    second = slice(len(phrase) + 5, 2 * len(phrase))  # the repeat, once its context has built up
+    assert cached[second].mean() < 0.5 * plain[second].mean()
+    first = slice(5, len(phrase))  # nothing to copy yet: the cache can only cost a little
+    assert cached[first].mean() < plain[first].mean() + 0.7
+
+
+def test_generation_uses_the_same_mixture_as_scoring():
+    net = _net()
+    cache = Cache(lam=0.4, theta=10.0, window=16)  # a short window: the ring buffer wraps
+    ids = np.r_[1, np.random.default_rng(2).integers(3, 40, 40)]
+    want = piece_nlls(net, ids, cache)
+    memory, state = Memory(1, 32, cache, "cpu"), net.zero_state(1)
+    got = []
+    for t in range(len(ids) - 1):
+        logits, state = net.step(torch.tensor([ids[t]]), state)
+        logp = memory.log_probs(logits, net.top(state))
+        got.append(-float(logp[0, ids[t + 1]]))
+        memory.chose(torch.tensor([ids[t + 1]]))
+    assert np.allclose(got, want, atol=1e-4)
+
+
+def test_generate_reads_the_cache_stored_with_a_model():
+    tok = Tokenizer("grid")
+    net = MusicLSTM(ModelConfig(tok.vocab_size, 8, 16, 1, 0.0)).eval()
+    plain = generate(Model(net, tok, {}), max_tokens=60, seed=3)
+    cached = generate(Model(net, tok, {"cache": {"lam": 0.9, "theta": 5.0}}), max_tokens=60, seed=3)
+    assert Model(net, tok, {"cache": {"lam": 0.9, "theta": 5.0}}).cache == Cache(0.9, 5.0)
+    assert plain != cached
