@@ -34,6 +34,7 @@ class Cache:
     lam: float = 0.0  #: share of probability given to the cache (0 = off)
     theta: float = 10.0  #: inverse temperature of the match (cosine) between hidden states
     window: int = 2048  #: the most recent steps remembered
+    skip: int = 0  #: the latest steps left out (so the cache copies from bars back, not the last few notes)
 
     @property
     def on(self) -> bool:
@@ -84,7 +85,7 @@ def mixed_nlls(h: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, cache: Ca
         scores = cache.theta * h[a:a + chunk] @ h[lo:a + chunk].T  # (n, m)
         t = torch.arange(a, min(a + chunk, len(h)), device=h.device)[:, None]
         i = torch.arange(lo, min(a + chunk, len(h)), device=h.device)[None]
-        scores = scores.masked_fill((i >= t) | (i < t - cache.window), -math.inf)
+        scores = scores.masked_fill((i >= t - cache.skip) | (i < t - cache.window), -math.inf)
         succ = y[lo:a + chunk][None].expand(len(t), -1)
         logp = mix(logits[a:a + chunk], scores, succ, cache)
         out.append(-logp.gather(1, y[a:a + chunk, None])[:, 0])
@@ -130,8 +131,11 @@ class Memory:
 
     def log_probs(self, logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """(B, V) log-probabilities for the step whose top-layer state is h (B, H); h is kept as pending."""
-        m = min(self.n, self.cache.window)
+        m, n, W = min(self.n, self.cache.window), self.n, self.cache.window
         scores = self.cache.theta * torch.einsum("bh,bmh->bm", F.normalize(h.float(), dim=-1), self.h[:, :m])
+        if self.cache.skip:  # the step each slot holds; the latest `skip` are left out
+            step = n - 1 - ((n - 1 - torch.arange(m, device=scores.device)) % W)
+            scores = scores.masked_fill(step[None] >= n - self.cache.skip, -math.inf)
         self.pending = h
         return mix(logits, scores, self.next[:, :m], self.cache)
 

@@ -64,7 +64,7 @@ class Model:
         from .cache import Cache
 
         c = self.meta.get("cache")
-        return Cache(**{k: c[k] for k in ("lam", "theta", "window") if k in c}) if c else None
+        return Cache(**{k: c[k] for k in ("lam", "theta", "window", "skip") if k in c}) if c else None
 
 
 def weights_fingerprint(net: torch.nn.Module) -> str:

@@ -41,7 +41,7 @@ def test_a_repeated_phrase_is_nearly_free_with_the_cache():
 
 def test_generation_uses_the_same_mixture_as_scoring():
     net = _net()
-    cache = Cache(lam=0.4, theta=10.0, window=16)  # a short window: the ring buffer wraps
+    cache = Cache(lam=0.4, theta=10.0, window=16, skip=3)  # a short window: the ring buffer wraps
     ids = np.r_[1, np.random.default_rng(2).integers(3, 40, 40)]
     want = piece_nlls(net, ids, cache)
     memory, state = Memory(1, 32, cache, "cpu"), net.zero_state(1)
