@@ -66,6 +66,7 @@ class TrainConfig:
     seed: int = 0  #: seeds initialisation, window order and samples
     jobs: int | None = None  #: worker processes for preparation (default: all cores)
     sample_tokens: int = 256  #: length of the sample MIDI written at each validation (0: none)
+    cache: bool = True  #: at the end, tune the continuous cache (musiclstm.cache) on up to 40 validation pieces
 
     @classmethod
     def build(cls, preset: str = "small", config_file: str | os.PathLike | None = None, **overrides) -> TrainConfig:
@@ -384,6 +385,13 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     bar.close()
     if not st["history"] or st["history"][-1]["step"] != step:
         validate(step, loss_sum / max(1, loss_n), tokens / max(1e-9, time.time() - t0))
+    if cfg.cache and valid_seqs and is_main and (out / "best.pt").exists():
+        from .cache import tune_checkpoint
+
+        c = tune_checkpoint(out / "best.pt", valid_seqs[:40])
+        if progress:
+            tqdm.write(f"continuous cache tuned on {min(40, len(valid_seqs))} validation pieces: "
+                       f"lam {c.lam}, theta {c.theta}")
     return out / "best.pt"
 
 

@@ -87,10 +87,10 @@ def _straight_and_interrupted(corpus, tmp_path, monkeypatch, stop_at: int, total
     out = tmp_path / "split"
     real_lr = train_mod.lr_at
 
-    def lr_then_ctrl_c(step, cfg, n):  # Ctrl-C arrives while step `stop_at` is being computed
+    def lr_then_ctrl_c(step, cfg, n, *elapsed):  # Ctrl-C arrives while step `stop_at` is being computed
         if step == stop_at:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_lr(step, cfg, n)
+        return real_lr(step, cfg, n, *elapsed)
 
     monkeypatch.setattr(train_mod, "lr_at", lr_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
@@ -196,3 +196,12 @@ def test_grid_voices_are_named_by_height():
     named = _name_voices_by_height(s)
     assert {int(p): named.tracks[k].name for p, k in zip(s.pitch, s.track, strict=True)} == {
         72: "Soprano", 67: "Alto", 60: "Tenor", 48: "Bass"}
+
+
+def test_training_ends_by_tuning_the_continuous_cache(corpus, tmp_path):
+    out = tmp_path / "cached"
+    ml.train(corpus, out, cache_dir=tmp_path / "cache", max_steps=4, eval_every=4, val_fraction=0.3, **TINY)
+    model = ml.load(out)
+    c = model.meta["cache"]
+    assert c["tuned_on_pieces"] >= 1 and c["val_nll_with"] <= c["val_nll_without"]
+    assert model.cache is not None and model.cache.skip == 12
