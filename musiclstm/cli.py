@@ -185,8 +185,10 @@ def info(checkpoint, as_json) -> None:
 @click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
 @click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch [{DEFAULT_THREADS}].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (everything the table shows, and more).")
+@click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
+              help="Use the model's continuous cache (its memory of the piece) for scoring and samples.")
 def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, compare, order, seed, jobs,
-             threads, as_json) -> None:
+             threads, as_json, use_cache) -> None:
     """Held-out NLL against a Kneser-Ney n-gram, the repeat probe, music statistics of samples beside
     held-out and pitch-shuffled pieces, memorisation.
 
@@ -204,7 +206,9 @@ def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, c
     kw = dict(train_corpus=list(train_data) or None, samples=samples, sample_seconds=seconds, quarters=quarters,
               pieces=pieces, order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False), warn=warn)
     model = ck.load(checkpoint)
-    r = {"checkpoint": str(model.path), **run(model, list(data), **kw)}
+    if not use_cache:
+        model.meta.pop("cache", None)
+    r = {"checkpoint": str(model.path), "cache": model.meta.get("cache"), **run(model, list(data), **kw)}
     other = None
     if compare:
         second = ck.load(compare)
