@@ -37,8 +37,10 @@ for name in "${@:-bach folk pop jsb}"; do
           --max-time 5900 --anneal-by-time --seed 0 --threads 1 --force -q
         slim "$RUNS/folk" checkpoints/folk.pt "Irish/American fiddle tunes (music21 corpus: O'Neill, Ryan), remi v2, LSTM 2x512" ;;
       pop)
-        musiclstm train "$POP909" --out "$RUNS/pop" --preset small --epochs 3 --seed 0 --force -q
-        slim "$RUNS/pop" checkpoints/pop.pt "POP909 pop songs (melody, bridge, piano), remi, LSTM 2x256" ;;
+        musiclstm train "$POP909" --out "$RUNS/pop" --embed 256 --hidden 256 --layers 2 --dropout 0.1 \
+          --seq-len 512 --batch-size 16 --lr 2e-3 --epochs 10 --patience 8 \
+          --max-time 1980 --anneal-by-time --seed 0 --threads 1 --force -q
+        slim "$RUNS/pop" checkpoints/pop.pt "POP909 pop songs (melody, bridge, piano; 1/4 meters read as 4/4), remi v2, LSTM 2x256" ;;
       jsb)
         musiclstm benchmark jsb "$JSB" --out "$RUNS/jsb" --force
         cp "$RUNS"/jsb/jsb16.pt "$RUNS"/jsb/jsb_quarter.pt checkpoints/ ;;
