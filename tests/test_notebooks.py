@@ -34,6 +34,9 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     if path.stem in NEEDS_BUNDLED and not {"folk", "bach", "pop"} <= set(bundled_models()):
         pytest.skip("the bundled models are not built (bash checkpoints/build.sh)")
     monkeypatch.setenv("MUSICLSTM_QUICK", "1")
+    # one PyTorch thread in the kernel: two spinning OpenMP threads slow to a crawl (20x and more)
+    # whenever anything else holds a core, as the pytest process or a training may
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(path, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
     assert _execute(nb, tmp_path) == "True", "the notebook did not run with its small settings (QUICK)"
