@@ -14,14 +14,11 @@ import math
 
 import numpy as np
 
-from .score import Score
+from .score import Score, key_fit
 
 NAN = float("nan")
 GRID = 12  # ticks per quarter for comparing onsets and durations (remi's grid: 16ths and triplets)
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
-# Krumhansl & Kessler (1982) probe-tone profiles, tonic first
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 # textbook SATB ranges (MIDI, top voice first): soprano C4-A5, alto F3-D5, tenor C3-A4, bass E2-D4
 SATB_RANGES = ((60, 81), (53, 74), (48, 69), (40, 62))
 
@@ -102,21 +99,6 @@ def top_line(score: Score) -> np.ndarray:
 
 
 # ---- tonality ----------------------------------------------------------------------------------
-def key_fit(weights: np.ndarray) -> tuple[int, bool, float]:
-    """Krumhansl-Schmuckler: (tonic 0-11, minor, Pearson r) of the best of the 24 keys for a
-    pitch-class weight vector; (0, False, NaN) when it is flat or empty."""
-    w = np.asarray(weights, float)
-    if w.sum() <= 0 or w.std() == 0:
-        return 0, False, NAN
-    best = (0, False, -2.0)
-    for minor, prof in ((False, KK_MAJOR), (True, KK_MINOR)):
-        for tonic in range(12):
-            r = float(np.corrcoef(w, np.roll(prof, tonic))[0, 1])
-            if r > best[2]:
-                best = (tonic, minor, r)
-    return best
-
-
 def _pc_durations(s: Score) -> np.ndarray:
     return np.bincount(s.pitch % 12, weights=s.end - s.start, minlength=12)
 

@@ -127,3 +127,23 @@ class Score:
         """A copy with notes ordered by (start, track, pitch)."""
         order = np.lexsort((self.pitch, self.track, self.start))
         return self.select(order)
+
+
+# Krumhansl & Kessler (1982) key profiles, C major and C minor
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def key_fit(weights: np.ndarray) -> tuple[int, bool, float]:
+    """Krumhansl-Schmuckler: (tonic 0-11, minor, Pearson r) of the best of the 24 keys for a
+    pitch-class weight vector; (0, False, NaN) when it is flat or empty."""
+    w = np.asarray(weights, float)
+    if w.sum() <= 0 or w.std() == 0:
+        return 0, False, float("nan")
+    best = (0, False, -2.0)
+    for minor, prof in ((False, KK_MAJOR), (True, KK_MINOR)):
+        for tonic in range(12):
+            r = float(np.corrcoef(w, np.roll(prof, tonic))[0, 1])
+            if r > best[2]:
+                best = (tonic, minor, r)
+    return best

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from musiclstm import music
-from musiclstm.score import Score, Track
+from musiclstm.score import KK_MAJOR, KK_MINOR, Score, Track
 
 C_MAJOR = [60, 62, 64, 65, 67, 69, 71, 72]
 
@@ -41,8 +41,8 @@ def test_a_c_major_scale_is_wholly_in_scale_in_c_major_and_moves_by_step():
 
 
 def test_key_profiles_find_their_own_key():
-    assert music.key_fit(music.KK_MAJOR)[:2] == (0, False) and music.key_fit(music.KK_MAJOR)[2] == pytest.approx(1)
-    assert music.key_fit(np.roll(music.KK_MINOR, 9))[:2] == (9, True)  # A minor
+    assert music.key_fit(KK_MAJOR)[:2] == (0, False) and music.key_fit(KK_MAJOR)[2] == pytest.approx(1)
+    assert music.key_fit(np.roll(KK_MINOR, 9))[:2] == (9, True)  # A minor
     assert math.isnan(music.key_fit(np.ones(12))[2])
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..score import Score, Track
+from ..score import Score, Track, key_fit
 from .performance import bin_velocity, velocity_bin
 
 DRUMS = 128  # the PROGRAM value of drum tracks
@@ -50,33 +50,14 @@ class Config:
     version: int = 2  #: 2: KEY tokens, PROGRAM/VELOCITY only on change, one-beat meters read as 4/4; 1: the first
 
 
-# Krumhansl & Kessler (1982) key profiles, C major and C minor
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-
-
-def estimate_key(pitch_class_weights: np.ndarray) -> tuple[int, int, float]:
-    """Krumhansl-Schmuckler: (12,) weights per pitch class -> (tonic 0-11, minor 0/1, correlation)."""
-    w = np.asarray(pitch_class_weights, dtype=np.float64)
-    if w.std() == 0:
-        return 0, 0, 0.0
-    best = (0, 0, -2.0)
-    for minor, profile in enumerate((MAJOR_PROFILE, MINOR_PROFILE)):
-        for tonic in range(12):
-            r = float(np.corrcoef(w, np.roll(profile, tonic))[0, 1])
-            if r > best[2]:
-                best = (tonic, minor, r)
-    return best
-
-
 def score_key(score: Score) -> tuple[int, int]:
     """A score's key: its first key signature, else the Krumhansl-Schmuckler estimate from durations."""
     if len(score.key_signatures):
         return int(score.key_signatures[0, 1]) % 12, int(score.key_signatures[0, 2] > 0)
     pitched = ~score.is_drum
     w = np.bincount(score.pitch[pitched] % 12, weights=(score.end - score.start)[pitched], minlength=12)
-    tonic, minor, _ = estimate_key(w)
-    return tonic, minor
+    tonic, minor, _ = key_fit(w)
+    return tonic, int(minor)
 
 
 def plausible_meter(time_signatures: np.ndarray) -> bool:
