@@ -169,7 +169,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                    max_tokens=max_tokens, progress=progress)
-    seqs = _sample(model, controls, prime_ids, length, seed=seed, batch=num, **options)
+    seqs, ends = _sample(model, controls, prime_ids, length, seed=seed, batch=num, **options)
     # a draw far denser than anything in the training data (a rare runaway: hundreds of notes a second)
     # is drawn again from a seed derived from the one given, so the same command still gives the same music
     limit = model.meta.get("data", {}).get("density_p99")
@@ -177,13 +177,15 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
         bad = [i for i, ids in enumerate(seqs) if limit and note_density(tok, ids) > 2 * limit]
         if not bad:
             break
-        again = _sample(model, controls, prime_ids, length, seed=seed + 7919 * attempt, batch=len(bad),
-                        **{**options, "progress": False})
-        for i, ids in zip(bad, again, strict=True):
-            seqs[i] = ids
+        again, again_ends = _sample(model, controls, prime_ids, length, seed=seed + 7919 * attempt,
+                                    batch=len(bad), **{**options, "progress": False})
+        for i, ids, end in zip(bad, again, again_ends, strict=True):
+            seqs[i], ends[i] = ids, end
     out = []
-    for ids in seqs:
+    for ids, end in zip(seqs, ends, strict=True):
         score = tok.decode_score(ids)
+        if end is not None:  # notes still ringing at the final bar line stop there
+            score = score.crop(end)
         if tempo is not None:
             score.tempos = np.array([[0.0, float(tempo)]])
         if tok.encoding == "grid" and len(score.tracks) > 1:  # name the voices by where they sing, top down
@@ -225,8 +227,11 @@ def note_density(tok, ids: list[int]) -> float:
 
 def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Length, *, seed: int, batch: int,
             temperature: float, top_k, top_p, repetition_penalty: float, max_tokens: int | None,
-            progress: bool) -> list[list[int]]:
-    """Draw `batch` continuations of `prime_ids` under the grammar, of exactly the length asked."""
+            progress: bool) -> tuple[list[list[int]], list[float | None]]:
+    """Draw `batch` continuations of `prime_ids` under the grammar, of exactly the length asked.
+
+    Returns the ids and, per piece, where its last bar ends in quarter notes (None: no cut, as with
+    `tokens` or encodings without bar lines)."""
     tok = model.tokenizer
     grammar = grammar_for(tok, controls)
     grammar.follow(prime_ids, batch)  # the clocks start where the new music does
@@ -282,7 +287,8 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
     if tokens is None and (left() > 0).any() and all(len(s) - len(prime_ids) >= budget for s in seqs):
         raise MusiclstmError(f"the model wrote {budget:,} tokens without reaching the length asked; "
                              f"lower the temperature or ask for --tokens")
-    return seqs
+    ends = grammar.end_quarters() if tokens is None else None
+    return seqs, (ends.tolist() if ends is not None else [None] * len(seqs))
 
 
 def _progress(show: bool, total, unit: str):

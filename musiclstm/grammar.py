@@ -121,6 +121,10 @@ class Grammar:
         """(B,) whether the latest token starts a new bar: where a piece may be cut cleanly."""
         return torch.ones(1, dtype=torch.bool)
 
+    def end_quarters(self) -> torch.Tensor | None:
+        """(B,) where each piece's last bar ends, in quarter notes; None for encodings without bar lines."""
+        return None
+
     def follow(self, prime: list[int], batch: int) -> None:
         """Read a primer (the same for every row) so the clocks start where the new music does."""
         ids = torch.tensor([prime] * batch, dtype=torch.long)
@@ -247,6 +251,11 @@ class RemiGrammar(Grammar):
     def at_bar_line(self):
         return self.state["phase"] == 1
 
+    def end_quarters(self):
+        s = self.state  # just after a BAR the piece ends at that bar line, else at the end of its bar
+        end = torch.where(s["phase"] == 1, s["bar_start"], s["bar_start"] + s["bar_len"])
+        return end.double() / self.tok.config.ticks_per_quarter
+
     def bars(self):
         return self.state["bars"]
 
@@ -292,7 +301,9 @@ class RemiGrammar(Grammar):
             new_prog &= torch.where(torch.arange(129)[None] == 128, drum_ok.any(1, keepdim=True),
                                     pitch_ok.any(1, keepdim=True))
             a[:, self.r("PROGRAM")] = new_prog
-            head = (at_onset & prog_ok) | (ph == 3)  # a note may be named from here (after its program)
+            # a note may be named from here: after its PROGRAM, or on the current program if it has a free key
+            own = torch.where(s["drum"], drum_ok.any(1), pitch_ok.any(1))
+            head = (at_onset & prog_ok & own) | (ph == 3)
             a[:, self.r("VELOCITY")] = head[:, None] & (torch.arange(self.tok.config.velocity_bins)[None]
                                                          != s["velocity"][:, None])
             named = (head & (s["velocity"] >= 0)) | (ph == 5)

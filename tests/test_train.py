@@ -206,3 +206,26 @@ def test_training_ends_by_tuning_the_continuous_cache(corpus, tmp_path):
     c = model.meta["cache"]
     assert c["tuned_on_pieces"] >= 1 and c["val_nll_with"] <= c["val_nll_without"]
     assert model.cache is not None and model.cache.skip == 12
+
+
+@pytest.mark.parametrize("qpm", [60, 120, 180])
+def test_compose_lengths_are_exact_at_any_tempo_and_under_a_polyphony_limit(qpm):
+    from musiclstm.checkpoint import Model
+    from musiclstm.model import ModelConfig, MusicLSTM
+
+    tok = ml.Tokenizer("remi")
+    torch.manual_seed(1)
+    model = Model(MusicLSTM(ModelConfig(tok.vocab_size, 16, 32, 1, 0.0)).eval(), tok, {})
+    pm, (ids,) = ml.compose(model, seconds=12, tempo=qpm, seed=2, max_polyphony=1, return_ids=True)
+    names = tok.names(ids)
+    assert {n for n in names if n.startswith("TEMPO_")} == {f"TEMPO_{qpm}"}
+    bar = 8 * 60 / qpm  # the longest bar the grammar allows (8 quarters)
+    end = pm.get_end_time()
+    assert 12 - 2 * bar <= end <= 12 + bar  # ends at a bar line within a bar of 12 s; nothing rings past it
+    notes = [n for i in pm.instruments for n in i.notes]
+    assert all(sum(m.start <= n.start < m.end for m in notes) <= 1 for n in notes)  # one note at a time
+    _, (ids,) = ml.compose(model, bars=3, seed=2, return_ids=True)
+    new = tok.names(ids)
+    assert new.count("BAR") == 4 and new[-1] == "BAR"  # three bars, closed by the fourth bar line
+    _, (ids,) = ml.compose(model, tokens=120, seed=2, return_ids=True)
+    assert len(ids) == 1 + 120  # BOS and exactly 120 tokens
