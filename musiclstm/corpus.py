@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import ConfigError, MusiclstmError
+from .midi import abc_tunes, clean_music21
 
 PIECE_TIMEOUT_S = 120  # seconds one piece may take to parse and write
 EXPORT_TPQ = 480  # music21's default, 10,080, puts long pieces past pretty_midi's tick limit
@@ -157,8 +158,7 @@ def _pieces(collection: Collection) -> list[_Piece]:
         if path.suffix.lower() != ".abc":
             out.append(_Piece(path, None, stem, rel.as_posix()))
             continue
-        text = path.read_text(encoding="latin-1")  # reference numbers (X: lines), once each, in file order
-        numbers = list(dict.fromkeys(int(n) for n in re.findall(r"^\s*X:\s*(\d+)\s*$", text, flags=re.M)))
+        numbers = abc_tunes(path.read_text(encoding="latin-1"))
         for n in numbers:
             if rel.parts[0] in collection.shared_numbering and (rel.parts[0], n) in seen:
                 continue
@@ -183,24 +183,6 @@ def _init_worker() -> None:
     music21.defaults.ticksAtStart = EXPORT_TPQ
     if hasattr(signal, "SIGALRM"):
         signal.signal(signal.SIGALRM, _on_alarm)
-
-
-def _clean(score) -> None:
-    """Work around two music21 MIDI-writer flaws, in place. Zero-length notes (grace notes, chord
-    symbols) are dropped: written note-off before note-on, they hang until the next note of that pitch.
-    Meter/key/tempo objects placed in two measures (its ABC reader does, e.g. after a pickup bar) are
-    copied: shared, they fail the export with "StreamException: ... is already found in this Stream"."""
-    import copy
-
-    seen: set[int] = set()
-    for stream in score.recurse(streamsOnly=True, includeSelf=True):
-        zero = [n for n in stream.notes if n.duration.quarterLength == 0]
-        if zero:
-            stream.remove(zero)
-        for el in list(stream.getElementsByClass(("TimeSignature", "KeySignature", "MetronomeMark"))):
-            if id(el) in seen:
-                stream.replace(el, copy.deepcopy(el))
-            seen.add(id(el))
 
 
 # Chorale parts keep their own programs so that remi (which tells tracks apart by program) keeps four
@@ -250,7 +232,7 @@ def _export_one(source: str, number: int | None, dest: str, timeout: float) -> s
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:  # no pickle cache: nothing written outside out_dir, no races between workers
         score = music21.converter.parseFile(source, number=number, forceSource=True, storePickle=False)
-        _clean(score)
+        clean_music21(score)
         if next(iter(score.recurse().notes), None) is None:
             return "no notes"
         notated = float(score.highestTime)

@@ -1,7 +1,8 @@
 """Corpus preparation: find files, tokenize once into a cache, report, split, and cut windows.
 
 The cache holds one `.npy` of token ids per (file content, tokenizer config): a second run, or a
-run on an overlapping corpus, reads ids instead of MIDI. Files are read in worker processes so
+run on an overlapping corpus, reads ids instead of MIDI. An ABC book (several `X:` tunes in one file)
+gives one piece per tune, cached per (file content, tune). Files are read in worker processes so
 a file that crashes or hangs a parser cannot take the run down with it.
 """
 
@@ -20,10 +21,11 @@ import torch
 
 from .encodings import remi
 from .errors import ConfigError, MidiReadError, MusiclstmError
-from .midi import NOTATION_SUFFIXES, is_music_file
+from .midi import NOTATION_SUFFIXES, abc_tunes, is_music_file
 from .tokenizer import Tokenizer
 
 ENCODERS_VERSION = 3  # bump when an encoder's output changes for the same config: old cache entries are ignored
+NOTATION_VERSION = 2  # the same for midi.read's music21 path (MusicXML, ABC, Humdrum files only)
 
 
 def default_cache_dir() -> Path:
@@ -41,6 +43,12 @@ class Piece:
     ids: np.ndarray
     seconds: float
     meter_repaired: bool = False  # a one-beat meter throughout, read as 4/4 (remi v2)
+    tune: int | None = None  # the tune's reference number (X:) in a multi-tune ABC file
+
+    @property
+    def name(self) -> str:
+        """The file, and the tune number for a tune of an ABC book (as reports name it)."""
+        return str(self.path) if self.tune is None else f"{self.path}#X:{self.tune}"
 
 
 @dataclass
@@ -59,7 +67,7 @@ class Corpus:
     def report(self) -> str:
         tokens = sum(len(p.ids) for p in self.pieces)
         hours = sum(p.seconds for p in self.pieces) / 3600
-        lines = [f"{len(self.pieces)} files read ({len(self.split('train'))} train, "
+        lines = [f"{len(self.pieces)} pieces read ({len(self.split('train'))} train, "
                  f"{len(self.split('valid'))} valid), {tokens:,} tokens, {hours:.2f} hours of music; "
                  f"{len(self.skipped)} skipped, {len(self.duplicates)} duplicates"]
         repaired = sum(p.meter_repaired for p in self.pieces)
@@ -137,16 +145,33 @@ def _hash_split(sha: str, val_fraction: float) -> str:
     return "valid" if int(sha[:8], 16) / 0xFFFFFFFF < val_fraction else "train"
 
 
-def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, float, bool]:
-    """Worker: (path, tokenizer dict, cache dir) -> (sha, cache file or "", error, seconds, meter repaired)."""
-    path, tok_dict, cache_dir = args
+def _tunes(path: Path) -> list[int | None]:
+    """The pieces of a file: [None] (the whole file), or each tune's number for an ABC file with several."""
+    if path.suffix.lower() != ".abc":
+        return [None]
+    try:
+        tunes = abc_tunes(path.read_text(encoding="latin-1"))
+    except OSError:
+        return [None]  # _prepare_one reports it
+    return tunes if len(tunes) > 1 else [None]
+
+
+def _prepare_one(args: tuple) -> tuple[str, str, str | None, float, bool]:
+    """Worker: (path, tokenizer dict, cache dir[, tune]) -> (sha, cache file or "", error, seconds, meter repaired).
+
+    A tune of an ABC book has the sha of the file's content and its number, so it is cached (and split) alone.
+    """
+    path, tok_dict, cache_dir, *tune = args
+    tune = tune[0] if tune else None
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         return "", "", f"cannot read: {e.strerror or e}", 0.0, False
     key = json.dumps(tok_dict, sort_keys=True) + f"/encoders-v{ENCODERS_VERSION}"
+    if Path(path).suffix.lower() in NOTATION_SUFFIXES:
+        key += f"/notation-v{NOTATION_VERSION}"
     tok_key = hashlib.sha1(key.encode()).hexdigest()[:12]
-    sha = hashlib.sha1(data).hexdigest()
+    sha = hashlib.sha1(data if tune is None else data + f"\0X:{tune}".encode()).hexdigest()
     out = Path(cache_dir) / tok_key / sha[:2] / f"{sha}.npz"
     if out.exists():
         try:
@@ -158,7 +183,8 @@ def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, flo
     try:
         from .midi import read
 
-        score = read(path if Path(path).suffix.lower() in NOTATION_SUFFIXES else data, name=path)
+        notation = Path(path).suffix.lower() in NOTATION_SUFFIXES
+        score = read(path if notation else data, name=path if tune is None else f"{path}#X:{tune}", tune=tune)
         if len(score) == 0:
             return sha, "", "no notes", 0.0, False
         ids = tok.codec.encode(score, tok.vocab)
@@ -177,21 +203,22 @@ def _prepare_one(args: tuple[str, dict, str]) -> tuple[str, str, str | None, flo
 
 def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 0.1, styles: str = "none",
             jobs: int | None = None, cache_dir: Path | None = None, progress: bool = True) -> Corpus:
-    """Tokenize every music file of `corpora` (cached) and split it by file, deterministically."""
+    """Tokenize every music file (every tune of an ABC book) of `corpora`, cached, and split it by piece,
+    deterministically."""
     from tqdm.auto import tqdm
 
     cache_dir = Path(cache_dir or default_cache_dir())
     jobs = max(1, jobs or os.cpu_count() or 1)
-    items: list[tuple[Path, Path]] = []
+    items: list[tuple[Path, Path, int | None]] = []
     for root in corpora:
         root = Path(root)
         if not root.exists():
             raise ConfigError(f"corpus {root} does not exist")
-        items += [(f, root) for f in find_files(root)]
+        items += [(f, root, tune) for f in find_files(root) for tune in _tunes(f)]
     if not items:
         raise MusiclstmError(f"no music files (.mid, .midi, .kar, MusicXML, ABC) in {', '.join(map(str, corpora))}")
     tok_dict = tokenizer.to_dict()
-    args = [(str(f), tok_dict, str(cache_dir)) for f, _ in items]
+    args = [(str(f), tok_dict, str(cache_dir), tune) for f, _, tune in items]
     bar = dict(total=len(args), desc="preparing", unit="file", disable=not progress, leave=False)
     if jobs == 1 or len(args) < 8:
         results = [_prepare_one(a) for a in tqdm(args, **bar)]
@@ -201,22 +228,23 @@ def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 
 
     corpus = Corpus([], tokenizer=tokenizer)
     seen: dict[str, str] = {}
-    splits = {root: _csv_splits(root) for root in {r for _, r in items}}
-    for (f, root), (sha, cached, err, seconds, repaired) in zip(items, results, strict=True):
+    splits = {root: _csv_splits(root) for root in {r for _, r, _ in items}}
+    for (f, root, tune), (sha, cached, err, seconds, repaired) in zip(items, results, strict=True):
+        name = str(f) if tune is None else f"{f}#X:{tune}"
         if err is not None:
-            corpus.skipped.append((str(f), err))
+            corpus.skipped.append((name, err))
             continue
         if sha in seen:
-            corpus.duplicates.append((str(f), seen[sha]))
+            corpus.duplicates.append((name, seen[sha]))
             continue
-        seen[sha] = str(f)
+        seen[sha] = name
         with np.load(cached) as z:
             ids = z["ids"].astype(np.int64)
         rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
         split = splits[root].get(rel) or _hash_split(sha, val_fraction)
         if split not in ("train", "valid"):
             continue  # e.g. MAESTRO's test split is left out of training
-        corpus.pieces.append(Piece(f, sha, _style_of(f, root, styles), split, ids, seconds, repaired))
+        corpus.pieces.append(Piece(f, sha, _style_of(f, root, styles), split, ids, seconds, repaired, tune))
     if not corpus.pieces:
         reasons = "; ".join(sorted({why for _, why in corpus.skipped}))[:200]
         raise MusiclstmError(f"no readable music in {', '.join(map(str, corpora))} ({reasons or 'all duplicates'})")

@@ -31,9 +31,15 @@ def is_music_file(path: Path) -> bool:
     return path.suffix.lower() in MIDI_SUFFIXES | NOTATION_SUFFIXES
 
 
-def read(source, *, name: str | None = None) -> Score:
+def abc_tunes(text: str) -> list[int]:
+    """The tunes of an ABC file: its reference numbers (`X:` lines), once each, in file order."""
+    return list(dict.fromkeys(int(n) for n in re.findall(r"^\s*X:\s*(\d+)\s*$", text, flags=re.M)))
+
+
+def read(source, *, name: str | None = None, tune: int | None = None) -> Score:
     """Read a path (MIDI, MusicXML, ABC, Humdrum), MIDI bytes or a PrettyMIDI into a `Score`.
 
+    `tune`: the reference number (`X:`) of one tune of a multi-tune ABC file (see `abc_tunes`).
     Raises `MidiReadError` naming the file and the reason for anything unreadable.
     """
     import pretty_midi
@@ -60,7 +66,7 @@ def read(source, *, name: str | None = None) -> Score:
     if size > MAX_FILE_BYTES:
         raise MidiReadError(label, f"file is {size / 2**20:.0f} MB (limit {MAX_FILE_BYTES // 2**20} MB)")
     if path.suffix.lower() in NOTATION_SUFFIXES:
-        return _from_bytes(_notation_to_midi(path, label), label)
+        return _from_bytes(_notation_to_midi(path, label, tune), label)
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -68,17 +74,36 @@ def read(source, *, name: str | None = None) -> Score:
     return _from_bytes(data, label)
 
 
-def _notation_to_midi(path: Path, label: str) -> bytes:
-    """MusicXML / ABC / Humdrum -> MIDI bytes through music21."""
+def _notation_to_midi(path: Path, label: str, tune: int | None = None) -> bytes:
+    """MusicXML / ABC / Humdrum (one ABC tune when `tune` is given) -> MIDI bytes through music21."""
     import music21
 
     try:
         # never music21's pickle cache: it would unpickle (and write) files in its scratch folder
-        parsed = music21.converter.parse(str(path), forceSource=True, storePickle=False)
+        parsed = music21.converter.parse(str(path), number=tune, forceSource=True, storePickle=False)
+        clean_music21(parsed)
         mf = music21.midi.translate.music21ObjectToMidiFile(parsed)
         return mf.writestr()
     except Exception as e:  # music21 raises many unrelated types (StreamException, ExpanderException, ...)
-        raise MidiReadError(label, f"music21: {type(e).__name__}: {e}") from e
+        raise MidiReadError(label, " ".join(f"music21: {type(e).__name__}: {e}".split())[:300]) from e
+
+
+def clean_music21(score) -> None:
+    """Work around two music21 MIDI-writer flaws, in place. Zero-length notes (grace notes, chord
+    symbols) are dropped: written note-off before note-on, they hang until the next note of that pitch.
+    Meter/key/tempo objects placed in two measures (its ABC reader does, e.g. after a pickup bar) are
+    copied: shared, they fail the export with "StreamException: ... is already found in this Stream"."""
+    import copy
+
+    seen: set[int] = set()
+    for stream in score.recurse(streamsOnly=True, includeSelf=True):
+        zero = [n for n in stream.notes if n.duration.quarterLength == 0]
+        if zero:
+            stream.remove(zero)
+        for el in list(stream.getElementsByClass(("TimeSignature", "KeySignature", "MetronomeMark"))):
+            if id(el) in seen:
+                stream.replace(el, copy.deepcopy(el))
+            seen.add(id(el))
 
 
 def _from_bytes(data: bytes, label: str) -> Score:
