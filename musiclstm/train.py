@@ -183,6 +183,10 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
         if not last.is_file():
             raise MusiclstmError(f"nothing to resume: {last} does not exist")
         resume_blob = checkpoint.read(last)
+        saved_world = resume_blob["meta"].get("world_size", 1)
+        if saved_world != world:  # lanes, generators and carried states are per process: no re-sharding
+            raise ConfigError(f"{last} was trained by {saved_world} process(es) and cannot resume with {world}; "
+                              f"resume with the same number (torchrun --nproc_per_node, times nodes)")
         saved = resume_blob["meta"]["train"]
         cfg = replace(TrainConfig(**saved), **{k: v for k, v in options.items()
                                                if v is not None and k in ("epochs", "max_steps", "max_time",
@@ -192,15 +196,13 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
             raise MusiclstmError(f"{out} already holds a run; use --resume to continue it or --force to start over")
         cfg = TrainConfig.build(preset, config_file, **options)
 
-    if world > 1 and not torch.distributed.is_initialized():
-        device = pick_device(cfg.device)
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend)
-    else:
-        device = pick_device(cfg.device)
+    device = pick_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    owns_group = world > 1 and not torch.distributed.is_initialized()  # a caller's group is left to the caller
+    if owns_group:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     is_main = rank == 0
     try:
         best = _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir, callback)
@@ -208,7 +210,7 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
             torch.distributed.barrier()  # rank 0 may still be writing files; leave together
         return best
     finally:
-        if world > 1 and torch.distributed.is_initialized():
+        if owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
@@ -247,6 +249,8 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
 
     mcfg = ModelConfig(tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.cell, cfg.tie_weights)
     net = MusicLSTM(mcfg).to(device)
+    if rank:  # the same initial weights on every rank (DDP checks), then a dropout stream of each rank's own
+        torch.manual_seed(cfg.seed * 1000 + rank)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     st = {"step": 0, "best": float("inf"), "bad_evals": 0, "history": []}
@@ -255,11 +259,15 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         net.load_state_dict(resume_blob["weights"])
         r = resume_blob["resume"]
         opt.load_state_dict(r["optimizer"])
-        gen.set_state(r["generator"])
-        torch.set_rng_state(r["torch_rng"])
         st = json.loads(r["progress"])
-        if "carry_h" in r and cfg.windows != "random":
-            carry = (r["carry_h"].to(device), r["carry_c"].to(device)) if "carry_c" in r else r["carry_h"].to(device)
+        mine = r["ranks"][rank] if "ranks" in r else r  # a file from before per-rank state: one process's
+        gen.set_state(mine["generator"])
+        torch.set_rng_state(mine["torch_rng"])
+        if "cuda_rng" in mine and device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda_rng"], device)
+        if "carry_h" in mine and cfg.windows != "random":
+            h = mine["carry_h"].to(device)
+            carry = (h, mine["carry_c"].to(device)) if "carry_c" in mine else h
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
     if is_main:
@@ -285,24 +293,29 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
                 "world_size": world, "torch": torch.__version__}
 
     def save_last(step: int) -> None:
-        if not is_main:
-            return
-        r = {"optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-             "progress": json.dumps(st)}
+        """last.pt: weights, optimizer and progress (the same on every rank) and, under "ranks", each
+        rank's own random generators and carried state, gathered to rank 0 (a collective: every rank
+        calls it at the same step)."""
+        mine = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+        if device.type == "cuda":
+            mine["cuda_rng"] = torch.cuda.get_rng_state(device)
         if carry is not None:
-            if isinstance(carry, tuple):
-                r["carry_h"], r["carry_c"] = carry[0].detach().cpu(), carry[1].detach().cpu()
-            else:
-                r["carry_h"] = carry.detach().cpu()
-        checkpoint.save(out / "last.pt", net, tokenizer, meta(step), r)
+            h, c = carry if isinstance(carry, tuple) else (carry, None)
+            mine["carry_h"] = h.detach().cpu()
+            if c is not None:
+                mine["carry_c"] = c.detach().cpu()
+        ranks = [mine]
+        if world > 1:
+            ranks = [None] * world if is_main else None
+            torch.distributed.gather_object(mine, ranks, dst=0)
+        if is_main:
+            r = {"optimizer": opt.state_dict(), "progress": json.dumps(st), "ranks": ranks}
+            checkpoint.save(out / "last.pt", net, tokenizer, meta(step), r)
 
     def validate(step: int, train_loss: float, tok_s: float) -> bool:
         nonlocal carry
-        val = evaluate_nll(net, valid_seqs, cfg, device) if valid_seqs else float("nan")
-        if world > 1:
-            t = torch.tensor([val], device=device)
-            torch.distributed.all_reduce(t)
-            val = t.item() / world
+        val = _mean_over_ranks(evaluate_nll(net, valid_seqs, cfg, device) if valid_seqs else float("nan"),
+                               world, device)
         row = {"step": step, "epoch": round(step / per_epoch, 3), "train_nll": round(train_loss, 5),
                "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5), "lr": lr_at(step, cfg, total),
                "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
@@ -320,14 +333,15 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         if is_main:
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            save_last(step)
+        save_last(step)  # on every rank: it gathers each rank's state
+        if is_main:
             if improved:
                 checkpoint.save(out / "best.pt", net, tokenizer, meta(step))
             _plot(out, st["history"])
             _sample(net, tokenizer, cfg, out / "samples" / f"step{step:07d}.mid", device)
             if callback is not None:
                 callback(dict(row))
-        return st["bad_evals"] >= cfg.patience
+        return _agree([st["bad_evals"] >= cfg.patience], world, device)[0]
 
     net.train()
     t0, tokens, loss_sum, loss_n = time.time(), 0, 0.0, 0
@@ -340,10 +354,13 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     # Ctrl-C only raises a flag: the step in flight completes, so the saved weights, optimizer, step
     # and carried state always belong together, and no KeyboardInterrupt can land inside a library
     # callback (where Python would print "Exception ignored" and carry on training).
+    # Under DDP every stop is decided by all ranks together (an all-reduce of the flags): a rank that
+    # left the loop alone, a step before the others, would leave them waiting in a collective forever.
     stop = _Interrupt()
     with stop:
-        while step < total and not stop.flag:
-            if cfg.max_time is not None and time.time() - t0 > cfg.max_time:
+        while step < total:
+            out_of_time = cfg.max_time is not None and time.time() - t0 > cfg.max_time
+            if any(_agree([stop.flag, out_of_time], world, device)):
                 break
             x, y, reset = windows.get(step % per_epoch, gen, step // per_epoch)
             x, y = _augment(tokenizer, cfg, x, y, step // per_epoch)
@@ -356,9 +373,10 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             n_targets = int((y != PAD).sum())
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD,
                                    reduction="sum") / max(1, n_targets)
-            if not math.isfinite(loss.item()):
+            loss_value = _mean_over_ranks(loss.item(), world, device)  # a NaN on any rank is a NaN on all
+            if not math.isfinite(loss_value):
                 save_last(step)
-                raise MusiclstmError(f"training diverged at step {step}: the loss is {loss.item()} "
+                raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value} "
                                      f"(last.pt holds step {step}; lower --lr)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -368,7 +386,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             step += 1  # weights, step and carry now agree
             st["step"] = step
             tokens += n_targets * world
-            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
             tok_s = tokens / max(1e-9, time.time() - t0)
             bar.update(1)
             if step % eval_every == 0 or step == total:
@@ -377,8 +395,9 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
                 loss_sum, loss_n = 0.0, 0
             elif step % 10 == 0:
                 last_val = st["history"][-1]["val_nll"] if st["history"] else float("nan")
-                bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{last_val:.3f}", tok_s=f"{tok_s:,.0f}")
-    if stop.flag:
+                bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{last_val:.3f}", tok_s=f"{tok_s:,.0f}")
+        interrupted = _agree([stop.flag], world, device)[0]  # a Ctrl-C on any rank during the last step
+    if interrupted:
         save_last(step)
         bar.close()
         raise KeyboardInterrupt
@@ -393,6 +412,24 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             tqdm.write(f"continuous cache tuned on {min(40, len(valid_seqs))} validation pieces: "
                        f"lam {c.lam}, theta {c.theta}")
     return out / "best.pt"
+
+
+def _agree(flags: list[bool], world: int, device: torch.device) -> list[bool]:
+    """Each flag, True on every rank if it is True on any (an all-reduce under DDP; as given alone)."""
+    if world == 1:
+        return [bool(f) for f in flags]
+    t = torch.tensor([float(f) for f in flags], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
+    """The mean of `value` over all ranks, the same on each (a NaN anywhere gives NaN everywhere)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.item() / world
 
 
 class _Interrupt:
