@@ -6,6 +6,7 @@ musiclstm/compose.py): importing them here keeps `musiclstm.compose(...)` callab
 """
 
 from .checkpoint import Model, load
+from .chorale import harmonize, infill
 from .compose import audio, compose
 from .errors import CheckpointError, ConfigError, MidiReadError, MusiclstmError
 from .evaluate import evaluate
@@ -19,6 +20,7 @@ from .train import train
 
 __version__ = "0.1.0"
 
-__all__ = ["Controls", "Model", "audio", "compose", "evaluate", "gate_trace", "generate", "load", "train",
+__all__ = ["Controls", "Model", "audio", "compose", "evaluate", "gate_trace", "generate", "harmonize", "infill",
+           "load", "train",
            "CheckpointError", "ConfigError", "MidiReadError", "MusiclstmError", "Score", "Tokenizer", "Track",
            "read", "to_pretty_midi", "write_midi"]

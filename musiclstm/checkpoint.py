@@ -32,12 +32,18 @@ BUNDLED_DIRS = (Path(__file__).resolve().parent / "bundled", Path(__file__).reso
 DEFAULT = "folk"  # the bundled model that `load()` and a bare `musiclstm compose` use
 
 
-def bundled_models() -> dict[str, Path]:
-    """Name -> file of every bundled model (the installed folder wins over a source checkout's)."""
+HARMONIZERS = ("harmonizer",)  # bundled models of kind "harmonizer" (musiclstm.chorale), by name
+
+
+def bundled_models(kind: str | None = "lm") -> dict[str, Path]:
+    """Name -> file of every bundled model of `kind` ("lm": those that compose, "harmonizer", None: all);
+    the installed folder wins over a source checkout's."""
     found: dict[str, Path] = {}
     for d in reversed(BUNDLED_DIRS):
         found.update({f.stem: f for f in sorted(d.glob("*.pt"))} if d.is_dir() else {})
-    return found
+    if kind is None:
+        return found
+    return {n: f for n, f in found.items() if (n in HARMONIZERS) == (kind == "harmonizer")}
 
 
 @dataclass
@@ -111,7 +117,7 @@ def resolve(path_or_name: str | os.PathLike | None) -> Path:
         raise CheckpointError(f"no best.pt or last.pt in {p}")
     if p.is_file():
         return p
-    bundled = bundled_models()
+    bundled = bundled_models(None)
     if path_or_name == "default" and "default" not in bundled:
         path_or_name = DEFAULT
     if str(path_or_name) in bundled:
@@ -164,15 +170,34 @@ def read(path: Path) -> dict:
     return blob
 
 
-def load(path_or_name: str | os.PathLike | None = None, *, device: str | torch.device = "cpu") -> Model:
-    """Load a model for generation: `load()` is the bundled default; else a file, run folder or name."""
+def kind_of(meta: dict) -> str:
+    """"lm" for the left-to-right MusicLSTM, "harmonizer" for `musiclstm.chorale`'s bidirectional model."""
+    return meta.get("model", {}).get("kind", "lm")
+
+
+def load(path_or_name: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
+         kind: str | None = "lm") -> Model:
+    """Load a model for generation: `load()` is the bundled default; else a file, run folder or name.
+
+    `kind`: the model kind the caller can use ("lm" composes, "harmonizer" harmonizes; None: either).
+    """
     path = resolve(path_or_name)
     blob = read(path)
     meta = blob["meta"]
+    found = kind_of(meta)
+    if kind is not None and found != kind:
+        use = "musiclstm harmonize / infill" if found == "harmonizer" else "musiclstm compose"
+        raise CheckpointError(f"{path.name} is a {found} model, not a {kind} model: use it with {use}")
     try:
         tokenizer = Tokenizer.from_dict(meta["tokenizer"])
-        config = ModelConfig(**meta["model"])
-        net = MusicLSTM(config)
+        if found == "harmonizer":
+            from .chorale import Harmonizer, HarmonizerConfig
+
+            config = HarmonizerConfig(**meta["model"])
+            net = Harmonizer(config)
+        else:
+            config = ModelConfig(**meta["model"])
+            net = MusicLSTM(config)
         net.load_state_dict(blob["weights"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path} does not match this musiclstm's model or tokenizer: "

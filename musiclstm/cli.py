@@ -103,7 +103,8 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--stretch", "augment_stretch", type=click.FloatRange(0, 1),
               help="Stretch each window's tempo by a random factor in [1/(1+S), 1+S] (remi, performance).")
 @click.option("--styles", type=click.Choice(["none", "folder", "corpus"]), help="Style conditioning tokens.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Autocast: auto = bf16 on GPUs and CPUs with native bf16 (AVX512-BF16, AMX), else fp32 [auto].")
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int)
 @click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
@@ -156,7 +157,8 @@ def info(checkpoint, as_json) -> None:
     report = {"path": str(path), "step": meta.get("step"), "epoch": meta.get("epoch"),
               "config": {"train": meta.get("train"), "model": meta.get("model"), "tokenizer": meta.get("tokenizer")},
               "metrics": meta.get("metrics", {}), "best_val_nll": meta.get("best_val_nll"),
-              "fingerprint": meta.get("fingerprint"), "data": meta.get("data")}
+              "fingerprint": meta.get("fingerprint"), "data": meta.get("data"),
+              "precision": meta.get("precision"), "world_size": meta.get("world_size")}
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -165,6 +167,10 @@ def info(checkpoint, as_json) -> None:
     click.echo(f"  model: {m.get('cell')} {m.get('layers')}x{m.get('hidden')}, embed {m.get('embed')}, "
                f"vocab {m.get('vocab_size')}; encoding {t.get('encoding')}, styles {t.get('styles') or 'none'}")
     click.echo(f"  metrics: {json.dumps(report['metrics'])}")
+    if report["precision"] or report["world_size"]:  # older checkpoints lack these
+        asked = (report["config"]["train"] or {}).get("precision", "?")
+        click.echo(f"  trained in {report['precision'] or 'unrecorded'} precision (--precision {asked}) by "
+                   f"{report['world_size'] or 1} process(es)")
 
 
 @cli.command()
@@ -472,6 +478,89 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
                    f"seed {options['seed']})")
     if wav:
         click.echo(f"audio by {synthesizer()}")
+
+
+def _chorale_command(kind: str, source: Path, out, force, extras, seed, threads, run, options) -> None:
+    """Shared by harmonize and infill: outputs checked first, a fresh seed recorded, all files or none."""
+    import secrets
+
+    from .chorale import load, sidecar
+    from .compose import check_targets, output_paths, synthesizer, write_pieces
+
+    target = out or _free_names(Path(f"{source.stem}-{kind}.mid"), 1)[0]
+    check_targets(output_paths(target, **extras), force=force)
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    threads = set_threads(threads)
+    h = load(options.pop("checkpoint"))
+    info: dict = {}
+    pm = run(source, model=h, seed=seed, info=info, **options)
+    record = {**options, "seed": seed, "threads": threads, "input": str(source)}
+    written = write_pieces([(pm, target, sidecar(h, record, source))], force=force, **extras)
+    what = {k: v for k, v in info.items() if k in ("melody", "key", "bars", "voices")}
+    said = "; ".join(str(v) if k == "melody" else f"{k} {v if k != 'bars' else '-'.join(map(str, v))}"
+                     for k, v in what.items() if v)
+    click.echo(f"wrote {', '.join(map(str, written))} ({pm.get_end_time():.1f} s, "
+               f"{sum(len(i.notes) for i in pm.instruments)} notes; {said}; {info['seconds']:.1f} s; seed {seed})")
+    if extras["wav"]:
+        click.echo(f"audio by {synthesizer()}")
+
+
+def _chorale_options(f):
+    for deco in reversed([
+        click.option("--out", "-o", type=click.Path(path_type=Path), help="MIDI file to write [INPUT-KIND.mid]."),
+        click.option("--checkpoint", "-c", help="A harmonizer checkpoint or run folder [the bundled harmonizer]."),
+        click.option("--seed", type=int, help="Random seed [a fresh one each run, recorded in the JSON sidecar]."),
+        click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True),
+        click.option("--iterations", type=click.IntRange(1, 10000), default=64, show_default=True,
+                     help="Pseudo-Gibbs passes (more: slower, more settled)."),
+        click.option("--wav", is_flag=True, help="Also render audio."),
+        click.option("--png", is_flag=True, help="Also draw a piano roll."),
+        click.option("--musicxml", is_flag=True, help="Also write MusicXML (music21)."),
+        click.option("--force", is_flag=True, help="Overwrite existing files."),
+        click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch [{DEFAULT_THREADS}]."),
+    ]):
+        f = deco(f)
+    return f
+
+
+@cli.command()
+@click.argument("melody", type=EXISTING)
+@_chorale_options
+@click.option("--key", help="The key to stay in, e.g. 'G major' [the melody's own].")
+@click.option("--transpose", type=click.IntRange(-24, 24), default=0, show_default=True,
+              help="Semitones to move the melody before harmonizing.")
+@click.option("--top-voice", is_flag=True, help="Harmonize the top voice of a melody with chords.")
+def harmonize(melody, out, force, wav, png, musicxml, seed, threads, **options) -> None:
+    """Harmonize a melody in four parts (soprano = the melody, then alto, tenor, bass).
+
+    \b
+    musiclstm harmonize tune.mid -o chorale.mid          # MIDI, MusicXML or ABC melody
+    musiclstm harmonize tune.abc --key "D minor" --seed 3 --wav --png
+    """
+    from .chorale import harmonize as run
+
+    _chorale_command("harmonized", melody, out, force, dict(wav=wav, png=png, musicxml=musicxml), seed, threads,
+                     run, options)
+
+
+@cli.command()
+@click.argument("piece", type=EXISTING)
+@click.option("--bars", required=True, help="Bars to rewrite, counted from 1, e.g. 5-8.")
+@click.option("--voices", default="SATB", show_default=True, help="Voices to rewrite, e.g. ATB.")
+@_chorale_options
+def infill(piece, out, force, wav, png, musicxml, seed, threads, **options) -> None:
+    """Rewrite chosen bars (and voices) of a four-part piece; every other note stays as it is.
+
+    \b
+    musiclstm infill chorale.mid --bars 5-8 -o new.mid
+    musiclstm infill chorale.mid --bars 3 --voices ATB --seed 1
+    """
+    from .chorale import infill as run
+    from .chorale import parse_bars, parse_voices
+
+    parse_bars(options["bars"]), parse_voices(options["voices"])  # bad ranges fail before any work
+    _chorale_command("infill", piece, out, force, dict(wav=wav, png=png, musicxml=musicxml), seed, threads, run,
+                     options)
 
 
 def _free_names(first: Path, num: int) -> list[Path]:

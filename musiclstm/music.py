@@ -308,6 +308,54 @@ def voices(score: Score, n_voices: int | None = None, by_track: bool | None = No
             "overfull_onsets": float((sounding.sum(1) > n).mean())}
 
 
+def _part_grid(s: Score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Onset times, (onsets, tracks) pitch of each track (highest mean pitch first; -1 silent) and the
+    track order, for a piece written in parts (one voice per track)."""
+    tracks = np.unique(s.track)
+    order = tracks[np.argsort([-s.pitch[s.track == k].mean() for k in tracks])]
+    t, sounding = onset_slices(s)
+    grid = np.stack([np.where(sounding & (s.track == k)[None, :], s.pitch[None, :], -1).max(1) for k in order], 1)
+    return t, grid, order
+
+
+def chorale(score: Score, key: tuple[int, bool] | None = None) -> dict[str, float]:
+    """Four-part writing (four tracks, soprano to bass), beyond `voices`:
+    spacing: per 100 beats, onsets where soprano and alto, or alto and tenor, are more than an octave
+    apart; out_of_key: share of the alto, tenor and bass notes outside `key` (tonic, minor) [the
+    piece's own], the major scale or the minor with its raised sixth and seventh; cadences: share of
+    the soprano's long notes (two beats or more: where chorale phrases end, at their fermatas)
+    sounding over a root-position major or minor triad (the bass on the root, the third present, the
+    fifth optional, no other pitch class).
+    NaN unless the piece has four pitched tracks."""
+    s = pitched(score)
+    keys = ("spacing", "out_of_key", "cadences")
+    if len(np.unique(s.track)) != 4:
+        return dict.fromkeys(keys, NAN)
+    t, grid, order = _part_grid(s)
+    on = grid >= 0
+    wide = ((on[:, 0] & on[:, 1] & (grid[:, 0] - grid[:, 1] > 12)) |
+            (on[:, 1] & on[:, 2] & (grid[:, 1] - grid[:, 2] > 12)))
+    beats = max(float(s.end.max()), 1.0)
+    tonic, minor = key if key is not None else key_fit(_pc_durations(s))[:2]
+    steps = (0, 2, 3, 5, 7, 8, 9, 10, 11) if minor else (0, 2, 4, 5, 7, 9, 11)
+    in_key = np.isin((s.pitch - tonic) % 12, steps)
+    lower = s.track != order[0]
+    top = s.select(s.track == order[0])
+    long_at = top.start[top.end - top.start >= 2 - 1e-6]
+    good = []
+    for at in long_at:
+        i = int(np.argmin(np.abs(t - at)))
+        if (grid[i] < 0).any():
+            good.append(False)
+            continue
+        root = grid[i, 3] % 12
+        pcs = {int(p - root) % 12 for p in grid[i]}
+        good.append(pcs <= {0, 4, 7} and 4 in pcs or pcs <= {0, 3, 7} and 3 in pcs)
+    return {"spacing": 100 * float(wide.sum()) / beats,
+            "out_of_key": float((~in_key[lower]).mean()) if lower.any() else NAN,
+            "cadences": float(np.mean(good)) if good else NAN}
+
+
 # ---- endings and everything --------------------------------------------------------------------
 def ending(score: Score) -> dict[str, float]:
     """last_bass_on_tonic: whether the lowest note of the last onset is the tonic of the piece's key."""

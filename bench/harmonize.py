@@ -1,0 +1,253 @@
+"""Harmonizing Bach's own melodies (issue 15): the bidirectional harmonizer against Bach and a baseline.
+
+For every chorale of the JSB Chorales test split (Jsb16thSeparated.json, Boulanger-Lewandowski et al.
+2012; 16th-note grid, four voices; a repeated pitch reads as a held note, as the file does not mark
+re-strikes), its soprano is harmonized in three ways and the lower voices compared:
+
+* Bach: the chorale itself.
+* bidirectional: `musiclstm harmonize`'s model (bundled `harmonizer`, or --model), annealed pseudo-Gibbs.
+* baseline: the bundled left-to-right grid LSTM `jsb16` (trained on the JSB train split) sampling
+  alto, tenor and bass step by step with the soprano forced (it cannot see the melody ahead).
+
+Both models sample under the same constraints: each voice in the harmonizer's ranges, notes in the
+melody's key (Krumhansl-Schmuckler on the soprano) or pitch classes the melody uses, temperature 0.8.
+Statistics (musiclstm.music.voices and .chorale): parallel fifths and octaves, voice crossings and
+spacing (S-A or A-T over an octave) per 100 beats, their sum as voice-leading faults, notes outside
+SATB ranges, lower-voice notes outside the key (Bach's key: K-S on the whole chorale), and the share
+of long soprano notes (>= 2 beats; JSB has no fermata marks) over a root-position triad.
+
+NLL/accuracy on Bach's notes: the probability each model gives the pitch Bach's alto, tenor and bass
+sound at every 16th (a rest counts as a pitch), given the soprano and Bach's own lower voices before
+it: the baseline reads left to right (the soprano up to that step, and at that step the voices above);
+the bidirectional model sees the whole soprano and Bach's lower voices before that step (an orderless
+NADE estimate in time order). Accuracy: the most likely pitch is Bach's.
+
+The harmonizer was trained with the chorales of this test split left out by content (soprano and
+bass openings); `musiclstm info harmonizer` shows the count.
+
+    python bench/harmonize.py                      # ../shared/data/jsb/Jsb16thSeparated.json
+    python bench/harmonize.py --limit 20 --iterations 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musiclstm import checkpoint
+from musiclstm import chorale as H
+from musiclstm.encodings.grid import load_jsb
+from musiclstm.music import chorale, voices
+from musiclstm.score import Score, Track, key_fit
+
+ROOT = Path(__file__).resolve().parent.parent
+JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
+
+
+def to_score(p: np.ndarray) -> Score:
+    """(T, 4) pitches (-1 silent), a repeated pitch held -> a four-track Score (quarters)."""
+    rows = []
+    for v in range(4):
+        t = 0
+        while t < len(p):
+            if p[t, v] < 0:
+                t += 1
+                continue
+            e = t + 1
+            while e < len(p) and p[e, v] == p[t, v]:
+                e += 1
+            rows.append((t / 4, e / 4, p[t, v], v))
+            t = e
+    a = np.array(rows, float).reshape(-1, 4)
+    return Score(a[:, 0], a[:, 1], a[:, 2], np.full(len(a), 80), a[:, 3],
+                 tracks=[Track(52, False, n) for n in H.VOICES])
+
+
+def constraints(h: H.Loaded, sop: np.ndarray) -> set[int]:
+    s = sop[sop >= 0]
+    tonic, minor, _ = key_fit(np.bincount(s % 12, minlength=12))
+    return H.scale(tonic, minor) | {int(x) % 12 for x in s}
+
+
+def bi_harmonize(h: H.Loaded, p: np.ndarray, seed: int, iterations: int, temperature: float) -> np.ndarray:
+    sop = np.full_like(p, -1)
+    sop[:, 0] = p[:, 0]
+    onset = np.r_[np.ones((1, 4), bool), sop[1:] != sop[:-1]]
+    grid = h.cells.from_pitches(sop, onset)
+    free = np.zeros(p.shape, bool)
+    free[:, 1:] = True
+    out = H.gibbs(h.net, h.cells, grid, free, H.allowed_cells(h.cells, h.ranges, constraints(h, p[:, 0])),
+                  iterations=iterations, temperature=temperature, generator=torch.Generator().manual_seed(seed))
+    return h.cells.pitches(out)
+
+
+def pitch_ids(tok, p: np.ndarray) -> np.ndarray:
+    """(T, 4) pitches -> the baseline's (hold=False grid) ids, step by step S A T B."""
+    v = tok.vocab
+    return np.where(p < 0, v.id("REST"), v.id("PITCH", np.clip(p, 0, 127))).astype(np.int64)
+
+
+@torch.no_grad()
+def baseline_harmonize(base, h: H.Loaded, pieces: list[np.ndarray], seed: int, temperature: float) -> list:
+    """Left to right, all pieces at once: S forced, A T B sampled under the same constraints."""
+    tok, net = base.tokenizer, base.net
+    B, T = len(pieces), max(len(p) for p in pieces)
+    sop = np.full((B, T), -1)
+    for b, p in enumerate(pieces):
+        sop[b, : len(p)] = p[:, 0]
+    allowed = []
+    for p in pieces:  # (4, V) per piece, in the baseline's vocabulary
+        pcs = constraints(h, p[:, 0])
+        ok = torch.zeros(4, tok.vocab_size, dtype=torch.bool)
+        ok[:, tok.vocab.id("REST")] = True
+        for v, (lo, hi) in enumerate(h.ranges):
+            for q in range(lo, hi + 1):
+                ok[v, tok.vocab.id("PITCH", q)] = q % 12 in pcs
+        allowed.append(ok)
+    allowed = torch.stack(allowed)  # (B, 4, V)
+    gen = torch.Generator().manual_seed(seed)
+    out = np.full((B, T, 4), -1)
+    state = net.zero_state(B)
+    _, state = net.step(torch.full((B,), 1), state)  # BOS
+    s_ids = torch.from_numpy(pitch_ids(tok, sop))
+    p0 = tok.vocab.offset["PITCH"]
+    for t in range(T):
+        logits, state = net.step(s_ids[:, t], state)
+        out[:, t, 0] = sop[:, t]
+        for v in (1, 2, 3):
+            lg = logits.float().masked_fill(~allowed[:, v], float("-inf")) / temperature
+            ids = torch.multinomial(torch.softmax(lg, -1), 1, generator=gen)[:, 0]
+            out[:, t, v] = np.where(ids.numpy() >= p0, ids.numpy() - p0, -1)
+            logits, state = net.step(ids, state)
+    return [out[b, : len(p)] for b, p in enumerate(pieces)]
+
+
+@torch.no_grad()
+def baseline_nll(base, p: np.ndarray) -> tuple[float, float, int]:
+    """Sum of NLL, correct argmax count, cells: Bach's A T B pitches, left to right."""
+    tok, net = base.tokenizer, base.net
+    ids = np.r_[1, pitch_ids(tok, p).reshape(-1)]
+    logits, _ = net(torch.from_numpy(ids)[None, :-1])
+    lp = torch.log_softmax(logits[0].float(), -1)  # position i predicts ids[i + 1]
+    target = torch.from_numpy(ids[1:])
+    rows = torch.arange(len(target))
+    lower = rows % 4 != 0
+    nll = -lp[rows, target][lower]
+    return float(nll.sum()), int((lp.argmax(-1) == target)[lower].sum()), int(lower.sum())
+
+
+@torch.no_grad()
+def bi_nll(h: H.Loaded, p: np.ndarray, batch: int = 64) -> tuple[float, float, int]:
+    """Sum of NLL, correct count, cells: Bach's A T B sounding pitch at each step t, given the whole
+    soprano and Bach's lower voices before t (one masked copy of the piece per step, batched)."""
+    c, net = h.cells, h.net
+    T = len(p)
+    onset = np.r_[np.ones((1, 4), bool), p[1:] != p[:-1]]
+    truth = torch.from_numpy(c.from_pitches(p, onset))
+    beat = (torch.arange(T) % H.STEPS)[None]
+    total, correct, n = 0.0, 0, 0
+    for a in range(0, T, batch):
+        steps = torch.arange(a, min(T, a + batch))
+        x = truth[None].repeat(len(steps), 1, 1)
+        x[:, :, 1:] = torch.where((torch.arange(T)[None, :, None] >= steps[:, None, None]),
+                                  torch.full_like(x[:, :, 1:], net.mask_id), x[:, :, 1:])
+        lp = torch.log_softmax(net(x, beat.expand(len(steps), T))[torch.arange(len(steps)), steps, 1:].float(), -1)
+        tgt = torch.from_numpy(p[steps.numpy(), 1:])  # (L, 3)
+        prev = torch.from_numpy(np.where(steps.numpy()[:, None] > 0, p[np.maximum(steps.numpy() - 1, 0), 1:], -1))
+        # the probability of each sounding pitch: struck anew, or held on from the step before
+        probs = torch.zeros(len(tgt), 3, 129)  # pitch 0..127, 128 = silent
+        probs[..., :128] = lp[..., c.pitch0:c.pitch0 + 128].exp()
+        probs[..., 128] = lp[..., c.rest].exp()
+        hold = lp[..., c.hold].exp()
+        idx = torch.where(prev >= 0, prev, torch.full_like(prev, 128))
+        probs.scatter_add_(2, idx[..., None], torch.where(prev >= 0, hold, 0.0)[..., None])
+        want = torch.where(tgt >= 0, tgt, torch.full_like(tgt, 128))
+        got = probs.gather(2, want[..., None])[..., 0]
+        total += float(-torch.log(got.clamp_min(1e-12)).sum())
+        correct += int((probs.argmax(-1) == want).sum())
+        n += want.numel()
+    return total, correct, n
+
+
+def stats(p: np.ndarray, key) -> dict[str, float]:
+    s = to_score(p)
+    v, c = voices(s, by_track=True), chorale(s, key)
+    faults = v["parallel_fifths"] + v["parallel_octaves"] + v["voice_crossings"] + c["spacing"]
+    return {"faults": faults, "parallel_fifths": v["parallel_fifths"], "parallel_octaves": v["parallel_octaves"],
+            "voice_crossings": v["voice_crossings"], "spacing": c["spacing"], "out_of_range": v["out_of_range"],
+            "out_of_key": c["out_of_key"], "cadences": c["cadences"]}
+
+
+ROWS = [("faults", "voice-leading faults /100 beats", "low"), ("parallel_fifths", "  parallel fifths", "low"),
+        ("parallel_octaves", "  parallel octaves", "low"), ("voice_crossings", "  voice crossings", "low"),
+        ("spacing", "  spacing > octave (S-A, A-T)", "low"), ("out_of_range", "notes outside SATB ranges", "low"),
+        ("out_of_key", "lower-voice notes outside the key", "bach"),
+        ("cadences", "long soprano notes over a root triad", "high")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jsb", default=str(JSB))
+    ap.add_argument("--model", default="harmonizer")
+    ap.add_argument("--baseline", default="jsb16")
+    ap.add_argument("--limit", type=int, default=None, help="first N test chorales only")
+    ap.add_argument("--iterations", type=int, default=64)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if not Path(args.jsb).is_file():
+        raise SystemExit(f"skipped: {args.jsb} not found (the JSB Chorales from ../shared/data)")
+    h = H.load(args.model)
+    base = checkpoint.load(args.baseline)
+    test = [np.where(np.isnan(a), -1, a).astype(np.int64) for a in load_jsb(args.jsb)["test"]][: args.limit]
+    print(f"{len(test)} chorales of the JSB test split; harmonizer {args.model} "
+          f"(left out in training: {h.meta.get('data', {}).get('left_out')} pieces matching "
+          f"{h.meta.get('data', {}).get('holdout')}'s test split); baseline {args.baseline}")
+
+    t0 = time.time()
+    bi = [bi_harmonize(h, p, i, args.iterations, args.temperature) for i, p in enumerate(test)]
+    bi_s = (time.time() - t0) / len(test)
+    bl = baseline_harmonize(base, h, test, 0, args.temperature)
+    keys = [key_fit(np.bincount(p[p >= 0] % 12, minlength=12))[:2] for p in test]
+    table = {name: {k: float(np.nanmean([stats(x, key)[k] for x, key in zip(xs, keys, strict=True)]))
+                    for k, _, _ in ROWS}
+             for name, xs in (("Bach", test), ("bidirectional", bi), ("baseline", bl))}
+    nll = {}
+    for name, fn in (("bidirectional", lambda p: bi_nll(h, p)), ("baseline", lambda p: baseline_nll(base, p))):
+        r = np.array([fn(p) for p in test])
+        nll[name] = (r[:, 0].sum() / r[:, 2].sum(), r[:, 1].sum() / r[:, 2].sum())
+
+    print(f"\n{'statistic':40s} {'Bach':>8s} {'bidir.':>8s} {'baseline':>9s}  bidirectional better?")
+    print(f"{'NLL of Bach lower-voice pitches /16th':40s} {'':>8s} {nll['bidirectional'][0]:8.3f} "
+          f"{nll['baseline'][0]:9.3f}  {'yes' if nll['bidirectional'][0] < nll['baseline'][0] else 'NO'}")
+    print(f"{'accuracy on Bach lower-voice pitches':40s} {'':>8s} {nll['bidirectional'][1]:8.3f} "
+          f"{nll['baseline'][1]:9.3f}  {'yes' if nll['bidirectional'][1] > nll['baseline'][1] else 'NO'}")
+    better_all = nll["bidirectional"][0] < nll["baseline"][0] and nll["bidirectional"][1] > nll["baseline"][1]
+    for k, label, sense in ROWS:
+        b, m, z = table["Bach"][k], table["bidirectional"][k], table["baseline"][k]
+        good = {"low": m < z, "high": m > z, "bach": abs(m - b) < abs(z - b)}[sense]
+        better_all &= good
+        how = {"low": "lower", "high": "higher", "bach": "closer to Bach"}[sense]
+        print(f"{label:40s} {b:8.3f} {m:8.3f} {z:9.3f}  {'yes' if good else 'NO'} ({how} is better)")
+    ratio = table["bidirectional"]["faults"] / max(table["Bach"]["faults"], 1e-9)
+    print(f"\ngoal: voice-leading faults within 1.5x Bach's: {ratio:.2f}x -> {'MET' if ratio <= 1.5 else 'SHORT'}")
+    print(f"goal: bidirectional better than the baseline on every statistic: {'MET' if better_all else 'SHORT'}")
+
+    sixteen = test[0][: 16 * 16]
+    t0 = time.time()
+    bi_harmonize(h, sixteen, 0, args.iterations, args.temperature)
+    secs = time.time() - t0
+    print(f"goal: a 16-bar melody harmonized in under 10 s: {secs:.2f} s -> {'MET' if secs < 10 else 'SHORT'} "
+          f"(one thread, {args.iterations} iterations; mean {bi_s:.2f} s per test chorale of "
+          f"{np.mean([len(p) for p in test]) / 16:.1f} bars)")
+    if math.isnan(ratio):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
