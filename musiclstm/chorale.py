@@ -137,14 +137,15 @@ def melody_signature(soprano: np.ndarray, n: int = 8) -> tuple[int, ...]:
 
 
 # ---- training --------------------------------------------------------------------------------------
-def _grids(corpus, tokenizer, cache_dir=None) -> tuple[list[np.ndarray], list[str]]:
-    """Every piece of `corpus` read by the grid encoding: (T, 4) cells, and its file name."""
+def _grids(corpus, tokenizer, cache_dir=None, val_fraction: float = 0.1, jobs=None):
+    """Every piece of `corpus` (at least 16 steps) read by the grid encoding: (T, 4) cells, its file
+    name and its split (data.prepare's rule: by content hash, a csv split wins)."""
     from . import data
 
-    prepared = data.prepare(data.as_paths(corpus), tokenizer, val_fraction=0.0, cache_dir=cache_dir, progress=False)
-    grids = [p.ids.reshape(-1, 4) for p in prepared.pieces if len(p.ids) % 4 == 0 and len(p.ids) >= 64]
-    names = [str(p.path) for p in prepared.pieces if len(p.ids) % 4 == 0 and len(p.ids) >= 64]
-    return grids, names
+    prepared = data.prepare(data.as_paths(corpus), tokenizer, val_fraction=val_fraction, cache_dir=cache_dir,
+                            jobs=jobs, progress=False)
+    pieces = [p for p in prepared.pieces if len(p.ids) % 4 == 0 and len(p.ids) >= 64]
+    return [np.asarray(p.ids).reshape(-1, 4) for p in pieces], [str(p.path) for p in pieces], [p.split for p in pieces]
 
 
 def content_signature(pitches: np.ndarray) -> tuple:
@@ -153,13 +154,13 @@ def content_signature(pitches: np.ndarray) -> tuple:
     return melody_signature(pitches[:, 0]), melody_signature(pitches[:, -1])
 
 
-def split_by_melody(grids, cells: Cells, holdout) -> tuple[list[int], list[int], int]:
+def split_by_melody(grids, cells: Cells, holdout, splits=None) -> tuple[list[int], list[int], int]:
     """Indices of training and validation pieces. With `holdout` (a JSB Chorales .json), a piece with
     the content of a chorale of its test split (`content_signature`) is left out altogether and one
-    of its valid split validates; else every tenth piece validates. Returns (train, valid, left out)."""
+    of its valid split validates; else `splits` (data.prepare's) decide. Returns (train, valid, left out)."""
     if holdout is None:
-        valid = [i for i in range(len(grids)) if i % 10 == 9]
-        return [i for i in range(len(grids)) if i % 10 != 9], valid, 0
+        splits = splits or ["train"] * len(grids)
+        return ([i for i, s in enumerate(splits) if s == "train"], [i for i, s in enumerate(splits) if s == "valid"], 0)
     from .encodings.grid import load_jsb
 
     jsb = load_jsb(holdout)
@@ -205,7 +206,7 @@ def _batch(grids, idx, L, cells: Cells, shifts, gen, *, crop: bool = True):
     for b, i in enumerate(idx):
         g = grids[i]
         s = 4 * int(torch.randint(0, max(1, (len(g) - L) // 4 + 1), (1,), generator=gen)) if crop else 0
-        piece = torch.from_numpy(g[s:s + L])
+        piece = torch.from_numpy(np.array(g[s:s + L], np.int64))
         x[b, :len(piece)], valid[b, :len(piece)] = piece, True
         beat[b] = (torch.arange(L) + s) % STEPS
         if shifts is not None:
@@ -255,14 +256,20 @@ def _validate(net, grids, idx, cells, L: int = 512) -> float:
     return total / max(1, n)
 
 
+# TrainConfig fields that a harmonizer's training does not use (refused by the command line)
+UNUSED = ("encoding", "windows", "styles", "cell", "tie_weights", "augment_stretch", "precision", "device",
+          "sample_tokens", "cache")
+
+
 def train(corpus, out, *, holdout=None, force: bool = False, progress: bool = True, cache_dir=None,
-          preset: str = "small", callback=None, **options) -> Path:
+          preset: str = "small", config_file=None, callback=None, **options) -> Path:
     """Train a harmonizer on the four-part chorales in `corpus`; returns `out`/best.pt.
 
     Options are `TrainConfig` fields (embed, hidden, layers, dropout, seq_len = steps per window,
-    batch_size, lr, max_steps, max_time, eval_every, patience, seed, augment_transpose = 0 turns the
-    transposition off). `holdout`: a JSB Chorales .json whose test melodies are left out and whose
-    valid melodies validate (see `split_by_melody`). Writes last.pt, best.pt, metrics.jsonl, config.json.
+    batch_size, lr, max_steps, max_time, anneal_by_time, eval_every, patience, seed, val_fraction,
+    augment_transpose: at most this many semitones, to keys the voice ranges allow; not those in
+    `UNUSED`). `holdout`: a JSB Chorales .json whose test chorales are left out and whose valid ones
+    validate (see `split_by_melody`). Writes last.pt, best.pt, metrics.jsonl and config.json into `out`.
     """
     from tqdm.auto import tqdm
 
@@ -273,20 +280,21 @@ def train(corpus, out, *, holdout=None, force: bool = False, progress: bool = Tr
     out = Path(out)
     if (out / "last.pt").exists() and not force:
         raise MusiclstmError(f"{out} already holds a run; use --force to start over")
-    cfg = TrainConfig.build(preset, **{"encoding": "grid", "embed": 64, "seq_len": 128, "dropout": 0.2,
-                                       "augment_transpose": 6, "cache": False, "sample_tokens": 0,
-                                       **{k: v for k, v in options.items() if v is not None}})
+    cfg = TrainConfig.build(preset, config_file, **{"encoding": "grid", "embed": 64, "seq_len": 128, "dropout": 0.2,
+                                                    "augment_transpose": 6, "cache": False, "sample_tokens": 0,
+                                                    **{k: v for k, v in options.items() if v is not None}})
     torch.manual_seed(cfg.seed)
     tokenizer = Tokenizer("grid", hold=True)
     cells = Cells(tokenizer)
-    grids, names = _grids(corpus, tokenizer, cache_dir)
+    grids, names, splits = _grids(corpus, tokenizer, cache_dir, cfg.val_fraction, cfg.jobs)
     if len(grids) < 2:
         raise MusiclstmError(f"{corpus}: fewer than two four-part pieces to train a harmonizer on")
-    train_idx, valid_idx, left_out = split_by_melody(grids, cells, holdout)
+    train_idx, valid_idx, left_out = split_by_melody(grids, cells, holdout, splits)
     ranges = voice_ranges([grids[i] for i in train_idx], cells)
     wide = [i for i in train_idx if not in_range(grids[i], cells, ranges)]
     train_idx = [i for i in train_idx if i not in wide]
-    shifts = {i: (_shifts(grids[i], cells, ranges) if cfg.augment_transpose else [0]) for i in train_idx}
+    shifts = {i: [k for k in _shifts(grids[i], cells, ranges) if abs(k) <= cfg.augment_transpose] or [0]
+              for i in train_idx}
     net = Harmonizer(HarmonizerConfig(tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -111,9 +111,12 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in an --out that already holds a run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--model", "kind", type=click.Choice(["lm", "harmonizer"]), default="lm", show_default=True,
+              help="lm: the left-to-right LSTM that composes; harmonizer: the bidirectional chorale model.")
+@click.option("--holdout", type=EXISTING, help="harmonizer: a JSB Chorales .json whose test chorales are left out.")
 @click.option("--threads", type=click.IntRange(1),
               help=f"CPU threads for PyTorch, per process [{DEFAULT_THREADS}]; more pay only on idle cores.")
-def train(corpus, out, preset, config_file, resume, force, quiet, threads, **options) -> None:
+def train(corpus, out, preset, config_file, resume, force, quiet, threads, kind, holdout, **options) -> None:
     """Train on CORPUS (MIDI folders or files) and write checkpoints to --out.
 
     \b
@@ -121,6 +124,7 @@ def train(corpus, out, preset, config_file, resume, force, quiet, threads, **opt
     musiclstm train corpora/bach --out runs/bach --preset small
     musiclstm train corpora/bach --out runs/bach --resume      # after Ctrl-C
     torchrun --nproc_per_node=2 -m musiclstm train corpora/bach --out runs/ddp
+    musiclstm train corpora/bach --model harmonizer --out runs/harmonizer   # for harmonize / infill
     """
     from .train import train as run
 
@@ -136,9 +140,22 @@ def train(corpus, out, preset, config_file, resume, force, quiet, threads, **opt
             raise MusiclstmError(f"corpus {c} does not exist")
         paths.append(p)
     set_threads(threads)
+    if kind == "harmonizer":
+        from .chorale import UNUSED
+        from .chorale import train as run
+
+        given = [k for k in UNUSED if options.get(k) is not None and not (k == "encoding" and options[k] == "grid")]
+        if given or resume:
+            name = "--resume" if resume else "--" + given[0].replace("_", "-")
+            raise MusiclstmError(f"{name} does not apply to --model harmonizer")
+        options = {k: v for k, v in options.items() if k not in UNUSED}
+        options["holdout"] = holdout
+    elif holdout is not None:
+        raise MusiclstmError("--holdout applies to --model harmonizer only")
     try:
         best = run(paths, out, resume=resume, force=force, progress=_quiet(quiet), config_file=config_file,
-                   preset=preset, **options)
+                   preset=preset, **options) if kind == "lm" else \
+            run(paths, out, force=force, progress=_quiet(quiet), config_file=config_file, preset=preset, **options)
     except KeyboardInterrupt:
         click.echo(f"interrupted: saved {out / 'last.pt'}; continue with --resume", err=True)
         sys.exit(130)
@@ -164,7 +181,8 @@ def info(checkpoint, as_json) -> None:
         return
     m, t = report["config"]["model"] or {}, report["config"]["tokenizer"] or {}
     click.echo(f"{path}\n  step {report['step']} (epoch {report['epoch'] or 0:.2f}), data {report['fingerprint']}")
-    click.echo(f"  model: {m.get('cell')} {m.get('layers')}x{m.get('hidden')}, embed {m.get('embed')}, "
+    cell = "harmonizer: bidirectional lstm" if m.get("kind") == "harmonizer" else m.get("cell")
+    click.echo(f"  model: {cell} {m.get('layers')}x{m.get('hidden')}, embed {m.get('embed')}, "
                f"vocab {m.get('vocab_size')}; encoding {t.get('encoding')}, styles {t.get('styles') or 'none'}")
     click.echo(f"  metrics: {json.dumps(report['metrics'])}")
     if report["precision"] or report["world_size"]:  # older checkpoints lack these

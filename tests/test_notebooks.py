@@ -33,6 +33,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="pip install musiclstm[notebooks] to run the notebooks")
     if path.stem in NEEDS_BUNDLED and not {"folk", "bach", "pop"} <= set(bundled_models()):
         pytest.skip("the bundled models are not built (bash checkpoints/build.sh)")
+    if path.stem == "05_harmonize" and "harmonizer" not in bundled_models("harmonizer"):
+        pytest.skip("the bundled harmonizer is not built (bash checkpoints/build.sh harmonizer)")
     monkeypatch.setenv("MUSICLSTM_QUICK", "1")
     # one PyTorch thread in the kernel: two spinning OpenMP threads slow to a crawl (20x and more)
     # whenever anything else holds a core, as the pytest process or a training may

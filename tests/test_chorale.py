@@ -1,0 +1,245 @@
+"""Harmonize and infill (musiclstm.chorale): the constraints hold on melodies built in code."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pretty_midi
+import pytest
+import torch
+from click.testing import CliRunner
+
+import musiclstm
+from musiclstm import checkpoint
+from musiclstm import chorale as C
+from musiclstm.cli import cli
+from musiclstm.errors import CheckpointError, ConfigError
+from musiclstm.music import chorale as chorale_stats
+from musiclstm.score import Score, Track
+
+# I IV V I in C major, one chord a beat: (S, A, T, B)
+CHORDS = [(72, 67, 64, 48), (72, 69, 65, 53), (71, 67, 62, 55), (72, 67, 64, 48)]
+
+
+def four_part(path, shift: int = 0, bars: int = 4, qpm: float = 100.0) -> None:
+    pm = pretty_midi.PrettyMIDI(initial_tempo=qpm)
+    beat = 60.0 / qpm
+    for v, name in enumerate(C.VOICES):
+        inst = pretty_midi.Instrument(52, name=name)
+        for k in range(4 * bars):
+            p = CHORDS[k % 4][v] + shift
+            inst.notes.append(pretty_midi.Note(80, p, k * beat, (k + 1) * beat))
+        pm.instruments.append(inst)
+    pm.write(str(path))
+
+
+def melody_file(path, pitches, durations=None, qpm: float = 100.0) -> None:
+    pm = pretty_midi.PrettyMIDI(initial_tempo=qpm)
+    inst = pretty_midi.Instrument(0)
+    t, beat = 0.0, 60.0 / qpm
+    for p, d in zip(pitches, durations or [1] * len(pitches), strict=True):
+        inst.notes.append(pretty_midi.Note(90, p, t, t + d * beat))
+        t += d * beat
+    pm.instruments.append(inst)
+    pm.write(str(path))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A harmonizer trained for a few steps on chorales built in code (fast, not musical)."""
+    root = tmp_path_factory.mktemp("chorales")
+    for i, shift in enumerate((-2, 0, 2, 3, 5, -4, 1, 4)):
+        four_part(root / f"c{i}.mid", shift, bars=4 + i % 3)
+    out = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    best = C.train(root, out, progress=False, cache_dir=tmp_path_factory.mktemp("cache"), hidden=16, embed=8,
+                   layers=1, batch_size=4, seq_len=32, max_steps=4, eval_every=2, warmup_steps=1)
+    return best
+
+
+def notes_of(pm, name):
+    inst = next(i for i in pm.instruments if i.name == name)
+    return sorted((round(n.start, 4), round(n.end, 4), n.pitch) for n in inst.notes)
+
+
+def test_train_writes_a_harmonizer_with_ranges(tiny):
+    h = C.load(tiny)
+    assert isinstance(h.net, C.Harmonizer)
+    assert checkpoint.kind_of(h.meta) == "harmonizer"
+    lo, hi = h.ranges[0]
+    assert lo <= 72 - 4 and hi >= 72 + 5  # soprano range covers the transposed training pieces
+    assert h.meta["data"]["train"] + h.meta["data"]["valid"] == 8
+
+
+def test_harmonize_keeps_the_melody_exactly_and_the_ranges(tiny, tmp_path):
+    melody = [72, 74, 76, 77, 76, 74, 72, 71, 72]
+    durs = [1, 1, 1, 0.5, 0.5, 1, 1, 2, 0.25]
+    melody_file(tmp_path / "m.mid", melody, durs)
+    info = {}
+    pm = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=3, iterations=8, info=info)
+    assert [i.name for i in pm.instruments] == list(C.VOICES)
+    src = pretty_midi.PrettyMIDI(str(tmp_path / "m.mid"))
+    want = sorted((round(n.start, 4), round(n.end, 4), n.pitch) for n in src.instruments[0].notes)
+    assert notes_of(pm, "Soprano") == want  # pitches, onsets and ends exactly
+    h = C.load(tiny)
+    for inst, (lo, hi) in zip(pm.instruments, h.ranges, strict=True):
+        assert all(lo <= n.pitch <= hi for n in inst.notes), inst.name
+    lower = [n for i in pm.instruments[1:] for n in i.notes]
+    assert lower, "alto, tenor and bass sing"
+    assert info["key"] == "C major"
+    allowed = C.scale(0, False) | {p % 12 for p in melody}
+    assert {n.pitch % 12 for n in lower} <= allowed
+    assert max(n.end for n in lower) <= pm.get_end_time() + 1e-6
+
+
+def test_harmonize_is_reproducible_by_seed(tiny, tmp_path):
+    melody_file(tmp_path / "m.mid", [67, 69, 71, 72, 74, 72, 71, 69, 67])
+    a = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=5, iterations=6)
+    b = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=5, iterations=6)
+    c = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=6, iterations=6)
+    assert [notes_of(a, v) for v in C.VOICES] == [notes_of(b, v) for v in C.VOICES]
+    assert [notes_of(a, v) for v in C.VOICES[1:]] != [notes_of(c, v) for v in C.VOICES[1:]]
+
+
+def test_key_option_changes_the_allowed_notes(tiny, tmp_path):
+    melody_file(tmp_path / "m.mid", [69, 71, 72, 74, 76, 74, 72, 71, 69])
+    info = {}
+    pm = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=1, iterations=6, key="A minor", info=info)
+    assert info["key"] == "A minor" and info["key_given"]
+    lower = {n.pitch % 12 for i in pm.instruments[1:] for n in i.notes}
+    assert lower <= C.scale(9, True)
+
+
+def test_bad_melodies_are_refused_before_sampling(tiny, tmp_path):
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(0)
+    inst.notes += [pretty_midi.Note(90, 72, 0, 1), pretty_midi.Note(90, 64, 0, 1), pretty_midi.Note(90, 74, 1, 2)]
+    pm.instruments.append(inst)
+    pm.write(str(tmp_path / "chords.mid"))
+    with pytest.raises(ConfigError, match="--top-voice would harmonize its top voice"):
+        musiclstm.harmonize(tmp_path / "chords.mid", model=tiny)
+    out = musiclstm.harmonize(tmp_path / "chords.mid", model=tiny, top_voice=True, iterations=4)
+    assert [n.pitch for n in out.instruments[0].notes] == [72, 74]
+    melody_file(tmp_path / "low.mid", [48, 50, 52])
+    with pytest.raises(ConfigError, match=r"outside the soprano range .*--transpose 24"):
+        musiclstm.harmonize(tmp_path / "low.mid", model=tiny)
+    ok = musiclstm.harmonize(tmp_path / "low.mid", model=tiny, transpose=24, iterations=4)
+    assert [n.pitch for n in ok.instruments[0].notes] == [72, 74, 76]
+    with pytest.raises(ConfigError, match="not a key"):
+        musiclstm.harmonize(tmp_path / "low.mid", model=tiny, transpose=24, key="H major")
+
+
+def test_infill_changes_only_the_named_bars_and_voices(tiny, tmp_path):
+    four_part(tmp_path / "p.mid", bars=6)
+    src = pretty_midi.PrettyMIDI(str(tmp_path / "p.mid"))
+    info = {}
+    out = musiclstm.infill(tmp_path / "p.mid", "2-3", voices="ATB", model=tiny, seed=2, iterations=8, info=info)
+    bar = 4 * 60.0 / 100.0  # seconds per 4/4 bar at 100 qpm
+    lo, hi = bar, 3 * bar
+    assert info["removed"] == 3 * 8  # three voices, eight quarter notes in bars 2-3
+    for name in C.VOICES:
+        before = {n for n in notes_of(src, name) if not (lo - 1e-6 <= n[0] < hi - 1e-6) or name == "Soprano"}
+        after = set(notes_of(out, name))
+        assert before <= after, name  # every note outside the bars (and all of the soprano) is kept
+        new = after - before
+        assert all(lo - 1e-6 <= n[0] < hi - 1e-6 for n in new), name  # new notes start inside the bars
+    assert notes_of(out, "Soprano") == notes_of(src, "Soprano")
+
+
+def test_infill_refuses_bad_requests(tiny, tmp_path):
+    four_part(tmp_path / "p.mid", bars=4)
+    with pytest.raises(ConfigError, match="the piece has 4 bars"):
+        musiclstm.infill(tmp_path / "p.mid", "5-8", model=tiny)
+    with pytest.raises(ConfigError, match="letters from S, A, T and B"):
+        musiclstm.infill(tmp_path / "p.mid", "1", voices="AXB", model=tiny)
+    with pytest.raises(ConfigError, match="must not run backwards"):
+        musiclstm.infill(tmp_path / "p.mid", "3-2", model=tiny)
+    melody_file(tmp_path / "m.mid", [72, 74])
+    with pytest.raises(ConfigError, match="1 pitched tracks; infill needs a four-part piece"):
+        musiclstm.infill(tmp_path / "m.mid", "1", model=tiny)
+
+
+def test_gibbs_never_touches_fixed_cells(tiny):
+    h = C.load(tiny)
+    rng = np.random.default_rng(0)
+    T = 24
+    grid = rng.choice([h.cells.rest, h.cells.hold, h.cells.pitch0 + 60, h.cells.pitch0 + 67], size=(T, 4))
+    free = rng.random((T, 4)) < 0.5
+    out = C.gibbs(h.net, h.cells, grid, free, C.allowed_cells(h.cells, [(0, 127)] * 4, None), iterations=5,
+                  generator=torch.Generator().manual_seed(1))
+    assert (out[~free] == grid[~free]).all()
+    assert (out != h.net.mask_id).all()
+
+
+def test_compose_refuses_a_harmonizer_and_the_lists_keep_kinds_apart(tiny):
+    with pytest.raises(CheckpointError, match="is a harmonizer model.*musiclstm harmonize"):
+        checkpoint.load(tiny)
+    assert all(checkpoint.kind_of(checkpoint.read(p)["meta"]) == "lm" for p in checkpoint.bundled_models().values())
+    assert set(checkpoint.bundled_models("harmonizer")) <= set(checkpoint.HARMONIZERS)
+
+
+def test_holdout_leaves_out_test_chorales_by_content(tmp_path):
+    from musiclstm.tokenizer import Tokenizer
+
+    tok = Tokenizer("grid", hold=True)
+    cells = C.Cells(tok)
+    rng = np.random.default_rng(0)
+    pieces = [rng.integers(50, 70, size=(40, 4)) for _ in range(5)]
+    grids = [cells.from_pitches(p, np.ones_like(p, bool)) for p in pieces]
+    jsb = {"train": [], "valid": [(pieces[1] + 2).tolist()], "test": [(pieces[3] - 5).tolist()]}  # transposed
+    (tmp_path / "jsb.json").write_text(json.dumps(jsb))
+    train, valid, out = C.split_by_melody(grids, cells, tmp_path / "jsb.json")
+    assert out == 1 and valid == [1] and train == [0, 2, 4]
+
+
+def test_chorale_statistics_known_answers():
+    rows = [(0, 2, 76, 0), (0, 2, 60, 1), (0, 2, 55, 2), (0, 2, 48, 3),  # S-A 16 semitones apart
+            (2, 4, 74, 0), (2, 4, 67, 1), (2, 4, 59, 2), (2, 4, 43, 3),  # G major, root position
+            (4, 5, 72, 0), (4, 5, 66, 1), (4, 5, 57, 2), (4, 5, 50, 3)]  # F# outside C major
+    a = np.array(rows, float)
+    s = Score(a[:, 0], a[:, 1], a[:, 2], np.full(len(a), 80), a[:, 3], tracks=[Track(52, False, v) for v in "SATB"])
+    st = chorale_stats(s, (0, False))
+    assert st["spacing"] == pytest.approx(100 * 1 / 5)
+    assert st["out_of_key"] == pytest.approx(1 / 9)
+    assert st["cadences"] == pytest.approx(1.0)  # both long soprano notes sit on C and G root triads
+
+
+def test_cli_harmonize_and_infill_write_every_file(tiny, tmp_path):
+    melody_file(tmp_path / "tune.mid", [72, 71, 69, 67, 69, 71, 72, 72])
+    r = CliRunner().invoke(cli, ["harmonize", str(tmp_path / "tune.mid"), "-c", str(tiny), "--seed", "4",
+                                 "--iterations", "4", "-o", str(tmp_path / "h.mid"), "--png"])
+    assert r.exit_code == 0, r.output
+    assert "wrote" in r.output and "; key " in r.output and "seed 4" in r.output
+    side = json.loads((tmp_path / "h.json").read_text())
+    assert side["options"]["seed"] == 4 and side["input"]["sha1"]
+    assert (tmp_path / "h.png").stat().st_size > 0
+    again = ["harmonize", str(tmp_path / "tune.mid"), "-c", str(tiny), "-o", str(tmp_path / "h.mid")]
+    r = CliRunner().invoke(cli, again)
+    assert r.exit_code == 1 and "exists" in r.output
+    r = CliRunner().invoke(cli, ["infill", str(tmp_path / "h.mid"), "--bars", "2", "--voices", "ab", "-c", str(tiny),
+                                 "--iterations", "4", "-o", str(tmp_path / "i.mid")])
+    assert r.exit_code == 0, r.output
+    assert "bars 2-2" in r.output and "voices AB" in r.output
+    r = CliRunner().invoke(cli, ["infill", str(tmp_path / "h.mid"), "--bars", "9-12", "-c", str(tiny),
+                                 "-o", str(tmp_path / "j.mid")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "the piece has 2 bars" in r.output
+    assert not (tmp_path / "j.mid").exists()
+
+
+def test_cli_trains_a_harmonizer_and_info_reads_it(tmp_path):
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(4):
+        four_part(root / f"c{i}.mid", i)
+    run = ["train", str(root), "--model", "harmonizer", "-o", str(tmp_path / "run"), "--hidden", "8", "--embed", "4",
+           "--layers", "1", "--batch-size", "2", "--seq-len", "16", "--max-steps", "2", "--eval-every", "1", "-q"]
+    r = CliRunner().invoke(cli, run)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "best.pt").is_file()
+    r = CliRunner().invoke(cli, ["info", str(tmp_path / "run")])
+    assert r.exit_code == 0 and "harmonizer: bidirectional lstm 1x8" in r.output
+    r = CliRunner().invoke(cli, run[:-1] + ["--windows", "tbptt", "--force"])
+    assert r.exit_code == 1 and "--windows does not apply to --model harmonizer" in r.output
+    r = CliRunner().invoke(cli, ["train", str(root), "-o", str(tmp_path / "x"), "--holdout", str(root / "c0.mid")])
+    assert r.exit_code == 1 and "--holdout applies to --model harmonizer only" in r.output
