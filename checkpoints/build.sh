@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled models from public data (see checkpoints/README.md).
 #
-#   bash checkpoints/build.sh [bach] [folk] [pop] [jsb]      (default: all four)
+#   bash checkpoints/build.sh [bach] [folk] [pop] [jsb] [harmonizer]      (default: all five)
 #
 # folk and bach train for a fixed wall-clock budget (--max-time, with the learning-rate decay following the
 # clock: --anneal-by-time), one thread each, the two side by side on this 2-core CPU, so a rebuild on a
@@ -21,7 +21,7 @@ slim() {  # keep weights only, in fp16, with a description: the file that ships
 }
 # train now tunes the continuous cache (musiclstm/cache.py) on the validation pieces at the end of a run;
 # checkpoints/finish.py does the same for a run made before it did, then slims it
-for name in "${@:-bach folk pop jsb}"; do
+for name in "${@:-bach folk pop jsb harmonizer}"; do
   for name in $name; do
     case $name in
       bach)
@@ -44,7 +44,13 @@ for name in "${@:-bach folk pop jsb}"; do
       jsb)
         musiclstm benchmark jsb "$JSB" --out "$RUNS/jsb" --force
         cp "$RUNS"/jsb/jsb16.pt "$RUNS"/jsb/jsb_quarter.pt checkpoints/ ;;
-      *) echo "unknown model $name (bach, folk, pop or jsb)" >&2; exit 2 ;;
+      harmonizer)  # harmonize / infill: the bidirectional chorale model, JSB test chorales left out by content
+        [ -d corpora/bach ] || musiclstm corpus export bach corpora/bach
+        musiclstm train corpora/bach --model harmonizer --holdout "$JSB/Jsb16thSeparated.json" --out "$RUNS/harmonizer" \
+          --embed 64 --hidden 256 --layers 2 --dropout 0.2 --seq-len 128 --batch-size 32 --lr 2e-3 --augment 6 \
+          --epochs 1000 --eval-every 100 --patience 10 --max-time 4800 --anneal-by-time --seed 0 --threads 1 --force -q
+        slim "$RUNS/harmonizer" checkpoints/harmonizer.pt "Four-part chorale harmonizer (music21 chorales, JSB test split left out), bidirectional LSTM 2x256" ;;
+      *) echo "unknown model $name (bach, folk, pop, jsb or harmonizer)" >&2; exit 2 ;;
     esac
   done
 done

@@ -135,7 +135,7 @@ def slim(src: str | os.PathLike, dst: str | os.PathLike, *, half: bool = True, *
     fp32), extra `meta` fields (e.g. description=...) added. Halves the file; the bundled models
     are made this way (see checkpoints/build.sh)."""
     blob = read(resolve(src))
-    model = load(src)
+    model = load(src, kind=None)
     if half:
         model.net.half()
     info = {k: v for k, v in blob["meta"].items() if k not in ("format", "version", "tokenizer", "model")}
