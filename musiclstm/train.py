@@ -4,10 +4,15 @@ The loop is the word-language-model recipe (stateful truncated BPTT, gradient cl
 with a warmup + cosine schedule, early stopping on validation NLL, atomic checkpoints, exact
 resume, and PyTorch DDP when started under `torchrun`. It knows nothing about music: it sees the
 token streams that `data.prepare` makes.
+
+Under DDP every stop (Ctrl-C, `max_time`, early stopping, a NaN loss) is decided by all ranks
+together, `last.pt` keeps each rank's random generators and carried LSTM state (gathered to rank 0,
+under resume["ranks"]), and a run resumes only with the number of processes it was started with.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -61,7 +66,7 @@ class TrainConfig:
     augment_transpose: int = 0  #: random transposition in [-n, n] semitones, per lane, held for an epoch
     augment_stretch: float = 0.0  #: random tempo stretch by a factor in [1/(1+s), 1+s], per lane and epoch
     styles: str = "none"  #: conditioning: none, folder (top sub-folder name) or corpus (corpus name)
-    precision: str = "auto"  #: auto, fp32, bf16 (CPU autocast) or fp16 (CUDA AMP)
+    precision: str = "auto"  #: auto (bf16 on GPUs and CPUs with native bf16, else fp32), fp32, bf16 or fp16 (CUDA)
     device: str = "auto"  #: auto, cpu, cuda, cuda:N or mps
     seed: int = 0  #: seeds initialisation, window order and samples
     jobs: int | None = None  #: worker processes for preparation (default: all cores)
@@ -115,11 +120,44 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# `--precision auto` on a CPU with native bf16: bf16 autocast. bench/precision.py measured it faster and
+# no worse on such a CPU (see README, "Precision"); set False to keep fp32 there.
+CPU_BF16_AUTO = True
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic in hardware (AVX512-BF16 or AMX), where bf16 autocast pays;
+    elsewhere PyTorch emulates it, slower than fp32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older or other build: read the flags
+        try:
+            flags = Path("/proc/cpuinfo").read_text().split()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """What `precision` (auto, fp32, bf16, fp16) means on `device`: fp32, bf16 or fp16 (CUDA only).
+
+    auto is bf16 on CUDA GPUs that have it and on CPUs with native bf16 (`native_bf16`, with
+    `CPU_BF16_AUTO`), fp32 elsewhere. The choice is recorded in each checkpoint's meta["precision"].
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if device.type == "cpu" and CPU_BF16_AUTO and native_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        return "fp32"  # fp16 autocast is CUDA's mixed precision (with a grad scaler elsewhere); not on CPU
+    return precision
+
+
 def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+    p = resolve_precision(precision, device)
+    if p in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
     return torch.autocast(device.type, enabled=False)
 
 
@@ -290,7 +328,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
                 "metrics": st["history"][-1] if st["history"] else {}, "best_val_nll": st["best"],
                 "data": {k: v for k, v in corpus.to_json().items() if k in ("files", "tokens", "hours", "programs",
                                                                              "density_p99")},
-                "world_size": world, "torch": torch.__version__}
+                "world_size": world, "precision": resolve_precision(cfg.precision, device), "torch": torch.__version__}
 
     def save_last(step: int) -> None:
         """last.pt: weights, optimizer and progress (the same on every rank) and, under "ranks", each
