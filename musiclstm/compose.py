@@ -146,8 +146,8 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
             raise ConfigError(f"--{name} must be between 0 and {cap:,} (got {value})")
     tok = model.tokenizer
     programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
-    if instruments:
-        check_instruments(model, programs, want_drums)
+    if instruments or drums:  # `--drums` alone asks for drums too
+        check_instruments(model, programs or (), bool(want_drums or drums))
     if tempo is not None and not 10 <= tempo <= 400:
         raise ConfigError("tempo must be between 10 and 400 qpm")
     if bars is not None and tok.encoding == "performance":

@@ -265,13 +265,16 @@ class RemiGrammar(Grammar):
         ph = s["phase"]
         ready = s["sig"] & (s["key"] | (not v2))  # the opening meter (and key) are there
         after_bar = (ph == 1) | (ph == 7) | (ph == 8)
-        a[:, self.v.offset["BAR"]] = (ph == 0) | (ph == 6) | (after_bar & ready)
+        # a position may hold only a TEMPO (the encoder writes one where a bar opens with a rest): BAR or a
+        # later POSITION may follow it, as in the training data (else the model is forced into a note there)
+        tempo_only = (ph == 9) & (s["pos"] >= 0)
+        a[:, self.v.offset["BAR"]] = (ph == 0) | (ph == 6) | ((after_bar | tempo_only) & ready)
         a[:, self.r("TIMESIG")] = (ph == 1)[:, None]
         if v2:
             a[:, self.r("KEY")] = ((ph == 7) | ((ph == 1) & s["sig"]))[:, None]
         n_pos = self._rng["POSITION"][1] - self._rng["POSITION"][0]
         later = (torch.arange(n_pos)[None] > s["pos"][:, None]) & (torch.arange(n_pos)[None] < s["bar_len"][:, None])
-        a[:, self.r("POSITION")] = later & (((ph == 6) | after_bar) & ready)[:, None]
+        a[:, self.r("POSITION")] = later & (((ph == 6) | after_bar | tempo_only) & ready)[:, None]
         if c.max_polyphony:  # only positions where some allowed pitch could still start
             t = s["bar_start"][:, None] + torch.arange(n_pos)[None]  # (B, P) ticks
             sounding = s["ends"][:, None, :128] > t[:, :, None]  # (B, P, 128)

@@ -1,0 +1,44 @@
+"""The bundled models refuse instruments they never saw, in one line before any work, and play those they know."""
+
+from __future__ import annotations
+
+import pretty_midi
+import pytest
+from click.testing import CliRunner
+
+import musiclstm as ml
+from musiclstm.cli import cli
+
+
+@pytest.fixture(autouse=True)
+def _own_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def test_bundled_models_record_what_they_were_trained_on():
+    known = {name: ml.load(name).meta["data"] for name in ("folk", "bach", "pop")}
+    assert {k: v["programs"] for k, v in known.items()} == {"folk": [0], "bach": [0, 40, 41, 42, 43], "pop": [0]}
+    assert all(v["density_p99"] > 1 for v in known.values())  # what a runaway sample is redrawn against
+
+
+@pytest.mark.parametrize("args,refused", [
+    (["--instruments", "piano,strings,drums"], "String Ensemble 1 (48), drums"),  # README's example, on folk
+    (["--style", "bach", "--instruments", "strings"], "String Ensemble 1 (48)"),
+    (["--style", "bach", "--instruments", "24"], "Acoustic Guitar (nylon) (24)"),
+    (["--style", "pop", "--drums"], "drums"),
+])
+def test_an_instrument_the_model_never_saw_is_one_line_before_any_work(args, refused, tmp_path):
+    res = CliRunner().invoke(cli, ["compose", *args, "-o", "x.mid"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [res.output.strip()]
+    assert f"never saw {refused} in training; it knows: " in res.output
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_bach_plays_the_string_quartet_it_knows(tmp_path):
+    res = CliRunner().invoke(cli, ["compose", "--style", "bach", "--instruments", "violin,viola,cello,contrabass",
+                                   "--seconds", "10", "--seed", "1", "-o", "q.mid"])
+    assert res.exit_code == 0, res.output
+    pm = pretty_midi.PrettyMIDI("q.mid")
+    assert sorted(i.program for i in pm.instruments if i.notes) == [40, 41, 42, 43]
+    assert pm.get_end_time() >= 10 - 1e-6
