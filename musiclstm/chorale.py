@@ -145,7 +145,8 @@ def _grids(corpus, tokenizer, cache_dir=None, val_fraction: float = 0.1, jobs=No
     prepared = data.prepare(data.as_paths(corpus), tokenizer, val_fraction=val_fraction, cache_dir=cache_dir,
                             jobs=jobs, progress=False)
     pieces = [p for p in prepared.pieces if len(p.ids) % 4 == 0 and len(p.ids) >= 64]
-    return [np.asarray(p.ids).reshape(-1, 4) for p in pieces], [str(p.path) for p in pieces], [p.split for p in pieces]
+    grids = [np.asarray(p.ids, np.int64).reshape(-1, 4) for p in pieces]  # ids: uint16 views into the token store
+    return grids, [str(p.path) for p in pieces], [p.split for p in pieces]
 
 
 def content_signature(pitches: np.ndarray) -> tuple:

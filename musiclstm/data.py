@@ -1,9 +1,16 @@
-"""Corpus preparation: find files, tokenize once into a cache, report, split, and cut windows.
+"""Corpus preparation: find files, tokenize once into a cache, lay the corpus out in a token store, cut windows.
 
-The cache holds one `.npy` of token ids per (file content, tokenizer config): a second run, or a
-run on an overlapping corpus, reads ids instead of MIDI. An ABC book (several `X:` tunes in one file)
-gives one piece per tune, cached per (file content, tune). Files are read in worker processes so
-a file that crashes or hangs a parser cannot take the run down with it.
+Preparing a corpus has three layers, each skipped when it is already on disk (see `store`):
+1. every file is listed with one `stat` (path, size, modification time); a token store made from the same
+   listing, split and tokenizer is opened as it is, without reading a file;
+2. otherwise each file new since the last run (by path, size and modification time; the others' content
+   hashes are remembered) is read and hashed, and each piece whose content has no cache entry yet is
+   tokenized, in worker processes: an ABC book (several `X:` tunes in one file) gives one piece per tune,
+   cached per (file content, tune); a file that cannot be read is cached with its reason;
+3. one process lays the pieces out in a new token store, which training reads through a memory map.
+
+Under torchrun (RANK, WORLD_SIZE) each rank tokenizes its share of the files into the shared cache, rank 0
+writes the store and the others wait for it to appear.
 """
 
 from __future__ import annotations
@@ -12,20 +19,24 @@ import csv
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import store as st
 from .encodings import remi
 from .errors import ConfigError, MidiReadError, MusiclstmError
-from .midi import NOTATION_SUFFIXES, abc_tunes, is_music_file
-from .tokenizer import Tokenizer
+from .midi import MIDI_SUFFIXES, NOTATION_SUFFIXES, abc_tunes
+from .store import Sequences
+from .tokenizer import BOS, EOS, PAD, Tokenizer
 
 ENCODERS_VERSION = 3  # bump when an encoder's output changes for the same config: old cache entries are ignored
 NOTATION_VERSION = 2  # the same for midi.read's music21 path (MusicXML, ABC, Humdrum files only)
+PREPARE_TIMEOUT = float(os.environ.get("MUSICLSTM_PREPARE_TIMEOUT", 4 * 3600))  # seconds a rank waits for the others
 
 
 def default_cache_dir() -> Path:
@@ -34,7 +45,10 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Piece:
-    """One usable file: where it came from, its content hash, style, split and token ids."""
+    """One usable file (or tune of an ABC book): where it came from, its content hash, style, split and ids.
+
+    `ids` (n,) are the token ids without BOS/EOS; for a prepared corpus a read-only view into its token store
+    (uint16 or int32)."""
 
     path: Path
     sha: str
@@ -51,26 +65,67 @@ class Piece:
         return str(self.path) if self.tune is None else f"{self.path}#X:{self.tune}"
 
 
-@dataclass
 class Corpus:
-    """The prepared data and its report."""
+    """The prepared data and its report.
 
-    pieces: list[Piece]
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, same as file)
-    fingerprint: str = ""
-    tokenizer: Tokenizer | None = None  # the tokenizer the ids were made with
+    A corpus from `prepare` is backed by its token store: `sequences(split)` reads it through a memory map,
+    and the report comes from its index, so neither holds the corpus in memory. `pieces` (made on first use,
+    their ids viewing the store) is for code that wants them one by one. A corpus can also be built from a
+    list of pieces in memory (as `benchmark jsb` does).
+    """
+
+    def __init__(self, pieces: list[Piece] | None = None, skipped=None, duplicates=None, fingerprint: str = "",
+                 tokenizer: Tokenizer | None = None, *, store: st.TokenStore | None = None):
+        self._pieces = pieces
+        self.skipped: list[tuple[str, str]] = [tuple(s) for s in skipped or []]  # (file, reason)
+        self.duplicates: list[tuple[str, str]] = [tuple(d) for d in duplicates or []]  # (file, same as file)
+        self.fingerprint = fingerprint
+        self.tokenizer = tokenizer  # the tokenizer the ids were made with
+        self.store = store
+        self.tokenized = 0  # pieces this process tokenized while preparing (the rest came from the cache)
+
+    @property
+    def pieces(self) -> list[Piece]:
+        if self._pieces is None:
+            s = self.store
+            ix, styles = s.index, s.meta["styles"]
+            self._pieces = [Piece(Path(s.path(k)), ix["sha"][k].decode(),
+                                  styles[ix["style"][k]] if ix["style"][k] >= 0 else None,
+                                  st.SPLITS[ix["split"][k]], s.ids(k), float(ix["seconds"][k]),
+                                  bool(ix["repaired"][k]), int(ix["tune"][k]) if ix["tune"][k] >= 0 else None)
+                            for k in range(len(s))]
+        return self._pieces
 
     def split(self, name: str) -> list[Piece]:
         return [p for p in self.pieces if p.split == name]
 
+    def sequences(self, split: str) -> Sequences:
+        """The split's pieces as the model reads them (BOS [STYLE] ids EOS), laid end to end."""
+        if self.store is not None:
+            return self.store.sequences(split)
+        return Sequences.of([sequence(p, self.tokenizer) for p in self.split(split)])
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """Per piece: split (0 train, 1 valid), tokens (ids only), seconds, repaired, notes."""
+        if self.store is not None:
+            ix = self.store.index
+            return {"split": ix["split"], "tokens": ix["length"] - ix["head"] - 1, "seconds": ix["seconds"],
+                    "repaired": ix["repaired"], "notes": ix["notes"]}
+        ranges = _note_ranges(self.tokenizer)
+        ps = self.pieces
+        return {"split": np.array([st.SPLITS.index(p.split) if p.split in st.SPLITS else 2 for p in ps]),
+                "tokens": np.array([len(p.ids) for p in ps], np.int64),
+                "seconds": np.array([p.seconds for p in ps], np.float64),
+                "repaired": np.array([p.meter_repaired for p in ps], bool),
+                "notes": np.array([_count_notes(p.ids, ranges) for p in ps], np.int64)}
+
     def report(self) -> str:
-        tokens = sum(len(p.ids) for p in self.pieces)
-        hours = sum(p.seconds for p in self.pieces) / 3600
-        lines = [f"{len(self.pieces)} pieces read ({len(self.split('train'))} train, "
-                 f"{len(self.split('valid'))} valid), {tokens:,} tokens, {hours:.2f} hours of music; "
+        c = self._columns()
+        lines = [f"{len(c['split'])} pieces read ({int((c['split'] == 0).sum())} train, "
+                 f"{int((c['split'] == 1).sum())} valid), {int(c['tokens'].sum()):,} tokens, "
+                 f"{c['seconds'].sum() / 3600:.2f} hours of music; "
                  f"{len(self.skipped)} skipped, {len(self.duplicates)} duplicates"]
-        repaired = sum(p.meter_repaired for p in self.pieces)
+        repaired = int(c["repaired"].sum())
         if repaired:
             lines.append(f"  {repaired} files with one-beat bars throughout (such as 1/4) read as 4/4")
         lines += [f"  skipped {f}: {why}" for f, why in self.skipped[:50]]
@@ -84,27 +139,36 @@ class Corpus:
         v = self.tokenizer.vocab if self.tokenizer is not None else None
         if v is None or "PROGRAM" not in v.offset:
             return []
+        if self.store is not None:
+            return list(self.store.meta["programs"])
         o = v.offset["PROGRAM"]
         used = {int(i) - o for p in self.split("train") for i in np.unique(p.ids) if o <= i < o + 129}
         return sorted(used)
 
     def density_p99(self) -> float | None:
         """99th percentile of notes per second over the training pieces (what a runaway sample exceeds)."""
-        v = self.tokenizer.vocab if self.tokenizer is not None else None
-        kinds = [k for k in ("PITCH", "DRUM", "NOTE_ON") if v is not None and k in v.offset]
-        pieces = [p for p in self.split("train") if p.seconds > 0]
-        if not kinds or not pieces:
+        c = self._columns()
+        train = (c["split"] == 0) & (c["seconds"] > 0)
+        if not _note_ranges(self.tokenizer) or not train.any():
             return None
-        def notes(ids):  # noqa: E306
-            return sum(int(((ids >= v.offset[k]) & (ids < v.offset[k] + 128)).sum()) for k in kinds)
-        return float(np.percentile([notes(p.ids) / max(p.seconds, 1.0) for p in pieces], 99))
+        return float(np.percentile(c["notes"][train] / np.maximum(c["seconds"][train], 1.0), 99))
 
     def to_json(self) -> dict:
-        return {"files": len(self.pieces), "tokens": int(sum(len(p.ids) for p in self.pieces)),
-                "hours": sum(p.seconds for p in self.pieces) / 3600, "programs": self.programs(),
-                "density_p99": self.density_p99(),
-                "meter_repaired": sum(p.meter_repaired for p in self.pieces), "skipped": self.skipped,
+        c = self._columns()
+        return {"files": len(c["split"]), "tokens": int(c["tokens"].sum()), "hours": float(c["seconds"].sum()) / 3600,
+                "programs": self.programs(), "density_p99": self.density_p99(),
+                "meter_repaired": int(c["repaired"].sum()), "skipped": self.skipped,
                 "duplicates": self.duplicates, "fingerprint": self.fingerprint}
+
+
+def _note_ranges(tokenizer: Tokenizer | None) -> list[tuple[int, int]]:
+    """The id ranges that count as notes for `density_p99` (128 ids from each note kind's offset)."""
+    v = tokenizer.vocab if tokenizer is not None else None
+    return [(v.offset[k], v.offset[k] + 128) for k in ("PITCH", "DRUM", "NOTE_ON") if v is not None and k in v.offset]
+
+
+def _count_notes(ids: np.ndarray, ranges: list[tuple[int, int]]) -> int:
+    return sum(int(((ids >= a) & (ids < b)).sum()) for a, b in ranges)
 
 
 def as_paths(corpus) -> list[Path]:
@@ -112,11 +176,31 @@ def as_paths(corpus) -> list[Path]:
     return [Path(c) for c in (corpus if isinstance(corpus, list | tuple) else [corpus])]
 
 
+_SUFFIXES = MIDI_SUFFIXES | NOTATION_SUFFIXES
+
+
+def _walk(root: Path):
+    """Yield (path, size, mtime_ns, ctime_ns) of every music file under `root` (recursive, case-insensitive suffixes,
+    no hidden files, symlinked folders not followed), sorted as `find_files` sorts them, one stat each."""
+    if root.is_file():
+        s = root.stat()
+        yield str(root), s.st_size, s.st_mtime_ns, s.st_ctime_ns
+        return
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return
+    for e in entries:  # sorted by name, a folder's files in its place: the order of sorted(Path.parts)
+        if e.is_dir(follow_symlinks=False):
+            yield from _walk(Path(e.path))
+        elif not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in _SUFFIXES and e.is_file():
+            s = e.stat()
+            yield e.path, s.st_size, s.st_mtime_ns, s.st_ctime_ns
+
+
 def find_files(corpus: Path) -> list[Path]:
     """Music files under `corpus` (recursive, case-insensitive suffixes), sorted."""
-    if corpus.is_file():
-        return [corpus]
-    return sorted(p for p in corpus.rglob("*") if p.is_file() and is_music_file(p) and not p.name.startswith("."))
+    return [Path(p) for p, *_ in _walk(Path(corpus))]
 
 
 def _style_of(path: Path, root: Path, mode: str) -> str | None:
@@ -145,130 +229,364 @@ def _hash_split(sha: str, val_fraction: float) -> str:
     return "valid" if int(sha[:8], 16) / 0xFFFFFFFF < val_fraction else "train"
 
 
-def _tunes(path: Path) -> list[int | None]:
+def _tunes(path: str) -> list[int | None]:
     """The pieces of a file: [None] (the whole file), or each tune's number for an ABC file with several."""
-    if path.suffix.lower() != ".abc":
+    if not path.lower().endswith(".abc"):
         return [None]
     try:
-        tunes = abc_tunes(path.read_text(encoding="latin-1"))
+        tunes = abc_tunes(Path(path).read_text(encoding="latin-1"))
     except OSError:
-        return [None]  # _prepare_one reports it
+        return [None]  # tokenizing reports it
     return tunes if len(tunes) > 1 else [None]
 
 
-def _prepare_one(args: tuple) -> tuple[str, str, str | None, float, bool]:
-    """Worker: (path, tokenizer dict, cache dir[, tune]) -> (sha, cache file or "", error, seconds, meter repaired).
+# ---- tokenizing into the cache -----------------------------------------------------------------------------
 
-    A tune of an ABC book has the sha of the file's content and its number, so it is cached (and split) alone.
-    """
-    path, tok_dict, cache_dir, *tune = args
-    tune = tune[0] if tune else None
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        return "", "", f"cannot read: {e.strerror or e}", 0.0, False
+def _tok_key(tok_dict: dict, notation: bool = False) -> str:
+    """The cache folder of a tokenizer config and reader version: entries made under another are never read."""
     key = json.dumps(tok_dict, sort_keys=True) + f"/encoders-v{ENCODERS_VERSION}"
-    if Path(path).suffix.lower() in NOTATION_SUFFIXES:
+    if notation:
         key += f"/notation-v{NOTATION_VERSION}"
-    tok_key = hashlib.sha1(key.encode()).hexdigest()[:12]
-    sha = hashlib.sha1(data if tune is None else data + f"\0X:{tune}".encode()).hexdigest()
-    out = Path(cache_dir) / tok_key / sha[:2] / f"{sha}.npz"
-    if out.exists():
-        try:
-            with np.load(out) as z:
-                return sha, str(out), None, float(z["seconds"]), bool(z["meter_repaired"])
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is simply rebuilt
-    tok = Tokenizer.from_dict(tok_dict)
-    try:
-        from .midi import read
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
 
-        notation = Path(path).suffix.lower() in NOTATION_SUFFIXES
-        score = read(path if notation else data, name=path if tune is None else f"{path}#X:{tune}", tune=tune)
+
+class _Cache:
+    """Where one tokenizer's entries live in a cache folder (one folder for MIDI, one for notation files)."""
+
+    def __init__(self, cache_dir, tok_dict: dict):
+        self.dir, self.tok_dict = str(cache_dir), tok_dict
+        self.folders = {n: os.path.join(self.dir, _tok_key(tok_dict, n)) for n in (False, True)}
+
+    def entry(self, path: str, sha: str) -> str:
+        notation = os.path.splitext(path)[1].lower() in NOTATION_SUFFIXES
+        return f"{self.folders[notation]}/{sha[:2]}/{sha}.tok"
+
+
+_tokenizers: dict[str, Tokenizer] = {}
+
+
+def _tokenizer(tok_dict: dict) -> Tokenizer:
+    """One Tokenizer per config and process: a worker builds it once, not once per file."""
+    key = json.dumps(tok_dict, sort_keys=True)
+    if key not in _tokenizers:
+        _tokenizers[key] = Tokenizer.from_dict(tok_dict)
+    return _tokenizers[key]
+
+
+def _tokenize(path: str, tune: int | None, cache: _Cache, *, force: bool = False) -> tuple:
+    """Worker: one piece -> (sha, error, seconds, meter repaired, made here) with its cache entry in place;
+    sha is "" (and error the reason) when the file cannot be read. A tune of an ABC book has the sha of the
+    file's content and its number, so it is cached (and split) alone. A file that does not parse is cached
+    with its reason: parsing is deterministic for a given content and reader version."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        return "", f"cannot read: {e.strerror or e}", 0.0, False, False
+    sha = hashlib.sha1(data if tune is None else data + f"\0X:{tune}".encode()).hexdigest()
+    out = cache.entry(path, sha)
+    e = None if force else st.read_entry(out, ids=False)
+    made = e is None
+    if made:
+        tok = _tokenizer(cache.tok_dict)
+        e = _encode(path, data, tune, tok)
+        st.write_entry(out, e, st.token_dtype(tok.vocab_size))
+    return sha, e.error, e.seconds, e.repaired, made
+
+
+def _encode(path: str, data: bytes, tune: int | None, tok: Tokenizer) -> st.Entry:
+    """A file's bytes (a notation file is read from `path`) -> its cache entry: ids, or the reason it failed."""
+    from . import midi
+
+    none = np.zeros(0, np.int64)
+    try:
+        notation = os.path.splitext(path)[1].lower() in NOTATION_SUFFIXES
+        score = midi.read(path if notation else data, name=path if tune is None else f"{path}#X:{tune}", tune=tune)
         if len(score) == 0:
-            return sha, "", "no notes", 0.0, False
+            return st.Entry(none, error="no notes")
         ids = tok.codec.encode(score, tok.vocab)
     except MidiReadError as e:
-        return sha, "", e.reason, 0.0, False
+        return st.Entry(none, error=e.reason)
     if len(ids) == 0:
-        return sha, "", f"no notes the {tok.encoding} encoding keeps", 0.0, False
+        return st.Entry(none, error=f"no notes the {tok.encoding} encoding keeps")
     repaired = getattr(tok.config, "version", 1) >= 2 and tok.encoding == "remi" and \
         not remi.plausible_meter(score.time_signatures)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, ids=ids.astype(np.int32), seconds=score.duration_seconds, meter_repaired=repaired)
-    os.replace(tmp, out)
-    return sha, str(out), None, score.duration_seconds, repaired
+    return st.Entry(ids, score.duration_seconds, repaired)
+
+
+def _tokenize_chunk(args: tuple[dict, str, list]) -> list[tuple]:
+    """Worker: (tokenizer dict, cache dir, [(path, tune), ...]) -> `_tokenize` of each, in order."""
+    tok_dict, cache_dir, chunk = args
+    cache = _Cache(cache_dir, tok_dict)
+    return [_tokenize(path, tune, cache) for path, tune in chunk]
+
+
+def _prepare_one(args: tuple) -> tuple[str, str, str | None, float, bool]:
+    """One file the way `prepare` tokenizes it: (path, tokenizer dict, cache dir[, tune]) ->
+    (sha, cache entry or "", error, seconds, meter repaired). bench/fuzz.py drives it."""
+    path, tok_dict, cache_dir, *tune = args
+    cache = _Cache(cache_dir, tok_dict)
+    sha, error, seconds, repaired, _ = _tokenize(str(path), tune[0] if tune else None, cache)
+    if error is not None:
+        return sha, "", error, 0.0, False
+    return sha, cache.entry(str(path), sha), None, seconds, repaired
+
+
+def _tokenize_all(todo: list[tuple[str, int | None]], cache: _Cache, jobs: int, progress: bool) -> list[tuple]:
+    """`_tokenize` each (path, tune), in `jobs` worker processes, in chunks (one task per chunk, not per file)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="preparing", unit="file", disable=not progress, leave=False)
+    out: list = []
+    if jobs == 1 or len(todo) < 16:
+        for path, tune in todo:
+            out.append(_tokenize(path, tune, cache))
+            bar.update()
+    else:
+        size = max(1, min(256, len(todo) // (jobs * 16)))
+        chunks = [(cache.tok_dict, cache.dir, todo[i:i + size]) for i in range(0, len(todo), size)]
+        with ProcessPoolExecutor(jobs) as pool:
+            for part in pool.map(_tokenize_chunk, chunks):
+                out += part
+                bar.update(len(part))
+    bar.close()
+    return out
+
+
+# ---- the content hashes of files seen before --------------------------------------------------------------
+
+def _manifest_file(cache_dir: Path, root: Path) -> Path:
+    return Path(cache_dir) / "files" / f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]}.npz"
+
+
+def _read_manifest(path: Path) -> dict[tuple[str, int, int], list[tuple[int | None, str]]]:
+    """{(path relative to the root, size, mtime_ns): [(tune, sha), ...]} from the last preparation of a root."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            o, blob = z["offsets"], z["blob"].tobytes().decode()
+            size, mtime, tune, sha = z["size"].tolist(), z["mtime"].tolist(), z["tune"].tolist(), z["sha"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    out: dict = {}
+    for k in range(len(size)):
+        out.setdefault((blob[o[k]:o[k + 1]], size[k], mtime[k]), []).append(
+            (None if tune[k] < 0 else tune[k], sha[k].decode()))
+    return out
+
+
+def _write_manifest(path: Path, rows: list[tuple[str, int, int, int | None, str]]) -> None:
+    texts = [r[0] for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, blob=np.frombuffer("".join(texts).encode(), np.uint8),
+             offsets=np.r_[0, np.cumsum([len(t) for t in texts])].astype(np.int64),
+             size=np.array([r[1] for r in rows], np.int64), mtime=np.array([r[2] for r in rows], np.int64),
+             tune=np.array([-1 if r[3] is None else r[3] for r in rows], np.int64),
+             sha=np.array([r[4] for r in rows], "S40"))
+    os.replace(tmp, path)
+
+
+# ---- preparing a corpus ------------------------------------------------------------------------------------
+
+def _scan_key(roots: list[Path], tok_dict: dict, val_fraction: float, styles: str) -> tuple[str, int]:
+    """(key of the store these files would make, number of files): one stat per file, no file read.
+
+    The key covers each file's path, size, mtime and ctime (a chmod that makes a file readable counts), the
+    split csv files, the split and style options and the tokenizer."""
+    h = hashlib.sha256(json.dumps({"store": st.FORMAT, "encoders": ENCODERS_VERSION, "notation": NOTATION_VERSION,
+                                   "tokenizer": tok_dict, "val_fraction": val_fraction, "styles": styles,
+                                   "roots": [str(r.resolve()) for r in roots]}, sort_keys=True).encode())
+    n = 0
+    for root in roots:
+        for path, size, mtime, ctime in _walk(root):
+            h.update(f"{path}\0{size}\0{mtime}\0{ctime}\n".encode())
+            n += 1
+        for f in sorted(root.glob("*.csv")) if root.is_dir() else []:
+            s = f.stat()
+            h.update(f"csv {f}\0{s.st_size}\0{s.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24], n
 
 
 def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 0.1, styles: str = "none",
-            jobs: int | None = None, cache_dir: Path | None = None, progress: bool = True) -> Corpus:
-    """Tokenize every music file (every tune of an ABC book) of `corpora`, cached, and split it by piece,
-    deterministically."""
-    from tqdm.auto import tqdm
+            jobs: int | None = None, cache_dir: Path | None = None, progress: bool = True,
+            rank: int | None = None, world: int | None = None) -> Corpus:
+    """Tokenize every music file (every tune of an ABC book) of `corpora`, cached, split it by piece
+    deterministically, and lay it out in a token store; return the `Corpus` that reads it.
 
+    `rank`, `world` (default: torchrun's RANK and WORLD_SIZE): processes preparing the same corpus into the
+    same `cache_dir` together (shared storage across nodes): each tokenizes every world-th piece, rank 0
+    writes the store, the others wait for it (up to MUSICLSTM_PREPARE_TIMEOUT seconds, default 4 hours).
+    """
     cache_dir = Path(cache_dir or default_cache_dir())
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    items: list[tuple[Path, Path, int | None]] = []
-    for root in corpora:
-        root = Path(root)
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if world > 1 else 1
+    jobs = max(1, jobs or (os.cpu_count() or 1) // local)  # the node's cores shared by its ranks
+    roots = [Path(r) for r in corpora]
+    for root in roots:
         if not root.exists():
             raise ConfigError(f"corpus {root} does not exist")
-        items += [(f, root, tune) for f in find_files(root) for tune in _tunes(f)]
-    if not items:
-        raise MusiclstmError(f"no music files (.mid, .midi, .kar, MusicXML, ABC) in {', '.join(map(str, corpora))}")
     tok_dict = tokenizer.to_dict()
-    args = [(str(f), tok_dict, str(cache_dir), tune) for f, _, tune in items]
-    bar = dict(total=len(args), desc="preparing", unit="file", disable=not progress, leave=False)
-    if jobs == 1 or len(args) < 8:
-        results = [_prepare_one(a) for a in tqdm(args, **bar)]
-    else:
-        with ProcessPoolExecutor(jobs) as pool:
-            results = list(tqdm(pool.map(_prepare_one, args, chunksize=8), **bar))
-
-    corpus = Corpus([], tokenizer=tokenizer)
-    seen: dict[str, str] = {}
-    splits = {root: _csv_splits(root) for root in {r for _, r, _ in items}}
-    for (f, root, tune), (sha, cached, err, seconds, repaired) in zip(items, results, strict=True):
-        name = str(f) if tune is None else f"{f}#X:{tune}"
-        if err is not None:
-            corpus.skipped.append((name, err))
-            continue
-        if sha in seen:
-            corpus.duplicates.append((name, seen[sha]))
-            continue
-        seen[sha] = name
-        with np.load(cached) as z:
-            ids = z["ids"].astype(np.int64)
-        rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
-        split = splits[root].get(rel) or _hash_split(sha, val_fraction)
-        if split not in ("train", "valid"):
-            continue  # e.g. MAESTRO's test split is left out of training
-        corpus.pieces.append(Piece(f, sha, _style_of(f, root, styles), split, ids, seconds, repaired, tune))
-    if not corpus.pieces:
+    stores = cache_dir / _tok_key(tok_dict) / "stores"
+    key, files = _scan_key(roots, tok_dict, val_fraction, styles)
+    if not files:
+        raise MusiclstmError(f"no music files (.mid, .midi, .kar, MusicXML, ABC) in {', '.join(map(str, corpora))}")
+    store, made = st.find(stores, key), 0
+    if store is None:
+        made = _build(roots, tokenizer, key, stores, val_fraction=val_fraction, styles=styles, jobs=jobs,
+                      cache_dir=cache_dir, progress=progress, rank=rank, world=world)
+        store = _wait(lambda: st.find(stores, key), "rank 0 to write the token store")
+    m = store.meta
+    corpus = Corpus(None, m["skipped"], m["duplicates"], m["fingerprint"], tokenizer, store=store)
+    corpus.tokenized = made
+    if not len(store):
         reasons = "; ".join(sorted({why for _, why in corpus.skipped}))[:200]
         raise MusiclstmError(f"no readable music in {', '.join(map(str, corpora))} ({reasons or 'all duplicates'})")
-    if not corpus.split("train"):  # tiny corpora: keep at least one training file
-        corpus.pieces[0].split = "train"
-    if val_fraction > 0 and not corpus.split("valid") and len(corpus.pieces) > 1:
-        corpus.pieces[-1].split = "valid"
-    h = hashlib.sha256(json.dumps(tok_dict, sort_keys=True).encode())
-    for p in sorted(corpus.pieces, key=lambda p: p.sha):
-        h.update(f"{p.sha}:{p.split}:{p.style}".encode())
-    corpus.fingerprint = h.hexdigest()[:16]
     return corpus
 
 
+def _wait(get, what: str):
+    """Poll `get()` until it returns something; a MusiclstmError after PREPARE_TIMEOUT seconds."""
+    t0, delay = time.monotonic(), 0.02
+    while (got := get()) is None:
+        if time.monotonic() - t0 > PREPARE_TIMEOUT:
+            raise MusiclstmError(f"waited {PREPARE_TIMEOUT:.0f} s for {what}; is every rank running? "
+                                 "(MUSICLSTM_PREPARE_TIMEOUT sets the wait)")
+        time.sleep(delay)
+        delay = min(1.0, delay * 1.5)
+    return got
+
+
+def _build(roots: list[Path], tokenizer: Tokenizer, key: str, stores: Path, *, val_fraction: float, styles: str,
+           jobs: int, cache_dir: Path, progress: bool, rank: int, world: int) -> int:
+    """Tokenize this rank's share of the pieces not yet cached; on rank 0, write the store. Returns the
+    number of pieces this process tokenized."""
+    cache = _Cache(cache_dir, tokenizer.to_dict())
+    # one row per piece, corpus order: [path, root index, tune, sha, size, mtime, header], where sha is None
+    # until known and header (error, seconds, repaired) None until read
+    items: list[list] = []
+    for ri, root in enumerate(roots):
+        known = _read_manifest(_manifest_file(cache_dir, root))
+        for path, size, mtime, _ in _walk(root):
+            hit = known.get((_rel(path, root), size, mtime))  # unchanged since it was last hashed: not read
+            items += [[path, ri, tune, sha, size, mtime, None] for tune, sha in hit] if hit else \
+                [[path, ri, tune, None, size, mtime, None] for tune in _tunes(path)]
+    mine = [k for k in range(rank, len(items), world)
+            if items[k][3] is None or not os.path.exists(cache.entry(items[k][0], items[k][3]))]
+    done = _tokenize_all([(items[k][0], items[k][2]) for k in mine], cache, jobs, progress)
+    found = {k: r[:4] for k, r in zip(mine, done, strict=True)}  # k: (sha, error, seconds, repaired)
+    made = sum(r[4] for r in done)
+    if world > 1:  # the other ranks' results come in files beside the store (the cache is shared storage)
+        parts = stores / f".prep-{key}"
+        if rank != 0:
+            if st.find(stores, key) is None:
+                parts.mkdir(parents=True, exist_ok=True)
+                tmp = parts / f".part-{rank}.{os.getpid()}.tmp"
+                tmp.write_text(json.dumps({str(k): v for k, v in found.items()}))
+                os.replace(tmp, parts / f"part-{rank}-of-{world}.json")
+            return made
+        for r in range(1, world):
+            part = _wait(lambda r=r: _read_part(parts / f"part-{r}-of-{world}.json"), f"rank {r} to tokenize its share")
+            found.update({int(k): tuple(v) for k, v in part.items()})
+    for k, (sha, error, seconds, repaired) in found.items():
+        items[k][3], items[k][6] = sha or None, (error, seconds, repaired)
+    _write_store(items, roots, tokenizer, cache, key, stores, val_fraction=val_fraction, styles=styles)
+    if world > 1:
+        import shutil
+
+        shutil.rmtree(stores / f".prep-{key}", ignore_errors=True)
+    return made
+
+
+def _read_part(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _rel(path: str, root: Path) -> str:
+    """`path` relative to the corpus folder `root`, as csv split files name it (its name for a file root)."""
+    top = str(root)
+    if path.startswith(top + os.sep) and root.is_dir():
+        return path[len(top) + 1:].replace(os.sep, "/")
+    return Path(path).relative_to(root).as_posix() if root.is_dir() else Path(path).name
+
+
+def _entry(item: list, cache: _Cache) -> st.Entry:
+    """A piece's cache entry with its ids, made again if it went missing or is damaged."""
+    path, _, tune, sha = item[:4]
+    e = st.read_entry(cache.entry(path, sha))
+    if e is None:
+        again, error, *_ = _tokenize(path, tune, cache, force=True)
+        e = st.read_entry(cache.entry(path, sha)) if again == sha else None
+        if e is None:
+            return st.Entry(np.zeros(0, np.int64), error=error or "the file changed while it was prepared")
+    return e
+
+
+def _write_store(items: list[list], roots: list[Path], tokenizer: Tokenizer, cache: _Cache, key: str,
+                 stores: Path, *, val_fraction: float, styles: str) -> None:
+    """Decide each piece (skipped, duplicate, split, style) and lay the pieces out in the store `key`."""
+    splits = [_csv_splits(root) for root in roots]
+    pieces, skipped, duplicates, seen = [], [], [], {}
+    for k, (path, ri, tune, sha, _, _, header) in enumerate(items):
+        name = path if tune is None else f"{path}#X:{tune}"
+        if header is None:  # hashed before and tokenized: the entry's header says how it went
+            e = st.read_entry(cache.entry(path, sha), ids=False) or _entry(items[k], cache)
+            header = (e.error, e.seconds, e.repaired)
+        error, seconds, repaired = header
+        if error is not None:
+            skipped.append((name, error))
+            continue
+        if sha in seen:
+            duplicates.append((name, seen[sha]))
+            continue
+        seen[sha] = name
+        split = splits[ri].get(_rel(path, roots[ri])) if splits[ri] else None
+        split = split or _hash_split(sha, val_fraction)
+        if split not in st.SPLITS:
+            continue  # e.g. MAESTRO's test split is left out of training
+        style = _style_of(Path(path), roots[ri], styles) if styles != "none" else None
+        pieces.append([k, split, style, seconds, repaired])
+    if pieces and not any(p[1] == "train" for p in pieces):  # tiny corpora: keep at least one training piece
+        pieces[0][1] = "train"
+    if pieces and val_fraction > 0 and not any(p[1] == "valid" for p in pieces) and len(pieces) > 1:
+        pieces[-1][1] = "valid"
+    h = hashlib.sha256(json.dumps(cache.tok_dict, sort_keys=True).encode())
+    for sha, split, style in sorted((items[k][3], split, style) for k, split, style, _, _ in pieces):
+        h.update(f"{sha}:{split}:{style}".encode())
+
+    v = tokenizer.vocab
+    program = (v.offset["PROGRAM"], v.offset["PROGRAM"] + 129) if "PROGRAM" in v.offset else None
+    writer = st.StoreWriter(stores, key, st.token_dtype(tokenizer.vocab_size), _note_ranges(tokenizer), program)
+    names = sorted({style for _, _, style, _, _ in pieces if style is not None})
+    for k, split, style, seconds, repaired in pieces:
+        path, _, tune, sha = items[k][:4]
+        head = [BOS] + ([tokenizer.style_id(style)] if style is not None and tokenizer.styles else [])
+        writer.add(split, head, _entry(items[k], cache).ids, path=path, sha=sha, tune=tune,
+                   style=names.index(style) if style is not None else -1, seconds=seconds, repaired=repaired)
+    for ri, root in enumerate(roots):  # what each file hashed to, so that the next run need not read it
+        rows = [(_rel(p, root), size, mtime, tune, sha) for p, r, tune, sha, size, mtime, _ in items if r == ri and sha]
+        _write_manifest(_manifest_file(cache.dir, root), rows)
+    roots_meta = [str(r.resolve()) for r in roots]
+    writer.finish({"fingerprint": h.hexdigest()[:16], "skipped": skipped, "duplicates": duplicates,
+                   "styles": names, "roots": roots_meta, "tokenizer": cache.tok_dict, "val_fraction": val_fraction,
+                   "split_styles": styles})
+    st.prune(stores, key, roots_meta)
+
+
+# ---- what training reads -----------------------------------------------------------------------------------
+
 def sequence(piece: Piece, tokenizer: Tokenizer) -> np.ndarray:
     """One piece as the model reads it: BOS [STYLE] ids EOS (int64)."""
-    from .tokenizer import BOS, EOS
-
     head = [BOS] + ([tokenizer.style_id(piece.style)] if piece.style is not None and tokenizer.styles else [])
     return np.concatenate([np.array(head, np.int64), piece.ids, np.array([EOS], np.int64)])
 
 
 def stream(pieces: list[Piece], tokenizer: Tokenizer) -> torch.Tensor:
-    """All pieces laid end to end, each as BOS [STYLE] ids EOS: a 1-D int64 tensor."""
+    """All pieces laid end to end, each as BOS [STYLE] ids EOS: a 1-D int64 tensor (in memory; a prepared
+    corpus has the same stream on disk as `corpus.sequences(split).tokens`)."""
     parts = [sequence(p, tokenizer) for p in pieces]
     return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, dtype=torch.long)
 
@@ -282,59 +600,61 @@ class PieceWindows:
     resumed run deals the same way. Within a piece the LSTM state runs on from window to window
     (truncated BPTT); at a piece's first window the lane's state is reset to zeros: the model never
     sees a piece begin from the end of another, which is the only start `compose` can give it.
+
+    `sequences`: a `Sequences` (a prepared corpus's, memory-mapped) or a list of 1-D id arrays. Only
+    where each window starts is kept (a few bytes a window); a batch's tokens are read when it is asked for.
     """
 
-    def __init__(self, sequences: list[np.ndarray], batch: int, length: int, *, rank: int = 0, world: int = 1,
+    def __init__(self, sequences, batch: int, length: int, *, rank: int = 0, world: int = 1,
                  seed: int = 0, shuffle: bool = True):
-        from .tokenizer import PAD
-
-        if not sequences:
+        seqs = Sequences.of(sequences)
+        if not len(seqs):
             raise MusiclstmError("corpus too small: no pieces")
         self.batch, self.length, self.rank, self.world = batch, length, rank, world
         self.seed, self.shuffle = seed, shuffle
-        xs, ys, first, owner = [], [], [], []
-        for k, seq in enumerate(sequences):
-            n = len(seq) - 1
-            w = max(1, -(-n // length))
-            x = np.full(w * length, PAD, np.int64)
-            y = np.full(w * length, PAD, np.int64)
-            x[:n], y[:n] = seq[:-1], seq[1:]
-            xs.append(x.reshape(w, length))
-            ys.append(y.reshape(w, length))
-            first += [True] + [False] * (w - 1)
-            owner += [k] * w
-        self.x = torch.from_numpy(np.concatenate(xs))  # (windows, T)
-        self.y = torch.from_numpy(np.concatenate(ys))
-        self.first = torch.tensor(first + [True])  # the last row is the all-PAD window that fills short lanes
-        self.x = torch.cat([self.x, torch.full((1, length), PAD)])
-        self.y = torch.cat([self.y, torch.full((1, length), PAD)])
-        self.starts = np.r_[0, np.cumsum([len(x) for x in xs])]  # piece k's windows: starts[k] .. starts[k+1]
+        self.tokens = seqs.tokens  # (N,), often a read-only memory map
+        pairs = seqs.lengths - 1  # next-token pairs per piece
+        sizes = np.maximum(1, -(-pairs // length))  # windows per piece
+        self.starts = np.r_[0, np.cumsum(sizes)]  # piece k's windows: starts[k] .. starts[k+1]
+        self._piece = np.repeat(np.arange(len(seqs), dtype=np.int32), sizes)  # (windows,) the piece of each
+        j = np.arange(self.starts[-1]) - self.starts[self._piece]  # the window's number within its piece
+        # the last row is the all-PAD window that fills short lanes
+        self.pos = np.r_[seqs.starts[:-1][self._piece] + j * length, 0]  # where each window's tokens begin
+        self.valid = np.r_[np.minimum(length, pairs[self._piece] - j * length), 0].astype(np.int32)  # its pairs
+        self.first = np.r_[j == 0, True]  # a piece begins: the state starts from zeros
         # dealing to the shortest lane never exceeds the mean by more than the longest piece: every epoch fits
-        sizes = np.diff(self.starts)
         self.batches_per_epoch = int(-(-sizes.sum() // (batch * world)) + sizes.max())
         self._cached = (0, self._layout(0))
 
     def _layout(self, epoch: int) -> np.ndarray:
-        """(lanes, steps) window indices for an epoch; the PAD window where a lane has run out."""
+        """(batch, steps) window indices of this rank's lanes for an epoch; the PAD window where a lane has run out."""
+        import heapq
+
         lanes = self.batch * self.world
         n = len(self.starts) - 1
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        rows, sizes = [[] for _ in range(lanes)], np.zeros(lanes, np.int64)
-        for k in order:
-            lane = int(np.argmin(sizes))
-            rows[lane].extend(range(self.starts[k], self.starts[k + 1]))
-            sizes[lane] += self.starts[k + 1] - self.starts[k]
-        out = np.full((lanes, self.batches_per_epoch), len(self.x) - 1, np.int64)  # the PAD window
-        for lane, r in enumerate(rows):
-            out[lane, : len(r)] = r
+        sizes = np.diff(self.starts).tolist()
+        lane_of, offset = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        heap = [(0, lane) for lane in range(lanes)]  # (windows dealt, lane): the shortest lane, the first on ties
+        for k in order.tolist():
+            size, lane = heap[0]
+            lane_of[k], offset[k] = lane, size
+            heapq.heapreplace(heap, (size + sizes[k], lane))
+        windows = np.arange(self.starts[-1])
+        out = np.full((lanes, self.batches_per_epoch), len(self.pos) - 1, np.int64)  # the PAD window
+        out[lane_of[self._piece], offset[self._piece] + windows - self.starts[self._piece]] = windows
         return out[self.rank * self.batch:(self.rank + 1) * self.batch]
 
     def get(self, i: int, generator=None, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batch `i` of `epoch` -> (x (B, T), y (B, T), reset (B,): lanes whose state starts from zeros)."""
         if self._cached[0] != epoch:
             self._cached = (epoch, self._layout(epoch))
-        idx = torch.from_numpy(self._cached[1][:, i])
-        return self.x[idx], self.y[idx], self.first[idx]
+        idx = self._cached[1][:, i]  # (B,) window indices
+        t = np.arange(self.length + 1)
+        w = self.tokens[np.minimum(self.pos[idx, None] + t, len(self.tokens) - 1)].astype(np.int64)  # (B, T+1)
+        pad = t[None, :-1] >= self.valid[idx, None]  # (B, T) past the piece's last pair
+        x, y = np.where(pad, PAD, w[:, :-1]), np.where(pad, PAD, w[:, 1:])
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(self.first[idx])
 
 
 class Windows:
@@ -343,22 +663,22 @@ class Windows:
     * `tbptt`: the stream is cut into `batch` contiguous lanes and windows are taken in order,
       so the LSTM state can be carried (and detached) from one window to the next.
     * `random`: each batch is `batch` windows at random offsets, state starting from zero.
-    `batches_per_epoch` and `get(i, generator)` let a run resume at an exact position.
+    `batches_per_epoch` and `get(i, generator)` let a run resume at an exact position. `data` is a 1-D
+    tensor or array of ids of any integer type (a memory map stays one: batches are read as asked for).
     """
 
-    def __init__(self, data: torch.Tensor, batch: int, length: int, mode: str = "tbptt", rank: int = 0,
-                 world: int = 1):
+    def __init__(self, data, batch: int, length: int, mode: str = "tbptt", rank: int = 0, world: int = 1):
         if mode not in ("tbptt", "random"):
             raise ConfigError(f"unknown window mode {mode!r}")
+        data = data.numpy() if isinstance(data, torch.Tensor) else data
         self.mode, self.batch, self.length = mode, batch, length
         if mode == "tbptt":
             lanes = batch * world
             n = (len(data) - 1) // lanes
             if n < 2:
                 raise MusiclstmError(f"corpus too small: {len(data)} tokens for {lanes} lanes")
-            x = data[: n * lanes].view(lanes, n)[rank * batch:(rank + 1) * batch]
-            y = data[1: n * lanes + 1].view(lanes, n)[rank * batch:(rank + 1) * batch]
-            self.x, self.y = x, y
+            self.x = data[: n * lanes].reshape(lanes, n)[rank * batch:(rank + 1) * batch]  # views, no copy
+            self.y = data[1: n * lanes + 1].reshape(lanes, n)[rank * batch:(rank + 1) * batch]
             self.batches_per_epoch = max(1, (n - 1) // length + 1)
         else:
             if len(data) < 2:
@@ -372,9 +692,10 @@ class Windows:
         """Batch `i` of an epoch -> (x (B, T), y (B, T), reset (B,): lanes whose state starts from zeros)."""
         if self.mode == "tbptt":
             s = i * self.length
-            x = self.x[:, s: s + self.length]
-            return x, self.y[:, s: s + self.length], torch.full((x.shape[0],), i == 0)
+            x = torch.from_numpy(self.x[:, s: s + self.length].astype(np.int64))
+            return x, torch.from_numpy(self.y[:, s: s + self.length].astype(np.int64)), \
+                torch.full((x.shape[0],), i == 0)
         starts = torch.randint(0, len(self.data) - self.length, (self.batch,), generator=generator)
         idx = starts[:, None] + torch.arange(self.length + 1)
-        w = self.data[idx]
+        w = torch.from_numpy(self.data[idx.numpy()].astype(np.int64))
         return w[:, :-1], w[:, 1:], torch.ones(self.batch, dtype=torch.bool)

@@ -265,22 +265,19 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             found = sorted({data._style_of(f, Path(c), cfg.styles) for c in corpora
                             for f in data.find_files(Path(c))}) if cfg.styles != "none" else []
             tokenizer = Tokenizer(cfg.encoding, styles=tuple(s for s in found if s))
-        if world > 1 and not is_main:
-            torch.distributed.barrier()  # let rank 0 fill the cache first
+        # every rank tokenizes its share into the shared cache; rank 0 writes the token store, the others wait
         corpus = data.prepare(corpora, tokenizer, val_fraction=cfg.val_fraction, styles=cfg.styles, jobs=cfg.jobs,
-                              cache_dir=cache_dir, progress=progress and is_main)
-        if world > 1 and is_main:
-            torch.distributed.barrier()
+                              cache_dir=cache_dir, progress=progress and is_main, rank=rank, world=world)
     if resume_blob is not None and resume_blob["meta"].get("fingerprint") != corpus.fingerprint:
         raise MusiclstmError("the corpus changed since this run started (data fingerprint differs); "
                              "start a new run instead of --resume")
-    valid_seqs = [data.sequence(p, tokenizer) for p in corpus.split("valid")]
+    valid_seqs = corpus.sequences("valid")  # pieces laid end to end, memory-mapped from the token store
     if cfg.windows == "pieces":
-        windows = data.PieceWindows([data.sequence(p, tokenizer) for p in corpus.split("train")], cfg.batch_size,
-                                    cfg.seq_len, rank=rank, world=world, seed=cfg.seed)
+        windows = data.PieceWindows(corpus.sequences("train"), cfg.batch_size, cfg.seq_len, rank=rank, world=world,
+                                    seed=cfg.seed)
     else:
-        windows = data.Windows(data.stream(corpus.split("train"), tokenizer), cfg.batch_size, cfg.seq_len,
-                               cfg.windows, rank, world)
+        windows = data.Windows(corpus.sequences("train").tokens, cfg.batch_size, cfg.seq_len, cfg.windows, rank,
+                               world)
     per_epoch = windows.batches_per_epoch
     total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
     eval_every = cfg.eval_every or per_epoch

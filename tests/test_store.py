@@ -1,0 +1,189 @@
+"""The token store: a prepared corpus on disk, read through a memory map; warm runs; sharded preparation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+import torch
+
+import musiclstm as ml
+from musiclstm import data
+from musiclstm.data import PieceWindows, Windows
+from musiclstm.tokenizer import BOS, EOS, PAD
+
+
+def _write(folder: Path, n: int, start: int = 0) -> list[Path]:
+    """`n` distinct little tunes as MIDI files, built here."""
+    paths = []
+    for i in range(start, start + n):
+        rng = np.random.default_rng(i)
+        pm = pretty_midi.PrettyMIDI(initial_tempo=100)
+        inst = pretty_midi.Instrument(0)
+        for j, p in enumerate(60 + rng.choice([0, 2, 4, 5, 7, 9, 11], 12 + i % 7)):
+            inst.notes.append(pretty_midi.Note(80, int(p), j * 0.3, j * 0.3 + 0.25))
+        pm.instruments.append(inst)
+        paths.append(folder / f"{i:03d}.mid")
+        pm.write(str(paths[-1]))
+    return paths
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    _write(folder, 10)
+    (folder / "bad.mid").write_text("not a MIDI file")
+    return folder
+
+
+def _prepare(folder: Path, cache: Path, **kw) -> data.Corpus:
+    kw = {"val_fraction": 0.3, **kw}
+    return data.prepare([folder], ml.Tokenizer("remi"), jobs=1, cache_dir=cache, progress=False, **kw)
+
+
+def test_a_prepared_corpus_is_read_from_its_store_through_a_memory_map(corpus, tmp_path):
+    tok = ml.Tokenizer("remi")
+    c = _prepare(corpus, tmp_path / "cache")
+    train, valid = c.sequences("train"), c.sequences("valid")
+    assert isinstance(train.tokens, np.memmap) and train.tokens.dtype == np.uint16  # remi's vocabulary fits
+    assert len(train) == len(c.split("train")) and len(valid) == len(c.split("valid")) >= 1
+    assert len(train) + len(valid) == 10
+    assert c.skipped == [(str(corpus / "bad.mid"), "not a MIDI file (no MThd header)")]
+    for split, seqs in (("train", train), ("valid", valid)):
+        for p, seq in zip(c.split(split), seqs, strict=True):
+            assert seq[0] == BOS and seq[-1] == EOS and np.array_equal(seq, data.sequence(p, tok))
+            assert np.shares_memory(p.ids, seqs.tokens)  # a piece's ids view the store, no copy
+            assert np.array_equal(p.ids, tok.encode_array(p.path, bos=False, eos=False))
+    # the stream (tbptt, random) is the split's pieces laid end to end, as data.stream lays them in memory
+    assert np.array_equal(train.tokens, data.stream(c.split("train"), tok).numpy())
+    assert c.to_json()["tokens"] == sum(len(p.ids) for p in c.pieces)
+
+
+def test_a_warm_run_reads_no_file_and_new_files_alone_are_tokenized(corpus, tmp_path, monkeypatch):
+    first = _prepare(corpus, tmp_path / "cache")
+    assert first.tokenized == 11  # the unreadable file too: its reason is cached by content
+    read, tokenize = [], data._tokenize
+
+    def spy(path, *args, **kw):
+        read.append(Path(path).name)
+        return tokenize(path, *args, **kw)
+
+    monkeypatch.setattr(data, "_tokenize", spy)
+    again = _prepare(corpus, tmp_path / "cache")
+    assert read == [] and again.tokenized == 0 and again.store.folder == first.store.folder
+    assert again.fingerprint == first.fingerprint and again.skipped == first.skipped
+    new = _write(corpus, 2, start=50)
+    grown = _prepare(corpus, tmp_path / "cache")
+    assert sorted(read) == [p.name for p in new] and grown.tokenized == 2  # the others' hashes were remembered
+    assert grown.store.folder != first.store.folder and len(grown.pieces) == len(first.pieces) + 2
+    old = {p.sha: p.ids for p in first.pieces}
+    assert all(np.array_equal(p.ids, old[p.sha]) for p in grown.pieces if p.sha in old)
+    read.clear()
+    other = _prepare(corpus, tmp_path / "cache", val_fraction=0.5)  # another split: a new store, no file read
+    assert read == [] and other.tokenized == 0 and other.store.folder != grown.store.folder
+
+
+def _reference_windows(seqs, batch, length, rank, world, seed, shuffle, epoch):
+    """PieceWindows as it was with every window in memory (int64): the batches it dealt, for comparison."""
+    xs, ys, first = [], [], []
+    for seq in seqs:
+        n = len(seq) - 1
+        w = max(1, -(-n // length))
+        x, y = np.full(w * length, PAD, np.int64), np.full(w * length, PAD, np.int64)
+        x[:n], y[:n] = seq[:-1], seq[1:]
+        xs.append(x.reshape(w, length))
+        ys.append(y.reshape(w, length))
+        first += [True] + [False] * (w - 1)
+    x, y = np.concatenate(xs + [np.full((1, length), PAD)]), np.concatenate(ys + [np.full((1, length), PAD)])
+    first = np.array(first + [True])
+    starts = np.r_[0, np.cumsum([len(a) for a in xs])]
+    sizes = np.diff(starts)
+    per_epoch = int(-(-sizes.sum() // (batch * world)) + sizes.max())
+    lanes = batch * world
+    order = np.random.default_rng([seed, epoch]).permutation(len(seqs)) if shuffle else np.arange(len(seqs))
+    rows, filled = [[] for _ in range(lanes)], np.zeros(lanes, np.int64)
+    for k in order:
+        lane = int(np.argmin(filled))
+        rows[lane].extend(range(starts[k], starts[k + 1]))
+        filled[lane] += starts[k + 1] - starts[k]
+    out = np.full((lanes, per_epoch), len(x) - 1)
+    for lane, r in enumerate(rows):
+        out[lane, : len(r)] = r
+    out = out[rank * batch:(rank + 1) * batch]
+    return per_epoch, [(x[out[:, i]], y[out[:, i]], first[out[:, i]]) for i in range(per_epoch)]
+
+
+@pytest.mark.parametrize("rank,world,shuffle", [(0, 1, True), (1, 2, True), (0, 3, False)])
+def test_piece_windows_from_a_memory_map_deal_what_the_in_memory_windows_dealt(tmp_path, rank, world, shuffle):
+    rng = np.random.default_rng(7)
+    seqs = [np.r_[BOS, rng.integers(3, 500, int(n)), EOS] for n in rng.integers(0, 60, 23)]
+    flat = data.Sequences.of(seqs)
+    mm = np.memmap(tmp_path / "train.bin", np.uint16, mode="w+", shape=flat.tokens.shape)
+    mm[:] = flat.tokens
+    mm.flush()
+    on_disk = data.Sequences(np.memmap(tmp_path / "train.bin", np.uint16, mode="r"), flat.starts)
+    for source in (seqs, on_disk):
+        win = PieceWindows(source, 3, 8, rank=rank, world=world, seed=5, shuffle=shuffle)
+        for epoch in (0, 1):
+            per_epoch, want = _reference_windows(seqs, 3, 8, rank, world, 5, shuffle, epoch)
+            assert win.batches_per_epoch == per_epoch
+            for i, (x, y, reset) in enumerate(want):
+                got = win.get(i, epoch=epoch)
+                assert got[0].dtype == torch.int64
+                assert np.array_equal(got[0], x) and np.array_equal(got[1], y) and np.array_equal(got[2], reset)
+
+
+@pytest.mark.parametrize("mode", ["tbptt", "random"])
+def test_stream_windows_read_a_memory_map_as_they_read_a_tensor(tmp_path, mode):
+    ids = np.random.default_rng(3).integers(0, 600, 5000).astype(np.uint16)
+    ids.tofile(tmp_path / "s.bin")
+    mm = np.memmap(tmp_path / "s.bin", np.uint16, mode="r")
+    a = Windows(torch.from_numpy(ids.astype(np.int64)), 4, 32, mode, rank=1, world=2)
+    b = Windows(mm, 4, 32, mode, rank=1, world=2)
+    ga, gb = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert a.batches_per_epoch == b.batches_per_epoch
+    for i in range(a.batches_per_epoch):
+        for u, v in zip(a.get(i, ga), b.get(i, gb), strict=True):
+            assert u.dtype == v.dtype and torch.equal(u, v)
+
+
+RANK_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from musiclstm import data
+    from musiclstm.tokenizer import Tokenizer
+    c = data.prepare([Path(sys.argv[1])], Tokenizer("remi"), val_fraction=0.3, jobs=1, cache_dir=Path(sys.argv[2]),
+                     progress=False)  # RANK and WORLD_SIZE from the environment, as torchrun sets them
+    print(json.dumps({"tokenized": c.tokenized, "store": str(c.store.folder), "fingerprint": c.fingerprint,
+                      "pieces": [p.name for p in c.pieces], "train": c.sequences("train").tokens.tolist()}))
+""")
+
+
+def test_two_ranks_share_the_tokenizing_and_open_one_store(corpus, tmp_path):
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(corpus), str(cache)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+                                   "MUSICLSTM_PREPARE_TIMEOUT": "120"})
+             for r in range(2)]  # started together: they prepare at the same time
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    files = len(list(corpus.iterdir()))
+    # each rank tokenized its share (every other file), none twice, and both read the one store rank 0 wrote
+    assert [o["tokenized"] for o in outs] == [6, 5] and len(list(cache.rglob("*.tok"))) == files
+    assert outs[0]["store"] == outs[1]["store"] and outs[0]["fingerprint"] == outs[1]["fingerprint"]
+    assert outs[0]["pieces"] == outs[1]["pieces"] and outs[0]["train"] == outs[1]["train"]
+    alone = _prepare(corpus, cache, rank=0, world=1)  # the same corpus in one process: that very store
+    assert str(alone.store.folder) == outs[0]["store"] and alone.tokenized == 0
+    assert not list((alone.store.folder.parent).glob(".prep-*"))  # the ranks' exchange is cleared away
