@@ -258,8 +258,14 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
             # the model's own ending is welcome in the last bar, never earlier
             near = left() <= (0 if bars is not None else grammar.bar_seconds())
             allowed[:, EOS] &= near.to(allowed.device)
+            if bars is not None:  # the last bar holds music: no end and no closing bar line before its first note
+                unplayed = ((left() <= 0) & grammar.bar_empty()).to(allowed.device)
+                allowed[unplayed, EOS] = False
+                if "BAR" in tok.vocab.offset:
+                    allowed[unplayed, tok.vocab.offset["BAR"]] = False
             if tok.encoding == "remi":  # past the length: finish the bar's notes, start no new position
-                allowed[(left() <= 0).to(allowed.device), tok.vocab.offset["POSITION"]:
+                past = left() < 0 if bars is not None else left() <= 0  # (bar N itself is still to be played)
+                allowed[past.to(allowed.device), tok.vocab.offset["POSITION"]:
                         tok.vocab.offset["POSITION"] + tok.codec.positions] = False
         else:  # exactly that many tokens: no early end
             allowed[:, EOS] = False

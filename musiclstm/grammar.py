@@ -125,6 +125,10 @@ class Grammar:
         """(B,) where each piece's last bar ends, in quarter notes; None for encodings without bar lines."""
         return None
 
+    def bar_empty(self) -> torch.Tensor:
+        """(B,) whether the bar in progress has no note yet (encodings without bar lines: False)."""
+        return torch.zeros(1, dtype=torch.bool)
+
     def follow(self, prime: list[int], batch: int) -> None:
         """Read a primer (the same for every row) so the clocks start where the new music does."""
         ids = torch.tensor([prime] * batch, dtype=torch.long)
@@ -192,7 +196,7 @@ class RemiGrammar(Grammar):
                 "bar_len": torch.full((B,), 4 * q, dtype=torch.long), "drum": z(),
                 "now": torch.zeros(B, dtype=torch.long), "bar_start": torch.full((B,), -4 * q, dtype=torch.long),
                 "ends": torch.zeros(B, 256, dtype=torch.long), "pitch": torch.zeros(B, dtype=torch.long),
-                "bars": torch.zeros(B, dtype=torch.long), "sig": z(), "key": z(), "tempo": z(),
+                "bars": torch.zeros(B, dtype=torch.long), "sig": z(), "key": z(), "tempo": z(), "bar_notes": z(),
                 "program": torch.full((B,), -1, dtype=torch.long), "velocity": torch.full((B,), -1, dtype=torch.long),
                 "qpm": torch.full((B,), 120.0, dtype=torch.float64), "secs": torch.zeros(B, dtype=torch.float64)}
 
@@ -228,6 +232,7 @@ class RemiGrammar(Grammar):
         vel = is_("VELOCITY")
         s["velocity"] = torch.where(vel, val("VELOCITY"), s["velocity"])
         pitch, drum = is_("PITCH"), is_("DRUM")
+        s["bar_notes"] = (s["bar_notes"] & ~bar) | pitch | drum
         s["pitch"] = torch.where(pitch, val("PITCH"), torch.where(drum, 128 + val("DRUM"), s["pitch"]))
         dur = is_("DURATION")
         if dur.any():
@@ -259,6 +264,9 @@ class RemiGrammar(Grammar):
     def bars(self):
         return self.state["bars"]
 
+    def bar_empty(self):
+        return ~self.state["bar_notes"]
+
     def allowed(self, B):
         s, c, v2 = self.state, self.c, self.v2
         a = torch.zeros(B, self.v.size, dtype=torch.bool)
@@ -277,8 +285,9 @@ class RemiGrammar(Grammar):
         a[:, self.r("POSITION")] = later & (((ph == 6) | after_bar | tempo_only) & ready)[:, None]
         if c.max_polyphony:  # only positions where some allowed pitch could still start
             t = s["bar_start"][:, None] + torch.arange(n_pos)[None]  # (B, P) ticks
-            sounding = s["ends"][:, None, :128] > t[:, :, None]  # (B, P, 128)
-            room = (sounding.sum(-1) < c.max_polyphony) & (~sounding & self.pitches).any(-1)
+            sounding = s["ends"][:, None, :] > t[:, :, None]  # (B, P, 256): pitched keys, then drum keys
+            key = (~sounding[..., :128] & self.pitches).any(-1) | ((~sounding[..., 128:]).any(-1) & bool(c.drums))
+            room = (sounding.sum(-1) < c.max_polyphony) & key  # counted as notes are (drums too)
             a[:, self.r("POSITION")] &= room
         tempo_ok = torch.ones(len(self.tok.codec.tempos), dtype=torch.bool)
         if c.qpm is not None:

@@ -42,3 +42,36 @@ def test_bach_plays_the_string_quartet_it_knows(tmp_path):
     pm = pretty_midi.PrettyMIDI("q.mid")
     assert sorted(i.program for i in pm.instruments if i.notes) == [40, 41, 42, 43]
     assert pm.get_end_time() >= 10 - 1e-6
+
+
+def _bars_with_music(pm) -> int:
+    """Bars up to the last note's end, counted from the file's own meters (in quarter notes)."""
+    from musiclstm.midi import read
+
+    score = read(pm)
+    end, q, bars = float(score.end.max()), 0.0, 0
+    sigs = [(float(t), float(n) * 4 / float(d)) for t, n, d in score.time_signatures] or [(0.0, 4.0)]
+    while q < end - 1e-6:
+        q += next(length for t, length in reversed(sigs) if t <= q + 1e-6)
+        bars += 1
+    return bars
+
+
+@pytest.mark.parametrize("bars", [1, 3, 8])
+def test_bars_n_are_n_bars_even_from_a_model_eager_to_end(bars):
+    """A model that would end at every chance (EOS logit raised) still plays its last bar: EOS is not allowed
+    right at the last bar line, which left that bar empty and cut the piece one bar short."""
+    import torch
+
+    from musiclstm.checkpoint import Model
+    from musiclstm.model import ModelConfig, MusicLSTM
+    from musiclstm.tokenizer import EOS
+
+    tok = ml.Tokenizer("remi")
+    torch.manual_seed(0)
+    net = MusicLSTM(ModelConfig(tok.vocab_size, 16, 32, 1, 0.0)).eval()
+    with torch.no_grad():
+        net.head.bias[EOS] += 30.0
+    pm, (ids,) = ml.compose(Model(net, tok, {}), bars=bars, seed=1, return_ids=True)
+    assert tok.names(ids).count("BAR") == bars and ids[-1] == EOS  # it did end itself, in bar N
+    assert _bars_with_music(pm) == bars
