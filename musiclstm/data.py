@@ -251,15 +251,41 @@ def _tok_key(tok_dict: dict, notation: bool = False) -> str:
 
 
 class _Cache:
-    """Where one tokenizer's entries live in a cache folder (one folder for MIDI, one for notation files)."""
+    """One tokenizer's entries in a cache folder: packs for MIDI files and for notation files (whose reader
+    has its own version), and the index of what they hold, {sha: (pack, offset, length)}."""
 
     def __init__(self, cache_dir, tok_dict: dict):
         self.dir, self.tok_dict = str(cache_dir), tok_dict
-        self.folders = {n: os.path.join(self.dir, _tok_key(tok_dict, n)) for n in (False, True)}
+        self.folders = {n: os.path.join(self.dir, _tok_key(tok_dict, n), "packs") for n in (False, True)}
+        self.index: dict[bool, dict] = {False: {}, True: {}}
+        self.reader = st.EntryReader()
+        self.dtype = st.token_dtype(_tokenizer(tok_dict).vocab_size)
 
-    def entry(self, path: str, sha: str) -> str:
-        notation = os.path.splitext(path)[1].lower() in NOTATION_SUFFIXES
-        return f"{self.folders[notation]}/{sha[:2]}/{sha}.tok"
+    def load(self) -> _Cache:
+        self.index = {n: st.read_index(f) for n, f in self.folders.items()}
+        return self
+
+    def has(self, path: str, sha: str) -> bool:
+        return sha in self.index[_notation(path)]
+
+    def read(self, path: str, sha: str, *, ids: bool = True) -> st.Entry | None:
+        where = self.index[_notation(path)].get(sha)
+        return self.reader.read(where, ids=ids) if where else None
+
+    def write(self, made: list[tuple[str, str, st.Entry]]) -> dict[tuple[bool, str], tuple]:
+        """Pack new entries [(path, sha, Entry)]; returns and indexes {(notation, sha): (pack, offset, length)}."""
+        out = {}
+        for n in (False, True):
+            entries = list({sha: e for path, sha, e in made if _notation(path) == n}.items())
+            if entries:
+                where = st.write_pack(self.folders[n], entries, self.dtype)
+                self.index[n].update(where)
+                out.update({(n, sha): w for sha, w in where.items()})
+        return out
+
+
+def _notation(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in NOTATION_SUFFIXES
 
 
 _tokenizers: dict[str, Tokenizer] = {}
@@ -273,25 +299,20 @@ def _tokenizer(tok_dict: dict) -> Tokenizer:
     return _tokenizers[key]
 
 
-def _tokenize(path: str, tune: int | None, cache: _Cache, *, force: bool = False) -> tuple:
-    """Worker: one piece -> (sha, error, seconds, meter repaired, made here) with its cache entry in place;
-    sha is "" (and error the reason) when the file cannot be read. A tune of an ABC book has the sha of the
-    file's content and its number, so it is cached (and split) alone. A file that does not parse is cached
-    with its reason: parsing is deterministic for a given content and reader version."""
+def _tokenize(path: str, tune: int | None, tok_dict: dict, known=()) -> tuple[str, str | None, st.Entry | None]:
+    """Worker: one piece -> (sha, None, its entry), or (sha, None, None) when `known` holds the sha (the
+    content is in the cache already), or ("", reason, None) when the file cannot be read. A tune of an ABC
+    book has the sha of the file's content and its number, so it is cached (and split) alone. A file that
+    does not parse gets an entry with the reason: parsing is deterministic for a content and reader version."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as e:
-        return "", f"cannot read: {e.strerror or e}", 0.0, False, False
+        return "", f"cannot read: {e.strerror or e}", None
     sha = hashlib.sha1(data if tune is None else data + f"\0X:{tune}".encode()).hexdigest()
-    out = cache.entry(path, sha)
-    e = None if force else st.read_entry(out, ids=False)
-    made = e is None
-    if made:
-        tok = _tokenizer(cache.tok_dict)
-        e = _encode(path, data, tune, tok)
-        st.write_entry(out, e, st.token_dtype(tok.vocab_size))
-    return sha, e.error, e.seconds, e.repaired, made
+    if sha in known:
+        return sha, None, None
+    return sha, None, _encode(path, data, tune, _tokenizer(tok_dict))
 
 
 def _encode(path: str, data: bytes, tune: int | None, tok: Tokenizer) -> st.Entry:
@@ -300,8 +321,8 @@ def _encode(path: str, data: bytes, tune: int | None, tok: Tokenizer) -> st.Entr
 
     none = np.zeros(0, np.int64)
     try:
-        notation = os.path.splitext(path)[1].lower() in NOTATION_SUFFIXES
-        score = midi.read(path if notation else data, name=path if tune is None else f"{path}#X:{tune}", tune=tune)
+        score = midi.read(path if _notation(path) else data, name=path if tune is None else f"{path}#X:{tune}",
+                          tune=tune)
         if len(score) == 0:
             return st.Entry(none, error="no notes")
         ids = tok.codec.encode(score, tok.vocab)
@@ -314,42 +335,60 @@ def _encode(path: str, data: bytes, tune: int | None, tok: Tokenizer) -> st.Entr
     return st.Entry(ids, score.duration_seconds, repaired)
 
 
+_known: dict[bool, set[str]] = {False: set(), True: set()}  # a worker's copy of the cache's shas
+
+
+def _set_known(midi_shas: bytes, notation_shas: bytes) -> None:
+    """Worker initializer: the shas already cached (20 bytes each), so that their files are not tokenized."""
+    for n, blob in ((False, midi_shas), (True, notation_shas)):
+        _known[n] = {blob[i:i + 20].hex() for i in range(0, len(blob), 20)}
+
+
 def _tokenize_chunk(args: tuple[dict, str, list]) -> list[tuple]:
-    """Worker: (tokenizer dict, cache dir, [(path, tune), ...]) -> `_tokenize` of each, in order."""
+    """Worker: (tokenizer dict, cache dir, [(path, tune), ...]) -> [(sha, reason, header)] in order, the new
+    entries written into one pack; header (error, seconds, meter repaired) for a piece tokenized here, else None."""
     tok_dict, cache_dir, chunk = args
-    cache = _Cache(cache_dir, tok_dict)
-    return [_tokenize(path, tune, cache) for path, tune in chunk]
+    done = [(path, *_tokenize(path, tune, tok_dict, _known[_notation(path)])) for path, tune in chunk]
+    _Cache(cache_dir, tok_dict).write([(path, sha, e) for path, sha, _, e in done if e is not None])
+    return [(sha, reason, None if e is None else (e.error, e.seconds, e.repaired)) for _, sha, reason, e in done]
 
 
 def _prepare_one(args: tuple) -> tuple[str, str, str | None, float, bool]:
     """One file the way `prepare` tokenizes it: (path, tokenizer dict, cache dir[, tune]) ->
-    (sha, cache entry or "", error, seconds, meter repaired). bench/fuzz.py drives it."""
+    (sha, cache pack or "", error, seconds, meter repaired). bench/fuzz.py drives it."""
     path, tok_dict, cache_dir, *tune = args
-    cache = _Cache(cache_dir, tok_dict)
-    sha, error, seconds, repaired, _ = _tokenize(str(path), tune[0] if tune else None, cache)
-    if error is not None:
-        return sha, "", error, 0.0, False
-    return sha, cache.entry(str(path), sha), None, seconds, repaired
+    path = str(path)
+    sha, reason, e = _tokenize(path, tune[0] if tune else None, tok_dict)
+    if reason is not None:
+        return "", "", reason, 0.0, False
+    where = _Cache(cache_dir, tok_dict).write([(path, sha, e)])[_notation(path), sha]
+    return (sha, "", e.error, 0.0, False) if e.error is not None else (sha, where[0], None, e.seconds, e.repaired)
 
 
 def _tokenize_all(todo: list[tuple[str, int | None]], cache: _Cache, jobs: int, progress: bool) -> list[tuple]:
-    """`_tokenize` each (path, tune), in `jobs` worker processes, in chunks (one task per chunk, not per file)."""
+    """`_tokenize_chunk` over (path, tune) pairs in `jobs` worker processes, a chunk (and a pack) per task."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="preparing", unit="file", disable=not progress, leave=False)
+    known = [b"".join(bytes.fromhex(s) for s in cache.index[n]) for n in (False, True)]
     out: list = []
-    if jobs == 1 or len(todo) < 16:
-        for path, tune in todo:
-            out.append(_tokenize(path, tune, cache))
-            bar.update()
+    if jobs == 1 or len(todo) < 64:
+        _set_known(*known)
+        for i in range(0, len(todo), 64):
+            out += _tokenize_chunk((cache.tok_dict, cache.dir, todo[i:i + 64]))
+            bar.update(len(todo[i:i + 64]))
     else:
-        size = max(1, min(256, len(todo) // (jobs * 16)))
+        from . import midi
+
+        midi.warm_up()  # the readers' imports, once here: forked workers inherit them
+        size = max(16, min(256, len(todo) // (jobs * 8)))
         chunks = [(cache.tok_dict, cache.dir, todo[i:i + size]) for i in range(0, len(todo), size)]
-        with ProcessPoolExecutor(jobs) as pool:
+        with ProcessPoolExecutor(jobs, initializer=_set_known, initargs=tuple(known)) as pool:
             for part in pool.map(_tokenize_chunk, chunks):
                 out += part
                 bar.update(len(part))
     bar.close()
+    cache.load()  # the packs just written
     return out
 
 
@@ -461,7 +500,7 @@ def _build(roots: list[Path], tokenizer: Tokenizer, key: str, stores: Path, *, v
            jobs: int, cache_dir: Path, progress: bool, rank: int, world: int) -> int:
     """Tokenize this rank's share of the pieces not yet cached; on rank 0, write the store. Returns the
     number of pieces this process tokenized."""
-    cache = _Cache(cache_dir, tokenizer.to_dict())
+    cache = _Cache(cache_dir, tokenizer.to_dict()).load()
     # one row per piece, corpus order: [path, root index, tune, sha, size, mtime, header], where sha is None
     # until known and header (error, seconds, repaired) None until read
     items: list[list] = []
@@ -471,11 +510,10 @@ def _build(roots: list[Path], tokenizer: Tokenizer, key: str, stores: Path, *, v
             hit = known.get((_rel(path, root), size, mtime))  # unchanged since it was last hashed: not read
             items += [[path, ri, tune, sha, size, mtime, None] for tune, sha in hit] if hit else \
                 [[path, ri, tune, None, size, mtime, None] for tune in _tunes(path)]
-    mine = [k for k in range(rank, len(items), world)
-            if items[k][3] is None or not os.path.exists(cache.entry(items[k][0], items[k][3]))]
+    mine = [k for k in range(rank, len(items), world) if items[k][3] is None or not cache.has(items[k][0], items[k][3])]
     done = _tokenize_all([(items[k][0], items[k][2]) for k in mine], cache, jobs, progress)
-    found = {k: r[:4] for k, r in zip(mine, done, strict=True)}  # k: (sha, error, seconds, repaired)
-    made = sum(r[4] for r in done)
+    found = dict(zip(mine, done, strict=True))  # k: (sha, reason, header)
+    made = sum(header is not None for _, _, header in done)
     if world > 1:  # the other ranks' results come in files beside the store (the cache is shared storage)
         parts = stores / f".prep-{key}"
         if rank != 0:
@@ -487,10 +525,13 @@ def _build(roots: list[Path], tokenizer: Tokenizer, key: str, stores: Path, *, v
             return made
         for r in range(1, world):
             part = _wait(lambda r=r: _read_part(parts / f"part-{r}-of-{world}.json"), f"rank {r} to tokenize its share")
-            found.update({int(k): tuple(v) for k, v in part.items()})
-    for k, (sha, error, seconds, repaired) in found.items():
-        items[k][3], items[k][6] = sha or None, (error, seconds, repaired)
+            found.update({int(k): v for k, v in part.items()})
+        cache.load()  # with the other ranks' packs
+    for k, (sha, reason, header) in found.items():
+        items[k][3] = sha or None
+        items[k][6] = (reason, 0.0, False) if reason is not None else header
     _write_store(items, roots, tokenizer, cache, key, stores, val_fraction=val_fraction, styles=styles)
+    cache.reader.close()
     if world > 1:
         import shutil
 
@@ -513,15 +554,15 @@ def _rel(path: str, root: Path) -> str:
     return Path(path).relative_to(root).as_posix() if root.is_dir() else Path(path).name
 
 
-def _entry(item: list, cache: _Cache) -> st.Entry:
-    """A piece's cache entry with its ids, made again if it went missing or is damaged."""
+def _entry(item: list, cache: _Cache, *, ids: bool = True) -> st.Entry:
+    """A piece's cache entry (with its ids), made again if its pack went missing or is damaged."""
     path, _, tune, sha = item[:4]
-    e = st.read_entry(cache.entry(path, sha))
+    e = cache.read(path, sha, ids=ids)
     if e is None:
-        again, error, *_ = _tokenize(path, tune, cache, force=True)
-        e = st.read_entry(cache.entry(path, sha)) if again == sha else None
-        if e is None:
-            return st.Entry(np.zeros(0, np.int64), error=error or "the file changed while it was prepared")
+        again, reason, e = _tokenize(path, tune, cache.tok_dict)
+        if again != sha or e is None:
+            return st.Entry(np.zeros(0, np.int64), error=reason or "the file changed while it was prepared")
+        cache.write([(path, sha, e)])
     return e
 
 
@@ -532,8 +573,8 @@ def _write_store(items: list[list], roots: list[Path], tokenizer: Tokenizer, cac
     pieces, skipped, duplicates, seen = [], [], [], {}
     for k, (path, ri, tune, sha, _, _, header) in enumerate(items):
         name = path if tune is None else f"{path}#X:{tune}"
-        if header is None:  # hashed before and tokenized: the entry's header says how it went
-            e = st.read_entry(cache.entry(path, sha), ids=False) or _entry(items[k], cache)
+        if header is None:  # in the cache before this run: its entry's header says how it went
+            e = _entry(items[k], cache, ids=False)
             header = (e.error, e.seconds, e.repaired)
         error, seconds, repaired = header
         if error is not None:

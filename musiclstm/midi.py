@@ -31,6 +31,12 @@ def is_music_file(path: Path) -> bool:
     return path.suffix.lower() in MIDI_SUFFIXES | NOTATION_SUFFIXES
 
 
+def warm_up() -> None:
+    """Import the libraries `read` uses for MIDI, so that worker processes forked afterwards need not."""
+    import pretty_midi  # noqa: F401
+    import symusic  # noqa: F401
+
+
 def abc_tunes(text: str) -> list[int]:
     """The tunes of an ABC file: its reference numbers (`X:` lines), once each, in file order."""
     return list(dict.fromkeys(int(n) for n in re.findall(r"^\s*X:\s*(\d+)\s*$", text, flags=re.M)))

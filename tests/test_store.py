@@ -91,6 +91,23 @@ def test_a_warm_run_reads_no_file_and_new_files_alone_are_tokenized(corpus, tmp_
     assert read == [] and other.tokenized == 0 and other.store.folder != grown.store.folder
 
 
+def test_a_pack_holds_many_entries_and_its_index_finds_each(tmp_path):
+    from musiclstm import store
+
+    shas = ["00" * 20, "ab" * 19 + "00", "12" * 20]  # raw digests may end in NUL bytes
+    entries = [store.Entry(np.arange(5), 1.5, True), store.Entry(np.zeros(0), error="no notes"),
+               store.Entry(np.array([3, 700, 65535]), 2.0)]
+    where = store.write_pack(tmp_path, list(zip(shas, entries, strict=True)), np.dtype(np.uint16))
+    assert store.read_index(tmp_path) == where and len({w[0] for w in where.values()}) == 1  # one file
+    reader = store.EntryReader()
+    for sha, e in zip(shas, entries, strict=True):
+        got = reader.read(where[sha])
+        assert np.array_equal(got.ids, e.ids) and (got.seconds, got.repaired, got.error) == (e.seconds, e.repaired,
+                                                                                            e.error)
+        assert reader.read(where[sha], ids=False).error == e.error
+    reader.close()
+
+
 def _reference_windows(seqs, batch, length, rank, world, seed, shuffle, epoch):
     """PieceWindows as it was with every window in memory (int64): the batches it dealt, for comparison."""
     xs, ys, first = [], [], []
@@ -181,7 +198,8 @@ def test_two_ranks_share_the_tokenizing_and_open_one_store(corpus, tmp_path):
         outs.append(json.loads(out.strip().splitlines()[-1]))
     files = len(list(corpus.iterdir()))
     # each rank tokenized its share (every other file), none twice, and both read the one store rank 0 wrote
-    assert [o["tokenized"] for o in outs] == [6, 5] and len(list(cache.rglob("*.tok"))) == files
+    cached = data._Cache(cache, ml.Tokenizer("remi").to_dict()).load().index[False]
+    assert [o["tokenized"] for o in outs] == [6, 5] and len(cached) == files
     assert outs[0]["store"] == outs[1]["store"] and outs[0]["fingerprint"] == outs[1]["fingerprint"]
     assert outs[0]["pieces"] == outs[1]["pieces"] and outs[0]["train"] == outs[1]["train"]
     alone = _prepare(corpus, cache, rank=0, world=1)  # the same corpus in one process: that very store
