@@ -408,12 +408,109 @@ def allowed_cells(cells: Cells, ranges, pitch_classes: set[int] | None) -> torch
     return ok
 
 
+def sounding(x: np.ndarray, cells: Cells, unknown: int) -> np.ndarray:
+    """(T, V) cells -> the pitch each voice sounds (-1 silent, -2 unknown: a cell equal to `unknown`,
+    or a HOLD after one)."""
+    x = np.asarray(x)
+    own = np.where((x >= cells.pitch0) & (x < cells.pitch0 + 128), x - cells.pitch0, np.where(x == unknown, -2, -1))
+    steps = np.arange(len(x))[:, None]
+    last = np.maximum.accumulate(np.where(x != cells.hold, steps, -1), axis=0)  # the cell a HOLD goes back to
+    return np.where(last >= 0, np.take_along_axis(own, np.maximum(last, 0), 0), -1)
+
+
+def _same_perfect(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Two signed intervals (upper minus lower voice) that are the same perfect fifth or octave
+    (unison), compound or not, the voices in the same order."""
+    kind = np.abs(before) % 12
+    return np.isin(kind, (0, 7)) & (np.abs(after) % 12 == kind) & (np.sign(before) * np.sign(after) >= 0) & \
+        ((before == 0) == (after == 0)) | ((before == 0) & (after == 0))
+
+
+def forbidden_pitches(x: np.ndarray, cells: Cells, unknown: int) -> np.ndarray:
+    """(T, 4, 128) bool: the pitches that, struck at that cell, would make parallel fifths or octaves
+    (or unisons) with another voice, from the step before or into the step after, or cross a
+    neighbouring voice, given the cells known now (unknown cells are not checked)."""
+    T = len(x)
+    snd = sounding(x, cells, unknown)
+    q = np.arange(128)[None, :]
+    bad = np.zeros((T, 4, 128), bool)
+    prev = np.vstack([np.full((1, 4), -1), snd[:-1]])
+    nxt = np.vstack([snd[1:], np.full((1, 4), -1)])
+    struck_next = np.vstack([(x[1:] >= cells.pitch0) & (x[1:] < cells.pitch0 + 128), np.zeros((1, 4), bool)])
+    for v in range(4):
+        for u in range(4):
+            if u == v:
+                continue
+            a, b, c = prev[:, v, None], prev[:, u, None], snd[:, u, None]  # v's and u's pitch before, u's now
+            ok = (a >= 0) & (b >= 0) & (c >= 0) & (c != b) & (q != a) & (np.sign(q - a) == np.sign(c - b))
+            bad[:, v] |= ok & _same_perfect(a - b, q - c)
+            d, e = nxt[:, v, None], nxt[:, u, None]  # v's next (struck) and u's next
+            ok = struck_next[:, v, None] & (d >= 0) & (c >= 0) & (e >= 0) & (e != c) & (d != q) & \
+                (np.sign(d - q) == np.sign(e - c))
+            bad[:, v] |= ok & _same_perfect(q - c, d - e)
+        if v > 0:
+            above = snd[:, v - 1, None]
+            bad[:, v] |= (above >= 0) & (q > above)
+        if v < 3:
+            below = snd[:, v + 1, None]
+            bad[:, v] |= (below >= 0) & (q < below)
+    return bad
+
+
+def _apply_rules(logits: torch.Tensor, x: torch.Tensor, cells: Cells, unknown: int) -> torch.Tensor:
+    """(T, 4, V) logits with `forbidden_pitches` at -inf, in every cell that keeps some choice."""
+    bad = torch.from_numpy(forbidden_pitches(x.numpy(), cells, unknown))
+    ruled = logits.clone()
+    ruled[..., cells.pitch0:cells.pitch0 + 128] = ruled[..., cells.pitch0:cells.pitch0 + 128].masked_fill(
+        bad, float("-inf"))
+    return torch.where(torch.isfinite(ruled).any(-1, keepdim=True), ruled, logits)
+
+
+def _draw(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, -1)
+    return torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=gen).view(probs.shape[:-1])
+
+
+def _logits(net, cells, x, allowed, beat, rules: bool) -> torch.Tensor:
+    """The model's logits for every cell of x, within `allowed`, HOLD only after a sounding cell."""
+    logits = net(x[None], beat)[0].float().masked_fill(~allowed[None], float("-inf"))
+    prev = torch.cat([torch.full((1, 4), cells.rest), x[:-1]])
+    logits[..., cells.hold] = logits[..., cells.hold].masked_fill(prev == cells.rest, float("-inf"))
+    return _apply_rules(logits, x, cells, net.mask_id) if rules else logits
+
+
+def _settle(net, cells, x, free, allowed, beat, temperature, gen, rounds: int = 8):
+    """Redraw, a few at a time (never two at neighbouring steps), the free notes that break a rule."""
+    for _ in range(rounds):
+        xn = x.numpy()
+        bad = forbidden_pitches(xn, cells, net.mask_id)
+        struck = (xn >= cells.pitch0) & (xn < cells.pitch0 + 128)
+        pitch = np.clip(xn - cells.pitch0, 0, 127)
+        faulty = free.numpy() & struck & np.take_along_axis(bad, pitch[..., None], 2)[..., 0]
+        if not faulty.any():
+            break
+        pick = np.zeros_like(faulty)
+        taken = -2
+        for t, v in zip(*np.nonzero(faulty), strict=True):  # one per step, no two at neighbouring steps
+            if t > taken + 1:
+                pick[t, v], taken = True, t
+        pick_t = torch.from_numpy(pick)
+        x[pick_t] = net.mask_id
+        draw = _draw(_logits(net, cells, x, allowed, beat, True), temperature, gen)
+        x[pick_t] = draw[pick_t]
+    return x
+
+
 @torch.no_grad()
 def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, allowed: torch.Tensor, *,
           iterations: int = 64, temperature: float = 0.8, generator: torch.Generator | None = None,
-          phase: int = 0) -> np.ndarray:
+          phase: int = 0, rules: bool = True) -> np.ndarray:
     """Redraw the `free` cells of `grid` ((T, 4) ids) by annealed pseudo-Gibbs sampling; the other
-    cells never change. Temperature 0 takes the most likely cell each time."""
+    cells never change. Temperature 0 takes the most likely cell each time. With `rules`, a note is
+    not drawn where it would make parallel fifths or octaves or cross a voice (`forbidden_pitches`,
+    against the cells known at that moment), unless every note is forbidden there."""
     net.eval()
     gen = generator or torch.Generator().manual_seed(0)
     T = len(grid)
@@ -430,16 +527,10 @@ def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, all
             pick.view(-1)[torch.nonzero(free_t.view(-1)).flatten()[
                 int(torch.randint(0, int(free_t.sum()), (1,), generator=gen))]] = True
         x[pick] = net.mask_id
-        logits = net(x[None], beat)[0].float()  # (T, 4, V)
-        logits = logits.masked_fill(~allowed[None], float("-inf"))
-        prev = torch.cat([torch.full((1, 4), cells.rest), x[:-1]])
-        logits[..., cells.hold] = logits[..., cells.hold].masked_fill(prev == cells.rest, float("-inf"))
-        if temperature <= 0:
-            draw = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / temperature, -1)
-            draw = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=gen).view(T, 4)
+        draw = _draw(_logits(net, cells, x, allowed, beat, rules), temperature, gen)
         x[pick] = draw[pick]
+    if rules:  # notes still breaking a rule (drawn together with the note they clash with): redraw them
+        x = _settle(net, cells, x, free_t, allowed, beat, temperature, gen)
     out = x.numpy()
     for t in range(T):  # a HOLD whose note was redrawn into a rest is a rest
         bad = free[t] & (out[t] == cells.hold) & ((out[t - 1] == cells.rest) if t else True)
@@ -460,13 +551,19 @@ class Loaded:
 
 
 def load(model=None) -> Loaded:
-    """The bundled harmonizer (None), or a harmonizer checkpoint file / run folder; a `Loaded` passes through."""
+    """The bundled harmonizer (None), or a harmonizer checkpoint file / run folder; a `Loaded` passes through.
+
+    Its `ranges` are where each voice may sing: the textbook SATB ranges (`music.SATB_RANGES`) within
+    the ranges of the training chorales (those alone where the two do not meet)."""
     from . import checkpoint
+    from .music import SATB_RANGES
 
     if isinstance(model, Loaded):
         return model
     m = checkpoint.load(model or "harmonizer", kind=KIND)
-    return Loaded(m.net, Cells(m.tokenizer), [tuple(r) for r in m.meta["ranges"]], m.meta, m)
+    ranges = [(max(lo, a), min(hi, b)) if max(lo, a) <= min(hi, b) else (lo, hi)
+              for (lo, hi), (a, b) in zip(m.meta["ranges"], SATB_RANGES, strict=True)]
+    return Loaded(m.net, Cells(m.tokenizer), ranges, m.meta, m)
 
 
 def sidecar(h: Loaded, options: dict, source) -> dict:
@@ -518,12 +615,14 @@ def _melody(score: Score, top_voice: bool) -> tuple[Score, str]:
 
 
 def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, iterations: int = 64,
-              key: str | None = None, transpose: int = 0, top_voice: bool = False, info: dict | None = None):
+              key: str | None = None, transpose: int = 0, top_voice: bool = False, rules: bool = True,
+              info: dict | None = None):
     """Harmonize `melody` (a path to MIDI/MusicXML/ABC, MIDI bytes, a PrettyMIDI or a `Score`) in four parts.
 
     The soprano is the melody exactly (transposed by `transpose` semitones); alto, tenor and bass are
     sampled by `gibbs`, each voice in its range (from the training chorales) and in `key` ('G major';
-    default: the melody's own key by Krumhansl-Schmuckler) or the pitch classes the melody uses.
+    default: the melody's own key by Krumhansl-Schmuckler) or the pitch classes the melody uses;
+    with `rules`, no parallel fifths or octaves and no crossed voices where the model has another choice.
     `info`, if a dict, receives what was done (key, melody track, seconds). Returns a PrettyMIDI.
     """
     from .midi import read, to_pretty_midi
@@ -539,7 +638,7 @@ def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, it
         octave = int(math.copysign(12 * math.ceil(abs(shift) / 12), shift))
         hint = f"; try --transpose {int(transpose) + octave}" if hi - lo >= np.ptp(line.pitch) else ""
         raise ConfigError(f"the melody spans MIDI {line.pitch.min()}-{line.pitch.max()}, outside the soprano "
-                          f"range {lo}-{hi} of the training chorales{hint}")
+                          f"range {lo}-{hi}{hint}")
     T = int(np.round(line.end.max() * STEPS))
     if T > 4 * STEPS * 400:
         raise ConfigError(f"the melody lasts {T / STEPS:g} quarters; harmonize takes at most 1600")
@@ -555,7 +654,7 @@ def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, it
     free[:, 1:] = True
     gen = torch.Generator().manual_seed(int(seed))
     out = gibbs(h.net, h.cells, grid, free, allowed_cells(h.cells, h.ranges, pcs), iterations=iterations,
-                temperature=temperature, generator=gen)
+                temperature=temperature, generator=gen, rules=rules)
     result = _assemble(line, out, h.cells, score)
     if info is not None:
         info.update(key=key_name(tonic, minor), key_given=bool(key), melody=note, seconds=time.time() - t0,
@@ -594,7 +693,7 @@ def parse_voices(text: str) -> list[int]:
 
 
 def infill(piece, bars: str = "1", *, voices: str = "SATB", model=None, seed: int = 0, temperature: float = 0.8,
-           iterations: int = 64, info: dict | None = None):
+           iterations: int = 64, rules: bool = True, info: dict | None = None):
     """Regenerate the notes of `voices` that start in `bars` ("5-8", counted from 1 at the piece's bar
     lines) of a four-part `piece` (four tracks, one voice each); every other note is kept as it is."""
     from .midi import read, to_pretty_midi
@@ -641,7 +740,7 @@ def infill(piece, bars: str = "1", *, voices: str = "SATB", model=None, seed: in
     pcs = scale(tonic, minor) | {int(p) % 12 for p in s.pitch}
     gen = torch.Generator().manual_seed(int(seed))
     new = gibbs(h.net, h.cells, grid, free, allowed_cells(h.cells, ranges, pcs), iterations=iterations,
-                temperature=temperature, generator=gen)
+                temperature=temperature, generator=gen, rules=rules)
     # new notes: those starting in a free cell (a HOLD continuing a kept note is not a new note)
     from .encodings.grid import Codec, Config
 

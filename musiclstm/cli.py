@@ -531,6 +531,8 @@ def _chorale_options(f):
         click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True),
         click.option("--iterations", type=click.IntRange(1, 10000), default=64, show_default=True,
                      help="Pseudo-Gibbs passes (more: slower, more settled)."),
+        click.option("--rules/--no-rules", default=True, show_default=True,
+                     help="Avoid parallel fifths and octaves and crossed voices while sampling."),
         click.option("--wav", is_flag=True, help="Also render audio."),
         click.option("--png", is_flag=True, help="Also draw a piano roll."),
         click.option("--musicxml", is_flag=True, help="Also write MusicXML (music21)."),

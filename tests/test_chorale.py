@@ -243,3 +243,34 @@ def test_cli_trains_a_harmonizer_and_info_reads_it(tmp_path):
     assert r.exit_code == 1 and "--windows does not apply to --model harmonizer" in r.output
     r = CliRunner().invoke(cli, ["train", str(root), "-o", str(tmp_path / "x"), "--holdout", str(root / "c0.mid")])
     assert r.exit_code == 1 and "--holdout applies to --model harmonizer only" in r.output
+
+
+def test_forbidden_pitches_known_answers():
+    from musiclstm.tokenizer import Tokenizer
+
+    c = C.Cells(Tokenizer("grid", hold=True))
+    unknown = 10**6
+    # soprano 72 over alto 65 (a fifth); the alto moves up to 67: the soprano may not move up to 74
+    x = np.array([[c.pitch0 + 72, c.pitch0 + 65, c.pitch0 + 60, c.pitch0 + 48],
+                  [unknown, c.pitch0 + 67, c.hold, c.hold]])
+    bad = C.forbidden_pitches(x, c, unknown)[1, 0]
+    assert bad[74] and bad[86]  # the parallel fifth, and a compound one
+    assert not bad[71] and not bad[79] and not bad[72]  # contrary motion, an octave, staying put
+    assert bad[66] and bad[60]  # below the alto: crossed voices
+    # into the next step: the alto goes on to 69 while the tenor moves 60 -> 62 (a fifth below it then)
+    y = np.array([[c.pitch0 + 72, unknown, c.pitch0 + 60, c.pitch0 + 48],
+                  [c.pitch0 + 74, c.pitch0 + 69, c.pitch0 + 62, c.hold]])
+    bad = C.forbidden_pitches(y, c, unknown)[0, 1]
+    assert bad[67]  # 67 -> 69 over 60 -> 62: parallel fifths with the tenor
+    assert not bad[65] and not bad[69]  # a fourth above the tenor; 69 held into the next step does not move
+
+
+def test_rules_leave_no_parallels_or_crossings(tiny, tmp_path):
+    melody_file(tmp_path / "m.mid", [72, 74, 76, 74, 72, 71, 72, 74, 76, 77, 76, 74, 72])
+    h = C.load(tiny)
+    for seed in range(3):
+        pm = musiclstm.harmonize(tmp_path / "m.mid", model=h, seed=seed, iterations=8)
+        from musiclstm.music import voices
+
+        v = voices(musiclstm.read(pm), by_track=True)
+        assert v["parallel_fifths"] == 0 and v["parallel_octaves"] == 0 and v["voice_crossings"] == 0, (seed, v)
