@@ -505,9 +505,9 @@ def _build(roots: list[Path], tokenizer: Tokenizer, key: str, stores: Path, *, v
     # until known and header (error, seconds, repaired) None until read
     items: list[list] = []
     for ri, root in enumerate(roots):
-        known = _read_manifest(_manifest_file(cache_dir, root))
+        known, top = _read_manifest(_manifest_file(cache_dir, root)), _top(root)
         for path, size, mtime, _ in _walk(root):
-            hit = known.get((_rel(path, root), size, mtime))  # unchanged since it was last hashed: not read
+            hit = known.get((_rel(path, root, top), size, mtime))  # unchanged since it was last hashed: not read
             items += [[path, ri, tune, sha, size, mtime, None] for tune, sha in hit] if hit else \
                 [[path, ri, tune, None, size, mtime, None] for tune in _tunes(path)]
     mine = [k for k in range(rank, len(items), world) if items[k][3] is None or not cache.has(items[k][0], items[k][3])]
@@ -546,12 +546,17 @@ def _read_part(path: Path) -> dict | None:
         return None
 
 
-def _rel(path: str, root: Path) -> str:
-    """`path` relative to the corpus folder `root`, as csv split files name it (its name for a file root)."""
-    top = str(root)
-    if path.startswith(top + os.sep) and root.is_dir():
-        return path[len(top) + 1:].replace(os.sep, "/")
-    return Path(path).relative_to(root).as_posix() if root.is_dir() else Path(path).name
+def _rel(path: str, root: Path, top: str | None = None) -> str:
+    """`path` relative to the corpus `root`, as csv split files name it (its name for a file root). `top`:
+    str(root) + os.sep for a folder root, "" for a file root (saves a stat per call)."""
+    top = (str(root) + os.sep if root.is_dir() else "") if top is None else top
+    if not top:
+        return os.path.basename(path)
+    return path[len(top):].replace(os.sep, "/") if path.startswith(top) else Path(path).relative_to(root).as_posix()
+
+
+def _top(root: Path) -> str:
+    return str(root) + os.sep if root.is_dir() else ""
 
 
 def _entry(item: list, cache: _Cache, *, ids: bool = True) -> st.Entry:
@@ -569,7 +574,7 @@ def _entry(item: list, cache: _Cache, *, ids: bool = True) -> st.Entry:
 def _write_store(items: list[list], roots: list[Path], tokenizer: Tokenizer, cache: _Cache, key: str,
                  stores: Path, *, val_fraction: float, styles: str) -> None:
     """Decide each piece (skipped, duplicate, split, style) and lay the pieces out in the store `key`."""
-    splits = [_csv_splits(root) for root in roots]
+    splits, tops = [_csv_splits(root) for root in roots], [_top(root) for root in roots]
     pieces, skipped, duplicates, seen = [], [], [], {}
     for k, (path, ri, tune, sha, _, _, header) in enumerate(items):
         name = path if tune is None else f"{path}#X:{tune}"
@@ -584,7 +589,7 @@ def _write_store(items: list[list], roots: list[Path], tokenizer: Tokenizer, cac
             duplicates.append((name, seen[sha]))
             continue
         seen[sha] = name
-        split = splits[ri].get(_rel(path, roots[ri])) if splits[ri] else None
+        split = splits[ri].get(_rel(path, roots[ri], tops[ri])) if splits[ri] else None
         split = split or _hash_split(sha, val_fraction)
         if split not in st.SPLITS:
             continue  # e.g. MAESTRO's test split is left out of training
@@ -608,7 +613,8 @@ def _write_store(items: list[list], roots: list[Path], tokenizer: Tokenizer, cac
         writer.add(split, head, _entry(items[k], cache).ids, path=path, sha=sha, tune=tune,
                    style=names.index(style) if style is not None else -1, seconds=seconds, repaired=repaired)
     for ri, root in enumerate(roots):  # what each file hashed to, so that the next run need not read it
-        rows = [(_rel(p, root), size, mtime, tune, sha) for p, r, tune, sha, size, mtime, _ in items if r == ri and sha]
+        rows = [(_rel(p, root, tops[ri]), size, mtime, tune, sha)
+                for p, r, tune, sha, size, mtime, _ in items if r == ri and sha]
         _write_manifest(_manifest_file(cache.dir, root), rows)
     roots_meta = [str(r.resolve()) for r in roots]
     writer.finish({"fingerprint": h.hexdigest()[:16], "skipped": skipped, "duplicates": duplicates,
