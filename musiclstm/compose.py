@@ -263,10 +263,8 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
                 allowed[unplayed, EOS] = False
                 if "BAR" in tok.vocab.offset:
                     allowed[unplayed, tok.vocab.offset["BAR"]] = False
-            if tok.encoding == "remi":  # past the length: finish the bar's notes, start no new position
-                past = left() < 0 if bars is not None else left() <= 0  # (bar N itself is still to be played)
-                allowed[past.to(allowed.device), tok.vocab.offset["POSITION"]:
-                        tok.vocab.offset["POSITION"] + tok.codec.positions] = False
+            # past the length the bar in progress is played to its end, positions and all: refusing new
+            # positions there left a model that wanted one only more notes at the same onset (up to 128 at once)
         else:  # exactly that many tokens: no early end
             allowed[:, EOS] = False
         allowed[~allowed.any(1), EOS] = True

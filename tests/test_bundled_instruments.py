@@ -75,3 +75,18 @@ def test_bars_n_are_n_bars_even_from_a_model_eager_to_end(bars):
     pm, (ids,) = ml.compose(Model(net, tok, {}), bars=bars, seed=1, return_ids=True)
     assert tok.names(ids).count("BAR") == bars and ids[-1] == EOS  # it did end itself, in bar N
     assert _bars_with_music(pm) == bars
+
+
+@pytest.mark.parametrize("seed", [2, 4])
+def test_the_last_bar_is_played_out_not_piled_onto_one_onset(seed):
+    """Past the length asked, the bar in progress runs to its bar line as the model writes it. Refusing new
+    positions there made the pop model, which wanted one, pile notes on one onset: seeds 2 and 4 ended in
+    chords of 128 and 127 notes (pitches 0-127)."""
+    import collections
+
+    pm = ml.compose(ml.load("pop"), seconds=30, seed=seed)
+    notes = [n for i in pm.instruments for n in i.notes]
+    per_onset = collections.Counter(round(n.start, 3) for n in notes)
+    assert max(per_onset.values()) <= 10
+    assert 21 <= min(n.pitch for n in notes) and max(n.pitch for n in notes) <= 108
+    assert 30 - 4 <= pm.get_end_time() <= 30 + 4  # within a bar (4/4 at the 60 qpm it chose) of 30 s
