@@ -663,12 +663,18 @@ class PieceWindows:
         pairs = seqs.lengths - 1  # next-token pairs per piece
         sizes = np.maximum(1, -(-pairs // length))  # windows per piece
         self.starts = np.r_[0, np.cumsum(sizes)]  # piece k's windows: starts[k] .. starts[k+1]
-        self._piece = np.repeat(np.arange(len(seqs), dtype=np.int32), sizes)  # (windows,) the piece of each
-        j = np.arange(self.starts[-1]) - self.starts[self._piece]  # the window's number within its piece
-        # the last row is the all-PAD window that fills short lanes
-        self.pos = np.r_[seqs.starts[:-1][self._piece] + j * length, 0]  # where each window's tokens begin
-        self.valid = np.r_[np.minimum(length, pairs[self._piece] - j * length), 0].astype(np.int32)  # its pairs
-        self.first = np.r_[j == 0, True]  # a piece begins: the state starts from zeros
+        # per window (a few bytes each, computed in place: a Lakh-sized corpus has millions of windows), and a
+        # last all-PAD window that fills short lanes
+        total = int(self.starts[-1])
+        pos = np.zeros(total + 1, np.int64)
+        pos[:total] = np.arange(total) - np.repeat(self.starts[:-1], sizes)  # the window's number in its piece
+        self.first = pos == 0  # a piece begins: the state starts from zeros
+        pos[:total] *= length
+        valid = np.zeros(total + 1, np.int32)
+        valid[:total] = np.minimum(length, np.repeat(pairs, sizes) - pos[:total])  # pairs in the window
+        self.valid = valid
+        pos[:total] += np.repeat(seqs.starts[:-1], sizes)
+        self.pos = pos  # where the window's tokens begin in `tokens`
         # dealing to the shortest lane never exceeds the mean by more than the longest piece: every epoch fits
         self.batches_per_epoch = int(-(-sizes.sum() // (batch * world)) + sizes.max())
         self._cached = (0, self._layout(0))
@@ -680,16 +686,14 @@ class PieceWindows:
         lanes = self.batch * self.world
         n = len(self.starts) - 1
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        sizes = np.diff(self.starts).tolist()
-        lane_of, offset = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        starts = self.starts.tolist()
+        out = np.full((lanes, self.batches_per_epoch), len(self.pos) - 1, np.int64)  # the PAD window
         heap = [(0, lane) for lane in range(lanes)]  # (windows dealt, lane): the shortest lane, the first on ties
         for k in order.tolist():
             size, lane = heap[0]
-            lane_of[k], offset[k] = lane, size
-            heapq.heapreplace(heap, (size + sizes[k], lane))
-        windows = np.arange(self.starts[-1])
-        out = np.full((lanes, self.batches_per_epoch), len(self.pos) - 1, np.int64)  # the PAD window
-        out[lane_of[self._piece], offset[self._piece] + windows - self.starts[self._piece]] = windows
+            a, b = starts[k], starts[k + 1]
+            out[lane, size:size + b - a] = np.arange(a, b)
+            heapq.heapreplace(heap, (size + b - a, lane))
         return out[self.rank * self.batch:(self.rank + 1) * self.batch]
 
     def get(self, i: int, generator=None, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -697,9 +701,8 @@ class PieceWindows:
         if self._cached[0] != epoch:
             self._cached = (epoch, self._layout(epoch))
         idx = self._cached[1][:, i]  # (B,) window indices
-        t = np.arange(self.length + 1)
-        w = self.tokens[np.minimum(self.pos[idx, None] + t, len(self.tokens) - 1)].astype(np.int64)  # (B, T+1)
-        pad = t[None, :-1] >= self.valid[idx, None]  # (B, T) past the piece's last pair
+        w = st.gather(self.tokens, self.pos[idx], self.length + 1)  # (B, T+1)
+        pad = np.arange(self.length)[None, :] >= self.valid[idx, None]  # (B, T) past the piece's last pair
         x, y = np.where(pad, PAD, w[:, :-1]), np.where(pad, PAD, w[:, 1:])
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(self.first[idx])
 
@@ -717,20 +720,19 @@ class Windows:
     def __init__(self, data, batch: int, length: int, mode: str = "tbptt", rank: int = 0, world: int = 1):
         if mode not in ("tbptt", "random"):
             raise ConfigError(f"unknown window mode {mode!r}")
-        data = data.numpy() if isinstance(data, torch.Tensor) else data
+        self.data = data.numpy() if isinstance(data, torch.Tensor) else data  # (N,)
         self.mode, self.batch, self.length = mode, batch, length
         if mode == "tbptt":
             lanes = batch * world
             n = (len(data) - 1) // lanes
             if n < 2:
                 raise MusiclstmError(f"corpus too small: {len(data)} tokens for {lanes} lanes")
-            self.x = data[: n * lanes].reshape(lanes, n)[rank * batch:(rank + 1) * batch]  # views, no copy
-            self.y = data[1: n * lanes + 1].reshape(lanes, n)[rank * batch:(rank + 1) * batch]
+            self.lane_len = n  # lane l is data[l * n: (l + 1) * n] (+1 for its targets)
+            self.lanes = np.arange(rank * batch, (rank + 1) * batch) * n  # where this rank's lanes begin
             self.batches_per_epoch = max(1, (n - 1) // length + 1)
         else:
             if len(data) < 2:
                 raise MusiclstmError("corpus too small")
-            self.data = data
             self.length = min(length, len(data) - 1)
             self.batches_per_epoch = max(1, (len(data) - 1) // (batch * self.length * world))
 
@@ -739,10 +741,9 @@ class Windows:
         """Batch `i` of an epoch -> (x (B, T), y (B, T), reset (B,): lanes whose state starts from zeros)."""
         if self.mode == "tbptt":
             s = i * self.length
-            x = torch.from_numpy(self.x[:, s: s + self.length].astype(np.int64))
-            return x, torch.from_numpy(self.y[:, s: s + self.length].astype(np.int64)), \
-                torch.full((x.shape[0],), i == 0)
+            width = max(0, min(self.length, self.lane_len - s))
+            w = torch.from_numpy(st.gather(self.data, self.lanes + s, width + 1))  # (B, width + 1)
+            return w[:, :-1], w[:, 1:], torch.full((self.batch,), i == 0)
         starts = torch.randint(0, len(self.data) - self.length, (self.batch,), generator=generator)
-        idx = starts[:, None] + torch.arange(self.length + 1)
-        w = torch.from_numpy(self.data[idx.numpy()].astype(np.int64))
+        w = torch.from_numpy(st.gather(self.data, starts.numpy(), self.length + 1))  # (B, T+1)
         return w[:, :-1], w[:, 1:], torch.ones(self.batch, dtype=torch.bool)

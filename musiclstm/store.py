@@ -19,6 +19,7 @@ opens the store after one `stat` per file, without reading any file.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import struct
@@ -182,6 +183,19 @@ class Sequences:
 
     def __iter__(self):
         return (self[k] for k in range(len(self)))
+
+
+def gather(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """(B,) start offsets -> (B, length) int64 windows `tokens[start : start + length]`, indices clipped to the
+    array. A memory-mapped `tokens` is read through a fresh map closed afterwards (as nanoGPT does every
+    batch), so the pages read do not pile up in the process's resident set over a run."""
+    src = tokens
+    if isinstance(tokens, np.memmap) and isinstance(tokens.base, mmap.mmap):  # a whole map, not a view of one
+        src = np.memmap(tokens.filename, tokens.dtype, mode="r", offset=tokens.offset, shape=tokens.shape)
+    idx = np.minimum(np.asarray(starts, np.int64)[:, None] + np.arange(length), len(tokens) - 1)  # (B, length)
+    out = np.asarray(src[idx], np.int64)
+    del src
+    return out
 
 
 # ---- the store -----------------------------------------------------------------------------------------------
