@@ -377,6 +377,7 @@ def _tokenize_all(todo: list[tuple[str, int | None]], cache: _Cache, jobs: int, 
         for i in range(0, len(todo), 64):
             out += _tokenize_chunk((cache.tok_dict, cache.dir, todo[i:i + 64]))
             bar.update(len(todo[i:i + 64]))
+        _set_known(b"", b"")
     else:
         from . import midi
 
@@ -402,7 +403,7 @@ def _read_manifest(path: Path) -> dict[tuple[str, int, int], list[tuple[int | No
     """{(path relative to the root, size, mtime_ns): [(tune, sha), ...]} from the last preparation of a root."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            o, blob = z["offsets"], z["blob"].tobytes().decode()
+            o, blob = z["offsets"].tolist(), z["blob"].tobytes().decode()
             size, mtime, tune, sha = z["size"].tolist(), z["mtime"].tolist(), z["tune"].tolist(), z["sha"]
     except (OSError, ValueError, KeyError):
         return {}
@@ -520,12 +521,15 @@ def _build(roots: list[Path], tokenizer: Tokenizer, key: str, stores: Path, *, v
             if st.find(stores, key) is None:
                 parts.mkdir(parents=True, exist_ok=True)
                 tmp = parts / f".part-{rank}.{os.getpid()}.tmp"
-                tmp.write_text(json.dumps({str(k): v for k, v in found.items()}))
+                tmp.write_text(json.dumps({"rank": rank, "pieces": {str(k): v for k, v in found.items()}}))
                 os.replace(tmp, parts / f"part-{rank}-of-{world}.json")
             return made
         for r in range(1, world):
-            part = _wait(lambda r=r: _read_part(parts / f"part-{r}-of-{world}.json"), f"rank {r} to tokenize its share")
-            found.update({int(k): v for k, v in part.items()})
+            part = _wait(lambda r=r: _read_part(parts / f"part-{r}-of-{world}.json")
+                         or ("published" if st.find(stores, key) else None), f"rank {r} to tokenize its share")
+            if part == "published":  # another job wrote this very store meanwhile
+                return made
+            found.update({int(k): v for k, v in part["pieces"].items()})
         cache.load()  # with the other ranks' packs
     for k, (sha, reason, header) in found.items():
         items[k][3] = sha or None

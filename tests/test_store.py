@@ -177,17 +177,16 @@ RANK_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from musiclstm import data
     from musiclstm.tokenizer import Tokenizer
-    c = data.prepare([Path(sys.argv[1])], Tokenizer("remi"), val_fraction=0.3, jobs=1, cache_dir=Path(sys.argv[2]),
-                     progress=False)  # RANK and WORLD_SIZE from the environment, as torchrun sets them
+    c = data.prepare([Path(sys.argv[1])], Tokenizer("remi"), val_fraction=float(sys.argv[3]), jobs=1,
+                     cache_dir=Path(sys.argv[2]), progress=False)  # RANK, WORLD_SIZE from the environment (torchrun)
     print(json.dumps({"tokenized": c.tokenized, "store": str(c.store.folder), "fingerprint": c.fingerprint,
                       "pieces": [p.name for p in c.pieces], "train": c.sequences("train").tokens.tolist()}))
 """)
 
 
-def test_two_ranks_share_the_tokenizing_and_open_one_store(corpus, tmp_path):
-    cache = tmp_path / "cache"
-    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(corpus), str(cache)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
+def _two_ranks(corpus: Path, cache: Path, val_fraction: float) -> list[dict]:
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(corpus), str(cache), str(val_fraction)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
                                    "MUSICLSTM_PREPARE_TIMEOUT": "120"})
              for r in range(2)]  # started together: they prepare at the same time
@@ -196,12 +195,20 @@ def test_two_ranks_share_the_tokenizing_and_open_one_store(corpus, tmp_path):
         out, err = p.communicate(timeout=240)
         assert p.returncode == 0, err[-3000:]
         outs.append(json.loads(out.strip().splitlines()[-1]))
+    return outs
+
+
+def test_two_ranks_share_the_tokenizing_and_open_one_store(corpus, tmp_path):
+    cache = tmp_path / "cache"
+    outs = _two_ranks(corpus, cache, 0.3)
     files = len(list(corpus.iterdir()))
-    # each rank tokenized its share (every other file), none twice, and both read the one store rank 0 wrote
     cached = data._Cache(cache, ml.Tokenizer("remi").to_dict()).load().index[False]
+    # each rank tokenized its share (every other file), none twice, and both read the one store rank 0 wrote
     assert [o["tokenized"] for o in outs] == [6, 5] and len(cached) == files
     assert outs[0]["store"] == outs[1]["store"] and outs[0]["fingerprint"] == outs[1]["fingerprint"]
     assert outs[0]["pieces"] == outs[1]["pieces"] and outs[0]["train"] == outs[1]["train"]
     alone = _prepare(corpus, cache, rank=0, world=1)  # the same corpus in one process: that very store
     assert str(alone.store.folder) == outs[0]["store"] and alone.tokenized == 0
     assert not list((alone.store.folder.parent).glob(".prep-*"))  # the ranks' exchange is cleared away
+    again = _two_ranks(corpus, cache, 0.5)  # another split: a new store from the cache, nothing to tokenize
+    assert [o["tokenized"] for o in again] == [0, 0] and again[0]["store"] == again[1]["store"] != outs[0]["store"]
