@@ -116,7 +116,10 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--holdout", type=EXISTING, help="harmonizer: a JSB Chorales .json whose test chorales are left out.")
 @click.option("--threads", type=click.IntRange(1),
               help=f"CPU threads for PyTorch, per process [{DEFAULT_THREADS}]; more pay only on idle cores.")
-def train(corpus, out, preset, config_file, resume, force, quiet, threads, kind, holdout, **options) -> None:
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Token cache and stores [$MUSICLSTM_CACHE or ~/.cache/musiclstm]; shared storage for several nodes.")
+def train(corpus, out, preset, config_file, resume, force, quiet, threads, kind, holdout, cache_dir,
+          **options) -> None:
     """Train on CORPUS (MIDI folders or files) and write checkpoints to --out.
 
     \b
@@ -154,8 +157,9 @@ def train(corpus, out, preset, config_file, resume, force, quiet, threads, kind,
         raise MusiclstmError("--holdout applies to --model harmonizer only")
     try:
         best = run(paths, out, resume=resume, force=force, progress=_quiet(quiet), config_file=config_file,
-                   preset=preset, **options) if kind == "lm" else \
-            run(paths, out, force=force, progress=_quiet(quiet), config_file=config_file, preset=preset, **options)
+                   preset=preset, cache_dir=cache_dir, **options) if kind == "lm" else \
+            run(paths, out, force=force, progress=_quiet(quiet), config_file=config_file, preset=preset,
+                cache_dir=cache_dir, **options)
     except KeyboardInterrupt:
         click.echo(f"interrupted: saved {out / 'last.pt'}; continue with --resume", err=True)
         sys.exit(130)

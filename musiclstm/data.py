@@ -36,7 +36,6 @@ from .tokenizer import BOS, EOS, PAD, Tokenizer
 
 ENCODERS_VERSION = 3  # bump when an encoder's output changes for the same config: old cache entries are ignored
 NOTATION_VERSION = 2  # the same for midi.read's music21 path (MusicXML, ABC, Humdrum files only)
-PREPARE_TIMEOUT = float(os.environ.get("MUSICLSTM_PREPARE_TIMEOUT", 4 * 3600))  # seconds a rank waits for the others
 
 
 def default_cache_dir() -> Path:
@@ -486,11 +485,13 @@ def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 
 
 
 def _wait(get, what: str):
-    """Poll `get()` until it returns something; a MusiclstmError after PREPARE_TIMEOUT seconds."""
+    """Poll `get()` until it returns something; a MusiclstmError after $MUSICLSTM_PREPARE_TIMEOUT seconds
+    (default 4 hours: a first preparation of a Lakh-sized corpus on a few cores takes a while)."""
+    timeout = float(os.environ.get("MUSICLSTM_PREPARE_TIMEOUT", 4 * 3600))
     t0, delay = time.monotonic(), 0.02
     while (got := get()) is None:
-        if time.monotonic() - t0 > PREPARE_TIMEOUT:
-            raise MusiclstmError(f"waited {PREPARE_TIMEOUT:.0f} s for {what}; is every rank running? "
+        if time.monotonic() - t0 > timeout:
+            raise MusiclstmError(f"waited {timeout:.0f} s for {what}; is every rank running? "
                                  "(MUSICLSTM_PREPARE_TIMEOUT sets the wait)")
         time.sleep(delay)
         delay = min(1.0, delay * 1.5)

@@ -212,3 +212,20 @@ def test_two_ranks_share_the_tokenizing_and_open_one_store(corpus, tmp_path):
     assert not list((alone.store.folder.parent).glob(".prep-*"))  # the ranks' exchange is cleared away
     again = _two_ranks(corpus, cache, 0.5)  # another split: a new store from the cache, nothing to tokenize
     assert [o["tokenized"] for o in again] == [0, 0] and again[0]["store"] == again[1]["store"] != outs[0]["store"]
+
+
+def test_train_prepares_into_the_cache_dir_it_is_given(corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from musiclstm.cli import cli
+
+    args = ["train", str(corpus), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "shared"),
+            "--preset", "tiny", "--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16",
+            "--batch-size", "2", "--max-steps", "2", "--jobs", "1", "--threads", "1", "-q"]
+    res = CliRunner().invoke(cli, args, env={"MUSICLSTM_CACHE": str(tmp_path / "elsewhere")})
+    assert res.exit_code == 0, res.output
+    stores = list((tmp_path / "shared").glob("*/stores/*/train.bin"))
+    assert len(stores) == 1 and not (tmp_path / "elsewhere").exists()
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report["files"] == 10
+    assert report["skipped"] == [[str(corpus / "bad.mid"), "not a MIDI file (no MThd header)"]]
