@@ -11,9 +11,9 @@ Two forms, both under the cache folder and keyed by the tokenizer:
   style, split, seconds, ...). Training reads the files through `np.memmap`, so its memory does not grow
   with the corpus: pages come from the operating system's page cache as windows touch them.
 
-A store is keyed by everything that decides its contents short of reading a file: each file's path, size
-and modification time, the split and style options and the tokenizer. Preparing the same corpus again
-opens the store after one `stat` per file, without reading any file.
+A store is keyed by everything that decides its contents short of reading a file: each file's path, size,
+modification and change times, the split and style options and the tokenizer. Preparing the same corpus
+again opens the store after one `stat` per file, without reading any file.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .tokenizer import EOS
 
 FORMAT = 1  # bump when the layout of entries or stores changes
 _HEADER = struct.Struct("<4sBBxxd")  # magic, flags, bytes per token, seconds
@@ -262,7 +264,7 @@ class StoreWriter:
     def add(self, split: str, head: list[int], ids: np.ndarray, *, path: str, sha: str, tune: int | None,
             style: int, seconds: float, repaired: bool) -> None:
         seq = np.concatenate([np.asarray(head, self.dtype), np.asarray(ids).astype(self.dtype, copy=False),
-                              np.asarray([2], self.dtype)])  # EOS = 2 (tokenizer.EOS)
+                              np.asarray([EOS], self.dtype)])
         self.files[split].write(seq.tobytes())
         r = self.rows
         r["split"].append(SPLITS.index(split))
