@@ -267,6 +267,10 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
             # positions there left a model that wanted one only more notes at the same onset (up to 128 at once)
         else:  # exactly that many tokens: no early end
             allowed[:, EOS] = False
+        if "BAR" in tok.vocab.offset:  # no empty bars before the first note (pop songs open with silence)
+            silent = grammar.silent().to(allowed.device)
+            allowed[silent, EOS] = False
+            allowed[silent, tok.vocab.offset["BAR"]] = False
         allowed[~allowed.any(1), EOS] = True
         return allowed
 

@@ -129,6 +129,10 @@ class Grammar:
         """(B,) whether the bar in progress has no note yet (encodings without bar lines: False)."""
         return torch.zeros(1, dtype=torch.bool)
 
+    def silent(self) -> torch.Tensor:
+        """(B,) whether a bar has begun and no note has been written yet (encodings without bar lines: False)."""
+        return torch.zeros(1, dtype=torch.bool)
+
     def follow(self, prime: list[int], batch: int) -> None:
         """Read a primer (the same for every row) so the clocks start where the new music does."""
         ids = torch.tensor([prime] * batch, dtype=torch.long)
@@ -197,6 +201,7 @@ class RemiGrammar(Grammar):
                 "now": torch.zeros(B, dtype=torch.long), "bar_start": torch.full((B,), -4 * q, dtype=torch.long),
                 "ends": torch.zeros(B, 256, dtype=torch.long), "pitch": torch.zeros(B, dtype=torch.long),
                 "bars": torch.zeros(B, dtype=torch.long), "sig": z(), "key": z(), "tempo": z(), "bar_notes": z(),
+                "any_note": z(),
                 "program": torch.full((B,), -1, dtype=torch.long), "velocity": torch.full((B,), -1, dtype=torch.long),
                 "qpm": torch.full((B,), 120.0, dtype=torch.float64), "secs": torch.zeros(B, dtype=torch.float64)}
 
@@ -233,6 +238,7 @@ class RemiGrammar(Grammar):
         s["velocity"] = torch.where(vel, val("VELOCITY"), s["velocity"])
         pitch, drum = is_("PITCH"), is_("DRUM")
         s["bar_notes"] = (s["bar_notes"] & ~bar) | pitch | drum
+        s["any_note"] |= pitch | drum
         s["pitch"] = torch.where(pitch, val("PITCH"), torch.where(drum, 128 + val("DRUM"), s["pitch"]))
         dur = is_("DURATION")
         if dur.any():
@@ -266,6 +272,9 @@ class RemiGrammar(Grammar):
 
     def bar_empty(self):
         return ~self.state["bar_notes"]
+
+    def silent(self):
+        return ~self.state["any_note"] & (self.state["bars"] > 0)
 
     def allowed(self, B):
         s, c, v2 = self.state, self.c, self.v2

@@ -90,3 +90,17 @@ def test_the_last_bar_is_played_out_not_piled_onto_one_onset(seed):
     assert max(per_onset.values()) <= 10
     assert 21 <= min(n.pitch for n in notes) and max(n.pitch for n in notes) <= 108
     assert 30 - 4 <= pm.get_end_time() <= 30 + 4  # within a bar (4/4 at the 60 qpm it chose) of 30 s
+
+
+@pytest.mark.slow
+def test_a_piece_starts_with_music_not_empty_bars():
+    """POP909 songs open with silent bars; once the grammar allowed them (a position holding only a TEMPO),
+    3 of these 64 pop pieces were 30 s of empty bars (0 notes). No bar line and no end before the first note."""
+    from musiclstm.midi import read
+
+    pieces = ml.compose(ml.load("pop"), seconds=30, seed=1, num=64)
+    for pm in pieces:
+        score = read(pm)
+        assert len(score) > 0
+        num, den = score.time_signatures[0, 1:]
+        assert score.start.min() < num * 4 / den  # the first note is in the first bar

@@ -226,6 +226,7 @@ def test_compose_lengths_are_exact_at_any_tempo_and_under_a_polyphony_limit(qpm)
     assert all(sum(m.start <= n.start < m.end for m in notes) <= 1 for n in notes)  # one note at a time
     _, (ids,) = ml.compose(model, bars=3, seed=2, return_ids=True)
     new = tok.names(ids)
-    assert new.count("BAR") == 4 and new[-1] == "BAR"  # three bars, closed by the fourth bar line
+    # three bars: closed by the fourth bar line, or ended by the model itself within the third
+    assert (new.count("BAR"), new[-1]) in ((4, "BAR"), (3, "EOS"))
     _, (ids,) = ml.compose(model, tokens=120, seed=2, return_ids=True)
     assert len(ids) == 1 + 120  # BOS and exactly 120 tokens
