@@ -614,14 +614,21 @@ def _melody(score: Score, top_voice: bool) -> tuple[Score, str]:
     return s, note
 
 
+def melody_key(score: Score, line: Score) -> tuple[int, bool]:
+    """The key a melody is written in: the file's first key signature, else Krumhansl-Schmuckler on the line."""
+    if len(score.key_signatures):
+        return int(score.key_signatures[0, 1]) % 12, bool(score.key_signatures[0, 2])
+    return key_fit(np.bincount(line.pitch % 12, weights=line.end - line.start, minlength=12))[:2]
+
+
 def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, iterations: int = 64,
               key: str | None = None, transpose: int = 0, top_voice: bool = False, rules: bool = True,
               info: dict | None = None):
     """Harmonize `melody` (a path to MIDI/MusicXML/ABC, MIDI bytes, a PrettyMIDI or a `Score`) in four parts.
 
     The soprano is the melody exactly (transposed by `transpose` semitones); alto, tenor and bass are
-    sampled by `gibbs`, each voice in its range (from the training chorales) and in `key` ('G major';
-    default: the melody's own key by Krumhansl-Schmuckler) or the pitch classes the melody uses;
+    sampled by `gibbs`, each voice in its range (`load`) and in `key` ('G major'; default: the file's
+    key signature, else Krumhansl-Schmuckler on the melody) or the pitch classes the melody uses;
     with `rules`, no parallel fifths or octaves and no crossed voices where the model has another choice.
     `info`, if a dict, receives what was done (key, melody track, seconds). Returns a PrettyMIDI.
     """
@@ -642,8 +649,7 @@ def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, it
     T = int(np.round(line.end.max() * STEPS))
     if T > 4 * STEPS * 400:
         raise ConfigError(f"the melody lasts {T / STEPS:g} quarters; harmonize takes at most 1600")
-    tonic, minor = parse_key(key) if key else key_fit(
-        np.bincount(line.pitch % 12, weights=line.end - line.start, minlength=12))[:2]
+    tonic, minor = parse_key(key) if key else melody_key(score, line)
     pcs = scale(tonic, minor) | {int(p) % 12 for p in line.pitch}
     pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
     for st, en, p in zip(line.start, line.end, line.pitch, strict=True):

@@ -274,3 +274,14 @@ def test_rules_leave_no_parallels_or_crossings(tiny, tmp_path):
 
         v = voices(musiclstm.read(pm), by_track=True)
         assert v["parallel_fifths"] == 0 and v["parallel_octaves"] == 0 and v["voice_crossings"] == 0, (seed, v)
+
+
+def test_the_melody_files_key_signature_wins_over_a_guess(tiny, tmp_path):
+    melody_file(tmp_path / "m.mid", [67, 69, 71, 72, 74, 71, 72, 71, 69, 67, 69])  # ends on A: K-S may say A minor
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "m.mid"))
+    pm.key_signature_changes.append(pretty_midi.KeySignature(7, 0))  # G major
+    pm.write(str(tmp_path / "g.mid"))
+    info = {}
+    out = musiclstm.harmonize(tmp_path / "g.mid", model=tiny, seed=0, iterations=6, info=info)
+    assert info["key"] == "G major"
+    assert 5 not in {n.pitch % 12 for i in out.instruments[1:] for n in i.notes}  # no F natural
