@@ -5,8 +5,9 @@ Preparing a corpus has three layers, each skipped when it is already on disk (se
    listing, split and tokenizer is opened as it is, without reading a file;
 2. otherwise each file new since the last run (by path, size and modification time; the others' content
    hashes are remembered) is read and hashed, and each piece whose content has no cache entry yet is
-   tokenized, in worker processes: an ABC book (several `X:` tunes in one file) gives one piece per tune,
-   cached per (file content, tune); a file that cannot be read is cached with its reason;
+   tokenized, in worker processes that write their entries many to a pack file: an ABC book (several `X:`
+   tunes in one file) gives one piece per tune, cached per (file content, tune); a file that does not
+   parse is cached with its reason;
 3. one process lays the pieces out in a new token store, which training reads through a memory map.
 
 Under torchrun (RANK, WORLD_SIZE) each rank tokenizes its share of the files into the shared cache, rank 0
@@ -85,6 +86,8 @@ class Corpus:
 
     @property
     def pieces(self) -> list[Piece]:
+        if self._pieces is None and self.store is None:
+            self._pieces = []
         if self._pieces is None:
             s = self.store
             ix, styles = s.index, s.meta["styles"]
