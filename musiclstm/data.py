@@ -125,7 +125,7 @@ class Corpus:
         c = self._columns()
         lines = [f"{len(c['split'])} pieces read ({int((c['split'] == 0).sum())} train, "
                  f"{int((c['split'] == 1).sum())} valid), {int(c['tokens'].sum()):,} tokens, "
-                 f"{c['seconds'].sum() / 3600:.2f} hours of music; "
+                 f"{sum(c['seconds'].tolist()) / 3600:.2f} hours of music; "
                  f"{len(self.skipped)} skipped, {len(self.duplicates)} duplicates"]
         repaired = int(c["repaired"].sum())
         if repaired:
@@ -157,7 +157,7 @@ class Corpus:
 
     def to_json(self) -> dict:
         c = self._columns()
-        return {"files": len(c["split"]), "tokens": int(c["tokens"].sum()), "hours": float(c["seconds"].sum()) / 3600,
+        return {"files": len(c["split"]), "tokens": int(c["tokens"].sum()), "hours": sum(c["seconds"].tolist()) / 3600,
                 "programs": self.programs(), "density_p99": self.density_p99(),
                 "meter_repaired": int(c["repaired"].sum()), "skipped": self.skipped,
                 "duplicates": self.duplicates, "fingerprint": self.fingerprint}
