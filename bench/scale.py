@@ -290,7 +290,7 @@ def main() -> None:
     for r in rows:
         print(f"{r[0]:{w[0]}}  {r[1]:{w[1]}}  {r[2]:{w[2]}}  {r[3]}")
     print(f"load average (1 min) {load0[0]:.2f} at start, {load1[0]:.2f} at end, on {os.cpu_count()} cores "
-          "shared with other work")
+          f"shared with other work; this bench ran at niceness {os.nice(0)}")
 
 
 if __name__ == "__main__":
