@@ -326,7 +326,8 @@ def train(corpus, out, *, holdout=None, force: bool = False, progress: bool = Tr
 
     if progress:
         tqdm.write(f"harmonizer: {len(train_idx)} training and {len(valid_idx)} validation chorales"
-                   + (f", {left_out} left out (the content of a chorale of the test split of {Path(holdout).name})" if holdout else "")
+                   + (f", {left_out} left out (the content of a chorale of the test split of "
+                      f"{Path(holdout).name})" if holdout else "")
                    + f"; {net.num_parameters():,} parameters")
     bar = tqdm(total=total, desc="training", unit="step", disable=not progress, dynamic_ncols=True)
     t0, step, loss_sum, loss_n = time.time(), 0, 0.0, 0
