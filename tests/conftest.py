@@ -116,3 +116,21 @@ def midi_file(tmp_path):
         return path
 
     return write
+
+
+def scale_corpus(root: Path, files: int = 8, *, qpm: float = 100.0, notes: int = 24, more: int = 4,
+                 step: float = 0.3, length: float = 0.25) -> Path:
+    """`files` one-track MIDI files of random C-major notes (seeded by file number) in `root`: file i has
+    notes + more * i notes, one every `step` seconds lasting `length`. The tiny training corpus."""
+    import numpy as np
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        rng = np.random.default_rng(i)
+        pm = pretty_midi.PrettyMIDI(initial_tempo=qpm)
+        inst = pretty_midi.Instrument(0)
+        for j, p in enumerate(60 + rng.choice([0, 2, 4, 5, 7, 9, 11], notes + more * i)):
+            inst.notes.append(pretty_midi.Note(80, int(p), j * step, j * step + length))
+        pm.instruments.append(inst)
+        pm.write(str(root / f"{i}.mid"))
+    return root

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pretty_midi
 import pytest
 import torch
+from conftest import scale_corpus
 
 import musiclstm as ml
 from musiclstm import checkpoint
@@ -24,16 +23,7 @@ def ddp_runs(tmp_path_factory) -> Path:
     """Runs tests/ddp_worker.py on two ranks: for each window order a straight run and one stopped at
     step 6 by rank 1 alone (Ctrl-C for `pieces`, its clock passing max_time for `random`), then resumed."""
     root = tmp_path_factory.mktemp("ddp")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for i in range(8):
-        rng = np.random.default_rng(i)
-        pm = pretty_midi.PrettyMIDI(initial_tempo=100)
-        inst = pretty_midi.Instrument(0)
-        for j, p in enumerate(60 + rng.choice([0, 2, 4, 5, 7, 9, 11], 24 + 4 * i)):
-            inst.notes.append(pretty_midi.Note(80, int(p), j * 0.3, j * 0.3 + 0.25))
-        pm.instruments.append(inst)
-        pm.write(str(corpus / f"{i}.mid"))
+    corpus = scale_corpus(root / "corpus")
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

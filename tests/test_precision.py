@@ -7,11 +7,10 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-import pretty_midi
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import scale_corpus
 
 import musiclstm as ml
 from musiclstm import checkpoint
@@ -25,16 +24,7 @@ TINY = dict(preset="tiny", embed=16, hidden=32, layers=2, seq_len=32, batch_size
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(6):
-        rng = np.random.default_rng(i)
-        pm = pretty_midi.PrettyMIDI(initial_tempo=110)
-        inst = pretty_midi.Instrument(0)
-        for j, p in enumerate(60 + rng.choice([0, 2, 4, 5, 7, 9, 11], 30 + 5 * i)):
-            inst.notes.append(pretty_midi.Note(80, int(p), j * 0.25, j * 0.25 + 0.2))
-        pm.instruments.append(inst)
-        pm.write(str(root / f"{i}.mid"))
-    return root
+    return scale_corpus(tmp_path_factory.mktemp("corpus"), 6, qpm=110, notes=30, more=5, step=0.25, length=0.2)
 
 
 @pytest.mark.parametrize("native,cuda,asked,want", [

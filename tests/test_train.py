@@ -11,6 +11,7 @@ import numpy as np
 import pretty_midi
 import pytest
 import torch
+from conftest import scale_corpus
 
 import musiclstm as ml
 from musiclstm import checkpoint
@@ -25,16 +26,7 @@ TINY = dict(preset="tiny", embed=16, hidden=32, layers=1, seq_len=32, batch_size
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(8):
-        rng = np.random.default_rng(i)
-        pm = pretty_midi.PrettyMIDI(initial_tempo=100)
-        inst = pretty_midi.Instrument(0)
-        for j, p in enumerate(60 + rng.choice([0, 2, 4, 5, 7, 9, 11], 24 + 4 * i)):
-            inst.notes.append(pretty_midi.Note(80, int(p), j * 0.3, j * 0.3 + 0.25))
-        pm.instruments.append(inst)
-        pm.write(str(root / f"{i}.mid"))
-    return root
+    return scale_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _pieces(lengths):
