@@ -144,8 +144,8 @@ def train(corpus, out, preset, config_file, resume, force, quiet, threads, kind,
         paths.append(p)
     set_threads(threads)
     if kind == "harmonizer":
-        from .chorale import UNUSED
-        from .chorale import train as run
+        from .chorale_train import UNUSED
+        from .chorale_train import train as run
 
         given = [k for k in UNUSED if options.get(k) is not None and not (k == "encoding" and options[k] == "grid")]
         if given or resume:

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import musiclstm
-from musiclstm import checkpoint
+from musiclstm import checkpoint, chorale_train
 from musiclstm import chorale as C
 from musiclstm.cli import cli
 from musiclstm.errors import CheckpointError, ConfigError
@@ -53,8 +53,8 @@ def tiny(tmp_path_factory):
         four_part(root / f"c{i}.mid", shift, bars=4 + i % 3)
     out = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    best = C.train(root, out, progress=False, cache_dir=tmp_path_factory.mktemp("cache"), hidden=16, embed=8,
-                   layers=1, batch_size=4, seq_len=32, max_steps=4, eval_every=2, warmup_steps=1)
+    best = chorale_train.train(root, out, progress=False, cache_dir=tmp_path_factory.mktemp("cache"), hidden=16,
+                               embed=8, layers=1, batch_size=4, seq_len=32, max_steps=4, eval_every=2, warmup_steps=1)
     return best
 
 
@@ -189,7 +189,7 @@ def test_holdout_leaves_out_test_chorales_by_content(tmp_path):
     grids = [cells.from_pitches(p, np.ones_like(p, bool)) for p in pieces]
     jsb = {"train": [], "valid": [(pieces[1] + 2).tolist()], "test": [(pieces[3] - 5).tolist()]}  # transposed
     (tmp_path / "jsb.json").write_text(json.dumps(jsb))
-    train, valid, out = C.split_by_melody(grids, cells, tmp_path / "jsb.json")
+    train, valid, out = chorale_train.split_by_melody(grids, cells, tmp_path / "jsb.json")
     assert out == 1 and valid == [1] and train == [0, 2, 4]
 
 
