@@ -285,3 +285,28 @@ def test_the_melody_files_key_signature_wins_over_a_guess(tiny, tmp_path):
     out = musiclstm.harmonize(tmp_path / "g.mid", model=tiny, seed=0, iterations=6, info=info)
     assert info["key"] == "G major"
     assert 5 not in {n.pitch % 12 for i in out.instruments[1:] for n in i.notes}  # no F natural
+
+
+def test_cli_options_change_the_notes(tiny, tmp_path):
+    melody_file(tmp_path / "low.mid", [60, 62, 64, 65, 64, 62, 60])
+    run = ["harmonize", str(tmp_path / "low.mid"), "-c", str(tiny), "--seed", "2", "--iterations", "4"]
+    r = CliRunner().invoke(cli, run + ["-o", str(tmp_path / "t.mid"), "--transpose", "12", "--key", "A minor"])
+    assert r.exit_code == 0, r.output
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "t.mid"))
+    assert [n.pitch for n in pm.instruments[0].notes] == [72, 74, 76, 77, 76, 74, 72]  # the melody, up an octave
+    assert {n.pitch % 12 for i in pm.instruments[1:] for n in i.notes} <= C.scale(9, True)  # A minor's notes
+    assert "key A minor" in r.output
+    r = CliRunner().invoke(cli, run + ["-o", str(tmp_path / "n.mid"), "--transpose", "12", "--no-rules"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "n.json").read_text())["options"]["rules"] is False
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(0)
+    inst.notes += [pretty_midi.Note(90, 72, 0, 1), pretty_midi.Note(90, 67, 0, 1), pretty_midi.Note(90, 74, 1, 2)]
+    pm.instruments.append(inst)
+    pm.write(str(tmp_path / "chords.mid"))
+    chords = ["harmonize", str(tmp_path / "chords.mid"), "-c", str(tiny), "-o", str(tmp_path / "c.mid")]
+    r = CliRunner().invoke(cli, chords)
+    assert r.exit_code == 1 and "--top-voice" in r.output and not (tmp_path / "c.mid").exists()
+    r = CliRunner().invoke(cli, chords + ["--top-voice", "--iterations", "2"])
+    assert r.exit_code == 0 and "its top voice" in r.output
+    assert [n.pitch for n in pretty_midi.PrettyMIDI(str(tmp_path / "c.mid")).instruments[0].notes] == [72, 74]
