@@ -262,7 +262,7 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
                 unplayed = ((left() <= 0) & grammar.bar_empty()).to(allowed.device)
                 allowed[unplayed, EOS] = False
                 if "BAR" in tok.vocab.offset:
-                    allowed[unplayed, tok.vocab.offset["BAR"]] = False
+                    allowed[unplayed, grammar.r("BAR")] = False
             # past the length the bar in progress is played to its end, positions and all: refusing new
             # positions there left a model that wanted one only more notes at the same onset (up to 128 at once)
         else:  # exactly that many tokens: no early end
@@ -270,7 +270,7 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
         if "BAR" in tok.vocab.offset:  # no empty bars before the first note (pop songs open with silence)
             silent = grammar.silent().to(allowed.device)
             allowed[silent, EOS] = False
-            allowed[silent, tok.vocab.offset["BAR"]] = False
+            allowed[silent, grammar.r("BAR")] = False
         allowed[~allowed.any(1), EOS] = True
         return allowed
 

@@ -230,11 +230,13 @@ def token_bars(tok, seq) -> tuple[np.ndarray, np.ndarray]:
     opens; -1 before the first), and per bar the first bar with the same decoded notes (onset in
     the bar, pitch, duration; -1 for an empty bar). Needs BAR tokens (remi)."""
     target = np.asarray(seq[1:])
-    is_bar = target == tok.vocab.offset["BAR"]
+    bar_lo = tok.vocab.offset["BAR"]
+    is_bar = (target >= bar_lo) & (target < bar_lo + tok.vocab.sizes[tok.vocab.kinds.index("BAR")])
     n_bars = int(is_bar.sum())
     score = tok.decode_score(seq)
     bars = music.bar_lines(score, end=score.time_signatures[-1, 0] + 32.0 * (n_bars + 1))[:n_bars]
-    return np.cumsum(is_bar) - 1, music.first_copies(score, bars)
+    return np.cumsum(is_bar) - 1, music.first_copies(score, bars), np.array(
+        [len(r) for r in music.bar_contents(score, bars)], np.int64)
 
 
 def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray]) -> dict | None:
@@ -246,8 +248,9 @@ def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray]) -> dict | 
     kinds = tok.vocab.kinds
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
     rep_k, oth_k, rep_n, oth_n, bars_rep, bars_all = [], [], [], [], 0, 0
+    per_note = np.zeros((2, 2))  # (repeated, new) x (nats, notes): whole bars, whatever the tokens
     for seq, nll in zip(seqs, nlls, strict=True):
-        bar, first = token_bars(tok, seq)
+        bar, first, notes = token_bars(tok, seq)
         if len(first) == 0:
             continue
         full, rep = first >= 0, (first >= 0) & (first < np.arange(len(first)))
@@ -258,6 +261,7 @@ def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray]) -> dict | 
         k = tok.vocab.kind_index(target)
         in_rep, in_oth = ok & rep[b], ok & full[b] & ~rep[b]
         rep_k.append(k[in_rep]), rep_n.append(nll[in_rep]), oth_k.append(k[in_oth]), oth_n.append(nll[in_oth])
+        per_note += [[nll[in_rep].sum(), notes[rep].sum()], [nll[in_oth].sum(), notes[full & ~rep].sum()]]
     if not rep_k:
         return None
     rk, rn, ok_, on = (np.concatenate(a) for a in (rep_k, rep_n, oth_k, oth_n))
@@ -267,7 +271,10 @@ def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray]) -> dict | 
                 "other": float(on[om].mean()) if om.any() else None, "other_tokens": int(om.sum())}
 
     by_kind = {kinds[i]: row(rk == i, ok_ == i) for i in np.unique(np.r_[rk, ok_])}
-    return {"bars": bars_all, "repeated_bars": bars_rep, "all": row(rk >= 0, ok_ >= 0), "by_type": by_kind}
+    nats = {k: float(a / n) if n else None for k, (a, n) in zip(("repeated", "other"), per_note, strict=True)}
+    ratio = nats["repeated"] / nats["other"] if nats["repeated"] is not None and nats["other"] else None
+    return {"bars": bars_all, "repeated_bars": bars_rep, "all": row(rk >= 0, ok_ >= 0), "by_type": by_kind,
+            "per_note": {**nats, "ratio": ratio}}
 
 
 # ---- music statistics --------------------------------------------------------------------------
@@ -329,7 +336,21 @@ def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, 
         d = {name: _describe(v) for name, v in sets.items()}
         out[k] = {**d, "d_model": cohens_d(d["real"], d["model"]), "d_shuffled": cohens_d(d["real"], d["shuffled"])}
     return {"pieces": len(real), "samples": len(model), "quarters": quarters, "voices": n_voices,
-            "voices_by_track": by_track, "statistics": out}
+            "voices_by_track": by_track, "statistics": out, "repeat_distances": repeat_histograms(cut)}
+
+
+def repeat_histograms(cut: dict[str, list]) -> dict:
+    """Nearest-copy distances of the repeated bars in the held-out excerpts and the samples: the share of
+    each distance (the eight most common of either), and the overlap of the two histograms."""
+    dist = {k: np.concatenate([music.repeat_distances(s) for s in cut[k]] or [np.zeros(0, np.int64)])
+            for k in ("real", "model")}
+    dist = {k: v[v > 0] for k, v in dist.items()}
+    common = sorted(set(np.bincount(dist["real"]).argsort()[::-1][:8].tolist()
+                        + np.bincount(dist["model"]).argsort()[::-1][:8].tolist()) - {0}) if all(
+        len(v) for v in dist.values()) else sorted(set(np.concatenate(list(dist.values())).tolist()))[:8]
+    share = {k: {int(d): float((v == d).mean()) if len(v) else 0.0 for d in common} for k, v in dist.items()}
+    return {"overlap": music.distance_overlap(dist["real"], dist["model"]), "share": share,
+            "repeats": {k: int(len(v)) for k, v in dist.items()}}
 
 
 # ---- the whole evaluation ------------------------------------------------------------------
@@ -363,6 +384,7 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     ngram = KneserNey(order, tok.vocab_size).fit(sequence(tok, p)[1:] for p in fit)
     seqs = [sequence(tok, p) for p in held]
     full_nll = [lstm_nlls(model.net, s, model.cache) for s in seqs]
+    n_notes = sum(len(tok.decode_score(s)) for s in seqs)
     nll, ngram_nll, kinds = [], [], []
     for s, n in zip(seqs, full_nll, strict=True):
         keep = ~((s[1:] >= style_lo) & (s[1:] < style_hi))  # a style token is given, not predicted
@@ -375,6 +397,7 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
               "data_check": check, "context": "zero state, BOS [STYLE]",
               "nll_nats_per_token": lstm["nll_nats_per_token"], "bits_per_token": lstm["bits_per_token"],
               "perplexity": lstm["perplexity"], "ngram_order": order,
+              "notes": n_notes, "nll_nats_per_note": float(nll.sum() / n_notes) if n_notes else None,
               "ngram_nll_nats_per_token": base["nll_nats_per_token"], "ngram_bits_per_token": base["bits_per_token"],
               "ngram_perplexity": base["perplexity"],
               "by_type": {k: {"tokens": v["tokens"], "nll_nats_per_token": v["nll_nats_per_token"],

@@ -87,6 +87,7 @@ class Grammar:
         for j in range(self.seen, ids.shape[1]):
             self.update(ids[:, j].cpu())
         self.seen = ids.shape[1]
+        self.fold(logits)
         allowed = self.allowed(B)
         allowed[:, PAD] = False
         allowed[:, BOS] = False
@@ -96,6 +97,9 @@ class Grammar:
         return allowed.to(logits.device)
 
     # encodings fill these in
+    def fold(self, logits: torch.Tensor) -> None:
+        """Move, in place, the probability of events the grammar writes one way onto the id it allows."""
+
     def init(self, B: int) -> dict[str, torch.Tensor]:
         return {}
 
@@ -191,11 +195,21 @@ class RemiGrammar(Grammar):
     """
 
     # phases: 0 start, 1 after BAR, 7 after TIMESIG, 8 after KEY, 2 after POSITION, 9 after TEMPO,
-    # 3 after PROGRAM, 5 after VELOCITY, 4 after PITCH, 6 after DURATION (a note is complete)
+    # 3 after PROGRAM, 5 after VELOCITY, 4 after PITCH, 6 after DURATION (a note is complete),
+    # 10 after REPEAT (version 3: the bar is a copy of an earlier one; BAR or EOS follows)
     def init(self, B):
         q = self.tok.config.ticks_per_quarter
-        self.v2 = getattr(self.tok.config, "version", 1) >= 2
+        version = getattr(self.tok.config, "version", 1)
+        self.v2, self.v3 = version >= 2, version >= 3
         z = lambda: torch.zeros(B, dtype=torch.bool)  # noqa: E731
+        if self.v3:  # a ring of the latest bars, enough for the farthest REPEAT: length, notes, tails, last note
+            self.dist = torch.tensor(self.tok.config.repeat_distances)
+            self.ring = int(self.dist.max()) + 1
+            R = self.ring
+            self.hist = {"len": torch.zeros(B, R, dtype=torch.long), "full": torch.zeros(B, R, dtype=torch.bool),
+                         "ends": torch.zeros(B, R, 256, dtype=torch.int32),
+                         "program": torch.full((B, R), -1, dtype=torch.long),
+                         "velocity": torch.full((B, R), -1, dtype=torch.long)}
         return {"phase": torch.zeros(B, dtype=torch.long), "pos": torch.full((B,), -1, dtype=torch.long),
                 "bar_len": torch.full((B,), 4 * q, dtype=torch.long), "drum": z(),
                 "now": torch.zeros(B, dtype=torch.long), "bar_start": torch.full((B,), -4 * q, dtype=torch.long),
@@ -244,13 +258,59 @@ class RemiGrammar(Grammar):
         if dur.any():
             d = torch.from_numpy(codec.durations)[val("DURATION").clamp(0, len(codec.durations) - 1)]
             s["ends"][rows[dur], s["pitch"][dur]] = (s["now"] + d)[dur]
+        rep = is_("REPEAT")
+        if self.v3:
+            self._remember(t, bar, ts, dur, rep)
         phase = s["phase"]
         phase = torch.where(bar, 1, torch.where(ts, 7, torch.where(key, 8, phase)))
         phase = torch.where(pos, 2, torch.where(tempo, 9, phase))
         phase = torch.where(prog, 3, torch.where(vel, 5, phase))
         phase = torch.where(pitch | drum, 4, phase)
         phase = torch.where(dur, 6, phase)
-        s["phase"] = phase
+        s["phase"] = torch.where(rep, 10, phase)
+
+    def fold(self, logits):
+        """Version 3: a bar line is one event whose number the grammar knows: the model's probability of every
+        numbered BAR goes to the one allowed (an untrained model, unsure of the number, still ends its bars)."""
+        lo, hi = self._rng["BAR"]
+        if hi - lo > 1 and logits.shape[-1] == self.v.size:
+            k = (lo + self.state["bars"] % (hi - lo)).to(logits.device)
+            logits[torch.arange(len(k), device=logits.device), k] = torch.logsumexp(logits[:, lo:hi].float(), -1).to(
+                logits.dtype)
+
+    def _remember(self, t, bar, ts, dur, rep) -> None:
+        """Version 3: keep each bar's length, whether it has notes, its notes' ends (from the bar line) and its
+        last note's program and velocity; a REPEAT plays its source bar again, so it counts as those notes."""
+        s, h, R = self.state, self.hist, self.ring
+        rows = torch.arange(len(t))
+        cur = (s["bars"] - 1).clamp(min=0) % R
+        new_bar = bar.nonzero().squeeze(1)
+        h["full"][new_bar, cur[new_bar]] = False
+        h["ends"][new_bar, cur[new_bar]] = 0
+        sized = (bar | ts).nonzero().squeeze(1)
+        h["len"][sized, cur[sized]] = s["bar_len"][sized]
+        n = dur.nonzero().squeeze(1)
+        if len(n):
+            p = s["pitch"][n]
+            rel = (s["ends"][n, p] - s["bar_start"][n]).int()
+            h["ends"][n, cur[n], p] = torch.maximum(h["ends"][n, cur[n], p], rel)
+            h["full"][n, cur[n]] = True
+            h["program"][n, cur[n]], h["velocity"][n, cur[n]] = s["program"][n], s["velocity"][n]
+        r = rep.nonzero().squeeze(1)
+        if len(r):
+            d = self.dist[(t[r] - self._rng["REPEAT"][0]).clamp(0, len(self.dist) - 1)]
+            src = (cur[r] - d) % R
+            h["ends"][r, cur[r]] = h["ends"][r, src]
+            h["full"][r, cur[r]] = True
+            tails = h["ends"][r, src].long()
+            s["ends"][r] = torch.where(tails > 0, torch.maximum(s["ends"][r], s["bar_start"][r, None] + tails),
+                                       s["ends"][r])
+            for k in ("program", "velocity"):
+                s[k][r] = h[k][r, src]
+                h[k][r, cur[r]] = h[k][r, src]
+            s["drum"][r] = s["program"][r] == 128
+            s["bar_notes"][r] = True
+            s["any_note"][r] = True
 
     def seconds(self):
         """(B,) seconds up to the latest bar line or position, at the tempo of each stretch."""
@@ -285,7 +345,9 @@ class RemiGrammar(Grammar):
         # a position may hold only a TEMPO (the encoder writes one where a bar opens with a rest): BAR or a
         # later POSITION may follow it, as in the training data (else the model is forced into a note there)
         tempo_only = (ph == 9) & (s["pos"] >= 0)
-        a[:, self.v.offset["BAR"]] = (ph == 0) | (ph == 6) | ((after_bar | tempo_only) & ready)
+        n_bar = self._rng["BAR"][1] - self._rng["BAR"][0]  # version 3 numbers its bars: only the next number
+        a[torch.arange(B), self.v.offset["BAR"] + s["bars"] % n_bar] = ((ph == 0) | (ph == 6) | (ph == 10)
+                                                        | ((after_bar | tempo_only) & ready))
         a[:, self.r("TIMESIG")] = (ph == 1)[:, None]
         if v2:
             a[:, self.r("KEY")] = ((ph == 7) | ((ph == 1) & s["sig"]))[:, None]
@@ -337,8 +399,23 @@ class RemiGrammar(Grammar):
             a[:, self.r("DRUM")] = ((ph == 3) & s["drum"])[:, None] & drum_ok
             a[:, self.r("VELOCITY")] = (ph == 4)[:, None]
             a[:, self.r("DURATION")] = (ph == 5)[:, None]
-        a[:, EOS] = ph == 6
+        if self.v3:
+            a[:, self.r("REPEAT")] = self._repeatable(after_bar & ready)
+        a[:, EOS] = (ph == 6) | (ph == 10)
         return a
+
+    def _repeatable(self, here: torch.Tensor) -> torch.Tensor:
+        """(B, distances): REPEAT_d only right after a bar line, where bar d back exists, holds notes and has this
+        bar's length. With a polyphony cap, only when no note sounds across the bar line (the copy then sounds
+        as its source did)."""
+        s, h = self.state, self.hist
+        cur = s["bars"] - 1
+        src = cur[:, None] - self.dist[None]  # (B, D)
+        rows = torch.arange(len(cur))[:, None]
+        ok = (src >= 0) & h["full"][rows, src % self.ring] & (h["len"][rows, src % self.ring] == s["bar_len"][:, None])
+        if self.c.max_polyphony:
+            here = here & ~(s["ends"] > s["bar_start"][:, None]).any(1)
+        return ok & here[:, None]
 
 
 class GridGrammar(Grammar):

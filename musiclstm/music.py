@@ -219,6 +219,54 @@ def repeated_bars(score: Score, bars: np.ndarray | None = None, *, transposed: b
     return (first >= 0) & (first < np.arange(len(first)))
 
 
+def repeat_distances(score: Score, bars: np.ndarray | None = None) -> np.ndarray:
+    """Per non-empty bar, the distance in bars to its nearest earlier exact copy (same onsets in the bar,
+    pitches and durations); 0 for a bar that repeats none."""
+    seen: dict[bytes, int] = {}
+    out = []
+    for i, r in enumerate(bar_contents(score, bars)):
+        if len(r):
+            k = r.tobytes()
+            out.append(i - seen[k] if k in seen else 0)
+            seen[k] = i
+    return np.array(out, np.int64)
+
+
+def returns(score: Score, phrase: int = 8) -> dict[str, float]:
+    """Form you can hear: repeated_bars_exact, the share of non-empty bars that repeat an earlier bar note
+    for note (the share written as REPEAT tokens in remi 3); longest_repeat_run, the longest run of such
+    bars, in bars (a loop is as wrong as no form); looping, 1 when more than 70 % of the bars repeat;
+    phrases_return, the share of `phrase`-bar phrases (from bar 1, whole and non-empty) that come back
+    note for note later in the piece (NaN when it has none)."""
+    contents = bar_contents(score)
+    rep = repeat_distances(score) > 0
+    if not len(rep):
+        return {"repeated_bars_exact": NAN, "longest_repeat_run": NAN, "looping": NAN, "phrases_return": NAN}
+    run = longest = 0
+    for r in rep:
+        run = run + 1 if r else 0
+        longest = max(longest, run)
+    keys = [r.tobytes() for r in contents]
+    n = len(contents)
+    back = []
+    for j in range(0, n - phrase + 1, phrase):
+        if all(len(r) for r in contents[j:j + phrase]):
+            span = keys[j:j + phrase]
+            back.append(any(keys[k:k + phrase] == span for k in range(j + 1, n - phrase + 1)))
+    return {"repeated_bars_exact": float(rep.mean()), "longest_repeat_run": float(longest),
+            "looping": float(rep.mean() > 0.7), "phrases_return": float(np.mean(back)) if back else NAN}
+
+
+def distance_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Overlap (sum of the smaller share per distance, 0..1) of two histograms of repeat distances."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    if not len(a) or not len(b):
+        return NAN
+    n = int(max(a.max(), b.max())) + 1
+    pa, pb = np.bincount(a, minlength=n) / len(a), np.bincount(b, minlength=n) / len(b)
+    return float(np.minimum(pa, pb).sum())
+
+
 def form(score: Score, phrase: int = 4) -> dict[str, float]:
     """repeated_bars: share of non-empty bars that repeat an earlier bar exactly or transposed;
     repeated_phrase_bars: share inside a `phrase`-bar span repeating an earlier span (transposed as
@@ -369,5 +417,5 @@ def ending(score: Score) -> dict[str, float]:
 
 def statistics(score: Score, n_voices: int | None = None, by_track: bool | None = None) -> dict[str, float]:
     """Every statistic above of one (already trimmed and cropped) piece, in one flat dict."""
-    return {**tonality(score), **melody(score), **rhythm(score), **form(score),
+    return {**tonality(score), **melody(score), **rhythm(score), **form(score), **returns(score),
             **voices(score, n_voices, by_track)}

@@ -92,7 +92,7 @@ def gates(trace, *, layer: int = 0, units: int = 48, axes=None):
     sc = axes[0].scatter(steps[has], pitch[has], s=6, c=pitch[has], cmap="viridis")
     axes[0].figure.colorbar(sc, ax=axes[0], pad=0.01)  # keeps the panel as wide as the heatmaps below
     axes[0].set_ylabel("pitch token")
-    for n in (i for i, name in enumerate(trace.names) if name == "BAR"):
+    for n in (i for i, name in enumerate(trace.names) if name.split("_")[0] == "BAR"):
         for ax in axes:
             ax.axvline(n, color="0.6", lw=0.5)
     for ax, (field, title, cmap, lim) in zip(axes[1:], GATES, strict=True):

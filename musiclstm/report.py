@@ -9,7 +9,8 @@ GROUPS = {"tonality": ("in_scale", "key_correlation", "window_key_correlation", 
           "melody (top line)": ("steps", "skips", "leaps", "repeated", "longest_repeat"),
           "rhythm": ("empty_beat_rate", "groove_consistency", "density_first_third", "density_last_third",
                      "longest_silence"),
-          "form": ("repeated_bars", "repeated_phrase_bars", "distinct_interval_4grams"),
+          "form": ("repeated_bars", "repeated_bars_exact", "longest_repeat_run", "looping", "phrases_return",
+                   "repeated_phrase_bars", "distinct_interval_4grams"),
           "voices (per 100 beats; shares)": ("parallel_fifths", "parallel_octaves", "voice_crossings", "out_of_range",
                                              "overfull_onsets"),
           "meter, length, ending": ("time_signature", "length_vs_asked", "last_bass_on_tonic")}
@@ -38,6 +39,10 @@ def _nll_lines(rs: list[dict], names: list[str]) -> list[str]:
     for x, name in zip(rs, names, strict=True):
         lines.append(f"{('LSTM ' + name).strip():22s}{x['nll_nats_per_token']:11.3f}{x['bits_per_token']:11.3f}"
                      f"{x['perplexity']:11.2f}")
+    for x, name in zip(rs, names, strict=True):
+        if x.get("nll_nats_per_note") is not None:
+            lines.append(f"{('LSTM ' + name).strip():22s}{x['nll_nats_per_note']:11.3f} nats/note "
+                         f"({x['notes']:,} notes)")
     lines.append(f"{'Kneser-Ney ' + str(r['ngram_order']) + '-gram':22s}{r['ngram_nll_nats_per_token']:11.3f}"
                  f"{r['ngram_bits_per_token']:11.3f}{r['ngram_perplexity']:11.2f}")
     lines.append("by token type (tokens, n-gram, LSTM nats/token" + (", per model):" if len(rs) > 1 else "):"))
@@ -59,6 +64,10 @@ def _probe_lines(rs: list[dict], names: list[str]) -> list[str]:
         lines.append(f"repeat probe{' ' + name if name else ''}: {p['repeated_bars']} of {p['bars']} held-out bars "
                      "repeat an earlier bar; nats/token in those vs the others:")
         lines.append("  " + ", ".join(parts) if parts else "  (no repeated bars)")
+        n = p.get("per_note") or {}
+        if n.get("ratio") is not None:
+            lines.append(f"  whole bars, nats per note: repeated {n['repeated']:.2f} vs new {n['other']:.2f} "
+                         f"(ratio {n['ratio']:.2f})")
     return lines
 
 
@@ -82,6 +91,12 @@ def _music_lines(rs: list[dict], names: list[str]) -> list[str]:
             row = f"    {k:24s}{_ms(st[0]['real'])}"
             row += "".join(f" {_ms(s['model'])}{_d(s['d_model'])}" for s in st)
             lines.append(row + f" {_ms(st[0]['shuffled'])}{_d(st[0]['d_shuffled'])}")
+    for x, name in zip(ms, names, strict=False):
+        h = x.get("repeat_distances")
+        if h and h["repeats"]["real"] + h["repeats"]["model"]:
+            share = lambda k: " ".join(f"{d}:{v:.2f}" for d, v in h["share"][k].items())  # noqa: E731
+            lines.append(f"  repeat distances{' ' + name if name else ''} (bars: share of repeated bars), real "
+                         f"[{share('real')}] model [{share('model')}]; overlap {h['overlap']:.2f}")
     return lines
 
 

@@ -45,7 +45,7 @@ def test_a_position_holding_only_a_tempo_is_allowed():
     ids = tok.encode(_rest_then_tempo_change())
     names = tok.names(ids)
     tempo_only = [j for j in range(len(names) - 1) if names[j].startswith("TEMPO") and
-                  (names[j + 1] == "BAR" or names[j + 1].startswith("POSITION"))]
+                  names[j + 1].startswith(("BAR", "POSITION"))]
     assert tempo_only, names[:40]  # the music really has such a position
     assert _forbidden(tok, ids) == []
 

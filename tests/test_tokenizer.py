@@ -58,7 +58,7 @@ GRID_TABLE = [
     ("REST", 0, 131, "REST"), ("HOLD", 0, 132, "HOLD"),
 ]
 
-# remi version 2 (the default): 24 KEY tokens after TIMESIG shift every later id by 24
+# remi version 2: 24 KEY tokens after TIMESIG shift every later id by 24
 REMI2_TABLE = [
     ("BAR", 0, 3, "BAR"), ("TIMESIG", 7, 11, "TIMESIG_4/4"),
     ("KEY", 0, 64, "KEY_C"), ("KEY", 7, 71, "KEY_G"), ("KEY", 21, 85, "KEY_Am"), ("KEY", 23, 87, "KEY_Bm"),
@@ -67,14 +67,26 @@ REMI2_TABLE = [
     ("DURATION", 49, 921, "DURATION_384/12"),
 ]
 
-TABLES = {"performance": (PERFORMANCE_TABLE, 391), "remi-v1": (REMI_TABLE, 898), "remi": (REMI2_TABLE, 922),
+# remi version 3 (the default): 256 REPEAT distances after KEY shift every id from POSITION on by 256
+REMI3_TABLE = [
+    ("BAR", 0, 3, "BAR"), ("TIMESIG", 7, 11, "TIMESIG_4/4"), ("KEY", 21, 85, "KEY_Am"),
+    ("REPEAT", 0, 88, "REPEAT_1"), ("REPEAT", 7, 95, "REPEAT_8"), ("REPEAT", 255, 343, "REPEAT_256"),
+    ("POSITION", 0, 344, "POSITION_0"), ("TEMPO", 90, 530, "TEMPO_120"), ("PROGRAM", 0, 711, "PROGRAM_0"),
+    ("PITCH", 60, 900, "PITCH_60"), ("DRUM", 36, 1004, "DRUM_36"), ("VELOCITY", 31, 1127, "VELOCITY_31"),
+    ("DURATION", 49, 1177, "DURATION_384/12"),
+]
+
+TABLES = {"performance": (PERFORMANCE_TABLE, 391), "remi-v1": (REMI_TABLE, 898), "remi-v2": (REMI2_TABLE, 922),
+          "remi": (REMI3_TABLE, 1178),
           "grid": (GRID_TABLE, 133)}
 CASES = [pytest.param(enc, *row, id=f"{enc}-{row[3]}") for enc, (table, _) in TABLES.items() for row in table]
 
 
 def _tok(name: str, **options) -> Tokenizer:
-    """A tokenizer by table name: "remi-v1" is remi version 1."""
-    return Tokenizer("remi", version=1, **options) if name == "remi-v1" else Tokenizer(name, **options)
+    """A tokenizer by table name: "remi-v1" is remi version 1, "remi-v2" version 2."""
+    if name.startswith("remi-v"):
+        return Tokenizer("remi", version=int(name[-1]), **options)
+    return Tokenizer(name, **options)
 
 
 @pytest.mark.parametrize("encoding, kind, value, id_, name", CASES)
@@ -230,7 +242,7 @@ def test_remi_v1_meter_and_tempo_changes():
 
 
 def test_remi_v2_names_program_and_velocity_only_when_they_change_and_opens_with_a_key():
-    tok = Tokenizer("remi")
+    tok = Tokenizer("remi", version=2)
     s = Score([0, 1.5, 0, 5], [1, 2, 0.25, 5 + 1 / 3], [60, 64, 36, 40], [80, 100, 100, 80], [0, 0, 1, 2],
               tracks=[Track(0), Track(0, True), Track(33)], key_signatures=[[0, 9, 1]])
     assert tok.names(tok.encode(s)) == [
@@ -247,7 +259,7 @@ def test_remi_v2_names_program_and_velocity_only_when_they_change_and_opens_with
 
 
 def test_remi_v2_one_tune_costs_three_tokens_a_note_and_key_is_estimated_without_a_signature():
-    tok = Tokenizer("remi")
+    tok = Tokenizer("remi", version=2)
     c_major = [60, 62, 64, 65, 67, 69, 71, 72] * 2
     s = Score.from_notes([(i / 2, i / 2 + 0.5, p, 80) for i, p in enumerate(c_major)])
     names = tok.names(tok.encode(s))
@@ -257,7 +269,7 @@ def test_remi_v2_one_tune_costs_three_tokens_a_note_and_key_is_estimated_without
 
 
 def test_remi_v2_one_beat_meter_throughout_is_read_as_4_4():
-    tok = Tokenizer("remi")
+    tok = Tokenizer("remi", version=2)
     s = Score.from_notes([(i, i + 1, 60, 80) for i in range(8)], time_signatures=[[0, 1, 4]])
     names = tok.names(tok.encode(s))
     assert names[2] == "TIMESIG_4/4" and names.count("BAR") == 2
@@ -269,7 +281,76 @@ def test_old_remi_dicts_load_as_version_1():
     del d["version"]
     old = Tokenizer.from_dict(d)
     assert old.config.version == 1 and old.vocab_size == 898
-    assert Tokenizer.from_dict(Tokenizer("remi").to_dict()).vocab_size == 922
+    assert Tokenizer.from_dict(Tokenizer("remi", version=2).to_dict()).vocab_size == 922
+    assert Tokenizer.from_dict(Tokenizer("remi").to_dict()).vocab_size == 1178
+
+
+# ---- remi version 3: repeated bars as one token, numbered bars -----------------------------------
+
+def _bars(*bars, velocity=80, qpm=None):
+    """A one-track score from bars of (onset in bar, quarters, pitch) in 4/4."""
+    notes = [(4 * i + on, 4 * i + on + d, p, velocity[i] if isinstance(velocity, list) else velocity)
+             for i, bar in enumerate(bars) for on, d, p in bar]
+    a = np.asarray(notes, dtype=np.float64).reshape(-1, 4)
+    return Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], np.zeros(len(a)), tracks=[Track(0)],
+                 tempos=[[0.0, 120.0], *(qpm or [])])
+
+
+A = [(0, 1, 60), (1, 1, 62), (2, 2, 64)]
+B = [(0, 2, 67), (2, 2, 65)]
+
+
+def test_remi_v3_writes_a_repeated_bar_as_one_token_at_its_nearest_distance():
+    tok = Tokenizer("remi")
+    names = tok.names(tok.encode(_bars(A, B, A, B, A)))
+    assert [n for n in names if n.startswith(("BAR", "REPEAT"))] == [
+        "BAR", "BAR", "BAR", "REPEAT_2", "BAR", "REPEAT_2", "BAR", "REPEAT_2"]
+    assert names.count("POSITION_0") == 2  # only the first A and the first B are written out
+    back = tok.decode_score(tok.encode(_bars(A, B, A, B, A)))
+    v2 = Tokenizer("remi", version=2)
+    expected = v2.decode_score(v2.encode(_bars(A, B, A, B, A)))
+    assert sorted(zip(back.start, back.end, back.pitch, strict=True)) == sorted(
+        zip(expected.start, expected.end, expected.pitch, strict=True))
+
+
+def test_remi_v3_bar_numbers_cycle():
+    tok = Tokenizer("remi", bar_cycle=4)
+    names = tok.names(tok.encode(_bars(*[[(0, 1, 60 + i)] for i in range(6)])))
+    assert [n for n in names if n.startswith("BAR")] == ["BAR_0", "BAR_1", "BAR_2", "BAR_3", "BAR_0", "BAR_1"]
+
+
+def test_remi_v3_repeat_ignores_velocity_and_plays_its_source_velocities():
+    tok = Tokenizer("remi")
+    s = _bars(A, A, B, velocity=[60, 100, 100])
+    ids = tok.encode(s)
+    assert "REPEAT_1" in tok.names(ids)
+    back = tok.decode_score(ids)
+    assert back.velocity[back.start < 8].max() == back.velocity[0]  # the copy plays bar 1's velocity
+    assert tok.encode(back) == ids  # and the round trip is exact: the VELOCITY of bar 3 is named again
+    assert back.velocity[back.start >= 8].min() > back.velocity[0]
+
+
+def test_remi_v3_never_repeats_empty_bars_bars_with_a_tempo_change_or_other_notes():
+    tok = Tokenizer("remi")
+    shifted = [(on, d, p + 1) for on, d, p in A]
+    names = tok.names(tok.encode(_bars(A, shifted, [], A[:2], A, qpm=[[16.0, 90.0]])))
+    # bar 5 equals bar 1 but carries a tempo change; bar 3 is empty; bars 2 and 4 differ from bar 1
+    assert not any(n.startswith("REPEAT") for n in names)
+    names = tok.names(tok.encode(_bars(A, shifted, [], A[:2], A)))
+    assert [n for n in names if n.startswith("REPEAT")] == ["REPEAT_4"]
+
+
+def test_remi_v3_round_trip_on_programs_and_drums():
+    tok = Tokenizer("remi")
+    bar = [(0, 0.5, 60, 80, 0), (0, 0.25, 36, 90, 1), (1, 1, 48, 70, 2), (2, 0.5, 38, 90, 1)]
+    notes = [(4 * i + on, 4 * i + on + d, p, v, t) for i in range(4) for on, d, p, v, t in bar]
+    notes += [(16, 17, 62, 80, 0), (16, 16.5, 36, 90, 1)]
+    s = Score([n[0] for n in notes], [n[1] for n in notes], [n[2] for n in notes], [n[3] for n in notes],
+              [n[4] for n in notes], tracks=[Track(0), Track(0, True), Track(33)])
+    ids = tok.encode(s)
+    assert tok.names(ids).count("REPEAT_1") == 3
+    back = tok.decode_score(ids)
+    assert len(back) == len(s) and tok.encode(back) == ids
 
 
 def test_remi_long_meter_becomes_4_4_and_long_notes_are_cut():

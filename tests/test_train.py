@@ -217,7 +217,7 @@ def test_compose_lengths_are_exact_at_any_tempo_and_under_a_polyphony_limit(qpm)
     notes = [n for i in pm.instruments for n in i.notes]
     assert all(sum(m.start <= n.start < m.end for m in notes) <= 1 for n in notes)  # one note at a time
     _, (ids,) = ml.compose(model, bars=3, seed=2, return_ids=True)
-    new = tok.names(ids)
+    new = ["BAR" if n.startswith("BAR_") else n for n in tok.names(ids)]  # remi 3 numbers its bars
     # three bars: closed by the fourth bar line, or ended by the model itself within the third
     assert (new.count("BAR"), new[-1]) in ((4, "BAR"), (3, "EOS"))
     _, (ids,) = ml.compose(model, tokens=120, seed=2, return_ids=True)

@@ -38,6 +38,11 @@ def _time_signatures(max_bar_quarters: int) -> list[tuple[int, int]]:
     return [(n, d) for d in (2, 4, 8, 16) for n in range(1, 33) if n * 4 / d <= max_bar_quarters]
 
 
+# every distance up to 256 bars: folk's 2, 4, 8, bach's odd ones and the far, irregular returns of pop
+# choruses (1-16 plus multiples of 4 up to 128 covered only 0.58 of POP909's repeated bars; python bench/form_data.py)
+REPEAT_DISTANCES = tuple(range(1, 257))
+
+
 @dataclass(frozen=True)
 class Config:
     """REMI settings."""
@@ -47,7 +52,10 @@ class Config:
     velocity_bins: int = 32  #: number of VELOCITY tokens
     min_qpm: int = 30  #: the slowest TEMPO token
     max_qpm: int = 300  #: the fastest TEMPO token (TEMPO tokens step by 1 qpm)
-    version: int = 2  #: 2: KEY tokens, PROGRAM/VELOCITY only on change, one-beat meters read as 4/4; 1: the first
+    version: int = 3  #: 3: + REPEAT_d and numbered BARs; 2: KEY tokens, PROGRAM/VELOCITY only on change,
+    #: one-beat meters read as 4/4; 1: the first
+    repeat_distances: tuple[int, ...] = REPEAT_DISTANCES  #: version 3: the bar distances a REPEAT token may name
+    bar_cycle: int = 1  #: version 3: BAR tokens carry the bar's index modulo this (1: one plain BAR; 16 measured worse)
 
 
 def score_key(score: Score) -> tuple[int, int]:
@@ -73,10 +81,15 @@ class Codec:
         self.sigs = _time_signatures(config.max_bar_quarters)
         self.tempos = np.arange(config.min_qpm, config.max_qpm + 1, dtype=np.float64)
         self.positions = config.ticks_per_quarter * config.max_bar_quarters
+        self.bar_cycle = max(1, config.bar_cycle) if config.version >= 3 else 1
+        if config.version >= 3 and list(config.repeat_distances) != sorted(set(config.repeat_distances)) \
+                or min(config.repeat_distances, default=1) < 1:
+            raise ValueError("repeat_distances must be increasing positive bar counts")
 
     def table(self) -> list[tuple[str, int]]:
         key = [("KEY", 24)] if self.c.version >= 2 else []
-        return [("BAR", 1), ("TIMESIG", len(self.sigs)), *key, ("POSITION", self.positions),
+        repeat = [("REPEAT", len(self.c.repeat_distances))] if self.c.version >= 3 else []
+        return [("BAR", self.bar_cycle), ("TIMESIG", len(self.sigs)), *key, *repeat, ("POSITION", self.positions),
                 ("TEMPO", len(self.tempos)), ("PROGRAM", 129), ("PITCH", 128), ("DRUM", 128),
                 ("VELOCITY", self.c.velocity_bins), ("DURATION", len(self.durations))]
 
@@ -89,6 +102,8 @@ class Codec:
             return f"{self.durations[v]}/{self.c.ticks_per_quarter}"
         if kind == "KEY":
             return KEY_NAMES[v % 12] + ("m" if v >= 12 else "")
+        if kind == "REPEAT":
+            return str(self.c.repeat_distances[v])
         return str(v)
 
     def sig_index(self, num, den) -> int:
@@ -133,12 +148,13 @@ class Codec:
                 seg.append([snapped, g, n])
         ts_tick, sig, bar_len = (np.array(c, np.int64) for c in zip(*seg, strict=True))
         seg_end = np.r_[ts_tick[1:], last + 1]
-        bars, bar_sig = [], []
+        bars, bar_sig, bar_lens = [], [], []
         for a, b, n, s in zip(ts_tick, seg_end, bar_len, sig, strict=True):
             starts = np.arange(a, b, n)
             bars.append(starts)
             bar_sig.append(np.full(len(starts), s))
-        bars, bar_sig = np.concatenate(bars), np.concatenate(bar_sig)
+            bar_lens.append(np.full(len(starts), n))
+        bars, bar_sig, bar_lens = np.concatenate(bars), np.concatenate(bar_sig), np.concatenate(bar_lens)
         new_sig = np.r_[True, bar_sig[1:] != bar_sig[:-1]]
 
         def position(ticks):
@@ -160,6 +176,13 @@ class Codec:
         rank = np.empty(n, np.int64)
         rank[note_order] = np.arange(n)
         vb = velocity_bin(score.velocity, self.c.velocity_bins)
+        note_bar = np.searchsorted(bars, on, side="right") - 1
+        repeat = np.zeros(len(bars), np.int64)  # per bar: the distance it repeats (version 3), else 0
+        if self.c.version >= 3:
+            t_bar = np.searchsorted(bars, t_tick, side="right") - 1
+            repeat, vb = self._repeats(bars, bar_lens, note_bar, note_order,
+                                       np.stack([on - bars[note_bar], program, score.pitch, d_ix], 1), vb,
+                                       no_repeat=np.isin(np.arange(len(bars)), t_bar))
         pitch_tok = np.where(program == DRUMS, vocab.id("DRUM", score.pitch), vocab.id("PITCH", score.pitch))
         if self.c.version >= 2:  # [PROGRAM] [VELOCITY] PITCH DURATION, the bracketed ones only on change
             note_toks = np.stack([vocab.id("PROGRAM", program), vocab.id("VELOCITY", vb), pitch_tok,
@@ -173,16 +196,49 @@ class Codec:
                                   vocab.id("DURATION", d_ix)], axis=1)
             keep = np.ones((n, 4), dtype=bool)
         keys_tick, keys_val = self._keys(score, bars) if self.c.version >= 2 else (np.zeros(0, np.int64),) * 2
-        tick = np.r_[bars, bars[new_sig], keys_tick, pos_tick, t_tick, np.repeat(on, 4)[keep.ravel()]]
+        # a repeated bar is BAR [TIMESIG] [KEY] REPEAT_d: its positions and notes are not written
+        copied = repeat > 0
+        keep &= ~copied[note_bar][:, None]
+        pos_tick = pos_tick[~copied[np.searchsorted(bars, pos_tick, side="right") - 1]]
+        rep_ix = np.searchsorted(self.c.repeat_distances, repeat[copied])
+        tick = np.r_[bars, bars[new_sig], keys_tick, bars[copied], pos_tick, t_tick, np.repeat(on, 4)[keep.ravel()]]
         order = np.r_[np.zeros(len(bars)), np.ones(new_sig.sum()), np.full(len(keys_tick), 1.5),
-                      np.full(len(pos_tick), 2), np.full(len(t_tick), 3), np.full(keep.sum(), 4)]
-        sub = np.r_[np.zeros(len(bars) + new_sig.sum() + len(keys_tick) + len(pos_tick) + len(t_tick)),
+                      np.full(copied.sum(), 1.75), np.full(len(pos_tick), 2), np.full(len(t_tick), 3),
+                      np.full(keep.sum(), 4)]
+        sub = np.r_[np.zeros(len(bars) + new_sig.sum() + len(keys_tick) + copied.sum() + len(pos_tick) + len(t_tick)),
                     (rank[:, None] * 4 + np.arange(4)).ravel()[keep.ravel()]]
-        toks = np.r_[np.full(len(bars), vocab.id("BAR")), vocab.id("TIMESIG", bar_sig[new_sig]),
+        bar_ids = vocab.id("BAR", np.arange(len(bars)) % self.bar_cycle)
+        toks = np.r_[bar_ids, vocab.id("TIMESIG", bar_sig[new_sig]),
                      vocab.id("KEY", keys_val) if len(keys_val) else np.zeros(0, np.int64),
+                     vocab.id("REPEAT", rep_ix) if copied.any() else np.zeros(0, np.int64),
                      vocab.id("POSITION", position(pos_tick)), vocab.id("TEMPO", t_bin),
                      note_toks.ravel()[keep.ravel()]]
         return toks[np.lexsort((sub, order, tick))].astype(np.int64)
+
+    def _repeats(self, bars, bar_lens, note_bar, note_order, rows, vb, *, no_repeat) -> tuple[np.ndarray, np.ndarray]:
+        """Version 3: per bar, the distance (in `repeat_distances`, nearest first) to an earlier bar of the same
+        length with the same notes (rows: onset in the bar, program, pitch, duration; velocity aside), else 0;
+        and the velocity bins as decoded: a repeated bar plays its source's velocities. Empty bars and bars
+        with a tempo change (`no_repeat`) are written out."""
+        order = note_order  # sorted by onset, program, pitch: the order the notes are written and copied
+        starts = np.searchsorted(note_bar[order], np.arange(len(bars) + 1))
+        dists = np.array(self.c.repeat_distances)
+        repeat, vb = np.zeros(len(bars), np.int64), vb.copy()
+        seen: dict[bytes, list[int]] = {}
+        for i in range(len(bars)):
+            notes = order[starts[i]:starts[i + 1]]
+            if not len(notes):
+                continue
+            key = bar_lens[i].tobytes() + rows[notes].tobytes()
+            earlier = seen.setdefault(key, [])
+            if earlier and not no_repeat[i]:
+                ok = np.isin(i - dists, earlier)
+                if ok.any():
+                    d = int(dists[ok.argmax()])
+                    repeat[i] = d
+                    vb[notes] = vb[order[starts[i - d]:starts[i - d + 1]]]
+            earlier.append(i)
+        return repeat, vb
 
     def _keys(self, score: Score, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """KEY tokens: (bar-line ticks, values). The first bar always gets one; a later key signature takes
@@ -211,11 +267,18 @@ class Codec:
         bar_start, bar_len, pos, started = 0, 4 * q, 0, False
         program, pitch, velocity = 0, None, 80
         notes, tempos, sigs, keys = [], [], [], []
+        bar_notes: list[list[tuple]] = []  # per bar, its notes as written or copied: (onset in bar, end, ...)
         for k, v in zip(ki.tolist(), vals.tolist(), strict=True):
             kind = kinds[k]
             if kind == "BAR":
                 bar_start, pos = (bar_start + bar_len if started else 0), 0
                 started = True
+                bar_notes.append([])
+            elif kind == "REPEAT" and len(bar_notes) > self.c.repeat_distances[v]:
+                for rel, length, p, vel, prog in bar_notes[-1 - self.c.repeat_distances[v]]:
+                    notes.append((bar_start + rel, bar_start + rel + length, p, vel, prog))
+                    bar_notes[-1].append((rel, length, p, vel, prog))
+                    program, velocity, pitch = prog, vel, None
             elif kind == "TIMESIG":
                 num, den = self.sigs[v]
                 bar_len = num * 4 * q // den
@@ -235,6 +298,8 @@ class Codec:
             elif kind == "DURATION" and pitch is not None:
                 t = bar_start + pos
                 notes.append((t, t + int(self.durations[v]), pitch[0], velocity, pitch[1]))
+                if bar_notes:
+                    bar_notes[-1].append((pos, int(self.durations[v]), pitch[0], velocity, pitch[1]))
                 pitch = None
         a = np.array(notes, dtype=np.float64).reshape(-1, 5)
         progs = sorted(set(a[:, 4].astype(int).tolist()))
