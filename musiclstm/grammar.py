@@ -208,6 +208,7 @@ class RemiGrammar(Grammar):
             R = self.ring
             self.hist = {"len": torch.zeros(B, R, dtype=torch.long), "full": torch.zeros(B, R, dtype=torch.bool),
                          "ends": torch.zeros(B, R, 256, dtype=torch.int32),
+                         "first": torch.full((B, R, 256), 1 << 30, dtype=torch.int32),
                          "program": torch.full((B, R), -1, dtype=torch.long),
                          "velocity": torch.full((B, R), -1, dtype=torch.long)}
         return {"phase": torch.zeros(B, dtype=torch.long), "pos": torch.full((B,), -1, dtype=torch.long),
@@ -287,6 +288,7 @@ class RemiGrammar(Grammar):
         new_bar = bar.nonzero().squeeze(1)
         h["full"][new_bar, cur[new_bar]] = False
         h["ends"][new_bar, cur[new_bar]] = 0
+        h["first"][new_bar, cur[new_bar]] = 1 << 30
         sized = (bar | ts).nonzero().squeeze(1)
         h["len"][sized, cur[sized]] = s["bar_len"][sized]
         n = dur.nonzero().squeeze(1)
@@ -294,6 +296,7 @@ class RemiGrammar(Grammar):
             p = s["pitch"][n]
             rel = (s["ends"][n, p] - s["bar_start"][n]).int()
             h["ends"][n, cur[n], p] = torch.maximum(h["ends"][n, cur[n], p], rel)
+            h["first"][n, cur[n], p] = torch.minimum(h["first"][n, cur[n], p], (s["now"] - s["bar_start"])[n].int())
             h["full"][n, cur[n]] = True
             h["program"][n, cur[n]], h["velocity"][n, cur[n]] = s["program"][n], s["velocity"][n]
         r = rep.nonzero().squeeze(1)
@@ -301,6 +304,7 @@ class RemiGrammar(Grammar):
             d = self.dist[(t[r] - self._rng["REPEAT"][0]).clamp(0, len(self.dist) - 1)]
             src = (cur[r] - d) % R
             h["ends"][r, cur[r]] = h["ends"][r, src]
+            h["first"][r, cur[r]] = h["first"][r, src]
             h["full"][r, cur[r]] = True
             tails = h["ends"][r, src].long()
             s["ends"][r] = torch.where(tails > 0, torch.maximum(s["ends"][r], s["bar_start"][r, None] + tails),
@@ -406,15 +410,23 @@ class RemiGrammar(Grammar):
 
     def _repeatable(self, here: torch.Tensor) -> torch.Tensor:
         """(B, distances): REPEAT_d only right after a bar line, where bar d back exists, holds notes and has this
-        bar's length. With a polyphony cap, only when no note sounds across the bar line (the copy then sounds
-        as its source did)."""
+        bar's length, and where no key the copy strikes still sounds from before the bar line when it strikes
+        (the rule every note keeps). With a polyphony cap, only when no note sounds across the bar line (the copy
+        then sounds as its source did)."""
         s, h = self.state, self.hist
+        D = len(self.dist)
+        if not here.any():
+            return torch.zeros(len(here), D, dtype=torch.bool)
         cur = s["bars"] - 1
         src = cur[:, None] - self.dist[None]  # (B, D)
         rows = torch.arange(len(cur))[:, None]
         ok = (src >= 0) & h["full"][rows, src % self.ring] & (h["len"][rows, src % self.ring] == s["bar_len"][:, None])
+        tails = (s["ends"] - s["bar_start"][:, None]).clamp(min=0)  # (B, 256): how long each key still sounds
+        if bool((tails > 0).any()):
+            first = h["first"][rows, src % self.ring]  # (B, D, 256): when the copy first strikes each key
+            ok &= (tails[:, None, :] <= first).all(-1)
         if self.c.max_polyphony:
-            here = here & ~(s["ends"] > s["bar_start"][:, None]).any(1)
+            here = here & (tails == 0).all(1)
         return ok & here[:, None]
 
 
