@@ -37,10 +37,10 @@ import time
 import numpy as np
 import torch
 
-from musiclstm.grammar import grammar_for
-from musiclstm.model import ModelConfig, MusicLSTM
-from musiclstm.sample import generate
-from musiclstm.tokenizer import BOS, EOS, Tokenizer
+from musiclstm.encodings.registry import grammar_for
+from musiclstm.encodings.tokenizer import BOS, EOS, Tokenizer
+from musiclstm.generation.sample import generate
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
 
 def timed(fn, repeats: int) -> float:
