@@ -79,7 +79,7 @@ def stats(path: Path) -> dict:
 def bars_with_music(path: Path) -> int:
     """Bars up to the last note's end, from the file's own meters in quarter notes (pretty_midi's downbeats
     count a 2/2 bar as two)."""
-    from musiclstm.midi import read
+    from musiclstm.io.midi import read
 
     score = read(path)
     if len(score) == 0:

@@ -17,15 +17,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from musiclstm import Tokenizer  # noqa: E402
-from musiclstm.benchmark import FILES, _grid, jsb_tokenizer  # noqa: E402
 from musiclstm.data import find_files  # noqa: E402
 from musiclstm.encodings.grid import load_jsb  # noqa: E402
 from musiclstm.errors import MusiclstmError  # noqa: E402
-from musiclstm.midi import read  # noqa: E402
+from musiclstm.evaluation.benchmark import FILES, _grid, jsb_tokenizer  # noqa: E402
+from musiclstm.io.midi import read  # noqa: E402
 
 
 def scores(kind: str, root: Path, limit: int):

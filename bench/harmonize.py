@@ -11,7 +11,7 @@ re-strikes), its soprano is harmonized in three ways and the lower voices compar
 
 Both models sample under the same constraints: each voice in the harmonizer's ranges, notes in the
 melody's key (Krumhansl-Schmuckler on the soprano) or pitch classes the melody uses, temperature 0.8.
-Statistics (musiclstm.music.voices and .chorale): parallel fifths and octaves, voice crossings and
+Statistics (musiclstm.evaluation.music.voices and .chorale): parallel fifths and octaves, voice crossings and
 spacing (S-A or A-T over an octave) per 100 beats, their sum as voice-leading faults, notes outside
 SATB ranges, lower-voice notes outside the key (Bach's key: K-S on the whole chorale), and the share
 of long soprano notes (>= 2 beats; JSB has no fermata marks) over a root-position triad.
@@ -38,11 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musiclstm import checkpoint
-from musiclstm import chorale as H
 from musiclstm.encodings.grid import load_jsb
-from musiclstm.music import chorale, voices
-from musiclstm.score import Score, Track, key_fit
+from musiclstm.evaluation.music import chorale, voices
+from musiclstm.generation import gibbs as G
+from musiclstm.generation import harmonize as H
+from musiclstm.io.score import Score, Track, key_fit
+from musiclstm.models import checkpoint
+from musiclstm.models import harmonizer as HN
 
 ROOT = Path(__file__).resolve().parent.parent
 JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"
@@ -64,13 +66,13 @@ def to_score(p: np.ndarray) -> Score:
             t = e
     a = np.array(rows, float).reshape(-1, 4)
     return Score(a[:, 0], a[:, 1], a[:, 2], np.full(len(a), 80), a[:, 3],
-                 tracks=[Track(52, False, n) for n in H.VOICES])
+                 tracks=[Track(52, False, n) for n in HN.VOICES])
 
 
 def constraints(h: H.Loaded, sop: np.ndarray) -> set[int]:
     s = sop[sop >= 0]
     tonic, minor, _ = key_fit(np.bincount(s % 12, minlength=12))
-    return H.scale(tonic, minor) | {int(x) % 12 for x in s}
+    return G.scale(tonic, minor) | {int(x) % 12 for x in s}
 
 
 def bi_harmonize(h: H.Loaded, p: np.ndarray, seed: int, iterations: int, temperature: float,
@@ -81,7 +83,7 @@ def bi_harmonize(h: H.Loaded, p: np.ndarray, seed: int, iterations: int, tempera
     grid = h.cells.from_pitches(sop, onset)
     free = np.zeros(p.shape, bool)
     free[:, 1:] = True
-    out = H.gibbs(h.net, h.cells, grid, free, H.allowed_cells(h.cells, h.ranges, constraints(h, p[:, 0])),
+    out = G.gibbs(h.net, h.cells, grid, free, G.allowed_cells(h.cells, h.ranges, constraints(h, p[:, 0])),
                   iterations=iterations, temperature=temperature, generator=torch.Generator().manual_seed(seed),
                   rules=rules)
     return h.cells.pitches(out)
@@ -141,7 +143,7 @@ def _ruled(logits: torch.Tensor, cells, tok, window: np.ndarray, v: int, t: int)
     x = np.where(w >= 0, cells.pitch0 + np.clip(w, 0, 127), np.where(w == -2, -2, cells.rest))
     if len(x) > 1:  # the grid says HOLD where a pitch goes on, as the harmonizer's cells do
         x[1:] = np.where((w[1:] >= 0) & (w[1:] == w[:-1]), cells.hold, x[1:])
-    bad = H.forbidden_pitches(x, cells, -2)[-1, v]
+    bad = G.forbidden_pitches(x, cells, -2)[-1, v]
     ruled = logits.clone()
     p0 = tok.vocab.offset["PITCH"]
     ruled[p0:p0 + 128] = ruled[p0:p0 + 128].masked_fill(torch.from_numpy(bad), float("-inf"))
@@ -170,7 +172,7 @@ def bi_nll(h: H.Loaded, p: np.ndarray, batch: int = 64) -> tuple[float, float, i
     T = len(p)
     onset = np.r_[np.ones((1, 4), bool), p[1:] != p[:-1]]
     truth = torch.from_numpy(c.from_pitches(p, onset))
-    beat = (torch.arange(T) % H.STEPS)[None]
+    beat = (torch.arange(T) % HN.STEPS)[None]
     total, correct, n = 0.0, 0, 0
     for a in range(0, T, batch):
         steps = torch.arange(a, min(T, a + batch))

@@ -18,7 +18,7 @@ import numpy as np
 
 import musiclstm as ml
 from musiclstm import data
-from musiclstm.evaluate import lstm_nlls
+from musiclstm.evaluation.evaluate import lstm_nlls
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 nice -n 10 python bench/precision.py [--data ../shared/data/nottingham]
         [--presets small,medium] [--steps 60,12] [--time-steps 75,20] [--threads 1]
 
-For each preset, `musiclstm.train.train(...)` (the function the CLI calls) runs from the same seed,
+For each preset, `musiclstm.training.lm.train(...)` (the function the CLI calls) runs from the same seed,
 data order and schedule with `precision="fp32"` and with `precision="bf16"` on two budgets:
 * the same number of optimizer steps (warmup a tenth of them, then the cosine decay): bf16's
   cost in quality per step, and its speed: the median interval between optimizer steps after
@@ -16,7 +16,7 @@ Quality is the last weights' NLL on the corpus's validation pieces, scored in fp
 `compose` and `evaluate` run the model); the run's own validation in its training precision is
 printed beside it.
 
-Decision rule (the one musiclstm.train.resolve_precision applies with CPU_BF16_AUTO): `--precision
+Decision rule (the one musiclstm.training.lm.resolve_precision applies with CPU_BF16_AUTO): `--precision
 auto` is bf16 on CPUs with native bf16 (AVX512-BF16 or AMX) when, on every preset, bf16 is at least
 10 % faster, its NLL on the same seconds is no worse than fp32's, and on the same steps no more than
 1 % worse; fp32 elsewhere (without native bf16, PyTorch emulates it, slower than fp32). The bench
@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
-from musiclstm import checkpoint, data  # noqa: E402
-from musiclstm.tokenizer import Tokenizer  # noqa: E402
-from musiclstm.train import CPU_BF16_AUTO, PRESETS, TrainConfig, evaluate_nll, native_bf16, train  # noqa: E402
+from musiclstm import data  # noqa: E402
+from musiclstm.encodings.tokenizer import Tokenizer  # noqa: E402
+from musiclstm.models import checkpoint
+from musiclstm.training.lm import CPU_BF16_AUTO, PRESETS, TrainConfig, evaluate_nll, native_bf16, train  # noqa: E402
 
 FASTER, SAME_STEPS_WORSE = 1.10, 0.01  # bf16: >= 10 % faster; NLL no worse on equal seconds, <= 1 % on equal steps
 
@@ -140,7 +141,7 @@ def main() -> None:
         verdict = "bf16" if ok else "fp32"
         agree = "agrees" if (verdict == "bf16") == CPU_BF16_AUTO else "DISAGREES; change CPU_BF16_AUTO"
         print(f"decision: {rule}: {'yes' if ok else 'no'} -> --precision auto on CPUs with native bf16: {verdict} "
-              f"(musiclstm.train.CPU_BF16_AUTO = {CPU_BF16_AUTO}: {agree})")
+              f"(musiclstm.training.lm.CPU_BF16_AUTO = {CPU_BF16_AUTO}: {agree})")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from musiclstm import MidiReadError, Score, Tokenizer, Track, read  # noqa: E402
-from musiclstm.metrics import onset_f1  # noqa: E402
-from musiclstm.midi import is_music_file  # noqa: E402
+from musiclstm.evaluation.metrics import onset_f1  # noqa: E402
+from musiclstm.io.midi import is_music_file  # noqa: E402
 
 FOLDERS = {"performance": ["nottingham", "pop909", "fixtures", "edge"],
            "remi": ["nottingham", "fixtures/music21", "pop909", "fixtures/miditok-multitrack"]}

@@ -21,6 +21,10 @@ grammar rows are skipped). Figures, each printed beside its goal (issue 4):
    with n), and the sum is taken of the fitted line; it is compared with generate()'s measured time
    for N tokens, with and without the grammar. Goal: >= 50x. The per-token cost at the full window
    (one forward over N tokens, which is what the tutorial pays for token N+1) is measured.
+4. `compose()` itself with the bundled folk model (2x512 remi, its continuous cache): wall time of
+   `compose(model, tokens=--compose-tokens)` (grammar, clock, decode, everything a user waits for)
+   beside bare `generate()` of as many tokens on the same model and the floor of its matmuls.
+   `--compose-only` runs this part alone (a few seconds).
 
 Medians of --repeats runs. One thread by default, the setting of the issue's anchor (a floor of
 about 0.9 ms for 3x512); `--threads 2` measures both cores (the floor, nn.LSTM and generate()
@@ -37,10 +41,12 @@ import time
 import numpy as np
 import torch
 
-from musiclstm.grammar import grammar_for
-from musiclstm.model import ModelConfig, MusicLSTM
-from musiclstm.sample import generate
-from musiclstm.tokenizer import BOS, EOS, Tokenizer
+from musiclstm.encodings.registry import grammar_for
+from musiclstm.encodings.tokenizer import BOS, EOS, Tokenizer
+from musiclstm.generation.compose import compose
+from musiclstm.generation.sample import generate
+from musiclstm.models.checkpoint import load
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
 
 def timed(fn, repeats: int) -> float:
@@ -93,8 +99,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--compose-tokens", type=int, default=400)
+    ap.add_argument("--compose-only", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.compose_only:
+        compose_row(a.compose_tokens, a.repeats)
+        return
     torch.manual_seed(0)
     tok = Tokenizer("remi")
     with_grammar = a.vocab is None or a.vocab == tok.vocab_size
@@ -176,6 +187,25 @@ def main() -> None:
               f"goal >= 50x: {'met' if total >= 50 * t1g else 'NOT met'}")
     print(f"   per token at the full {n}-token window: {costs[-1] * 1e3:.1f} ms vs {ms1:.2f} ms = "
           f"{costs[-1] * 1e3 / ms1:.0f}x")
+    compose_row(a.compose_tokens, a.repeats)
+
+
+def compose_row(n: int, repeats: int) -> None:
+    """Part 4: compose() with its grammar against bare generate() and the floor, the bundled folk model."""
+    torch.manual_seed(0)
+    model = load("folk")
+    floor = floor_ms(model.net, 500, repeats)
+    bare = timed(lambda: generate(model, [BOS], max_tokens=n, temperature=1.0, top_p=0.95, seed=0, eos=None),
+                 repeats)
+    comp = timed(lambda: compose(model, tokens=n, seed=0), repeats)
+    print(f"\n4. compose() with its grammar, bundled folk model ({model.net.config.layers}x{model.net.config.hidden}, "
+          f"cache lam {model.cache.lam if model.cache else 0}), {n} tokens, load average {os.getloadavg()[0]:.2f}")
+    print(f"   bare gate + output matmuls (floor)      {floor:7.3f} ms/token")
+    ms_bare, ms_comp = bare / n * 1e3, comp / n * 1e3
+    print(f"   generate() without grammar             {ms_bare:7.3f} ms/token = {ms_bare / floor:.2f}x floor"
+          f"  ({bare:.2f} s)")
+    print(f"   compose(tokens={n})                    {ms_comp:7.3f} ms/token = {ms_comp / floor:.2f}x floor"
+          f"  ({comp:.2f} s; grammar and decode {comp - bare:+.2f} s)")
 
 
 if __name__ == "__main__":

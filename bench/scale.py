@@ -170,7 +170,7 @@ PREPARE = """
 import json, resource, sys, time
 from pathlib import Path
 from musiclstm import data
-from musiclstm.tokenizer import Tokenizer
+from musiclstm.encodings.tokenizer import Tokenizer
 root, cache, val, jobs = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 cpu = lambda who: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(who))
 t, p0, w0 = time.perf_counter(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)

@@ -5,7 +5,7 @@
 Figure: steady-state training tokens/s (forward, cross-entropy, backward, AdamW step) of the
 project's `MusicLSTM` at the `small` preset's shapes (2x256 LSTM, batch 32 x 256 tokens), on
 random token ids, in a fresh process per measurement whose threads are set by
-`musiclstm.cli.set_threads(N)` (what `--threads N` does). Each cell is measured for 1 and 2
+`musiclstm.app.cli.set_threads(N)` (what `--threads N` does). Each cell is measured for 1 and 2
 threads, with OpenMP's default (spinning) wait policy and with OMP_WAIT_POLICY=PASSIVE, once on
 the machine as it is ("idle") and once while a busy-loop process (`while True: pass`) holds a core
 ("busy"). A cell is the median over --repeats of (tokens in the timed steps) / (their wall time),
@@ -35,8 +35,8 @@ def worker(a) -> None:
     import torch
     import torch.nn.functional as F
 
-    from musiclstm.cli import set_threads
-    from musiclstm.model import ModelConfig, MusicLSTM
+    from musiclstm.app.cli import set_threads
+    from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
     set_threads(a.threads)
     torch.manual_seed(0)

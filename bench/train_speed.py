@@ -1,9 +1,9 @@
-"""Training speed of `musiclstm.train.train` against a bare PyTorch loop, same shapes, same run.
+"""Training speed of `musiclstm.training.lm.train` against a bare PyTorch loop, same shapes, same run.
 
     OMP_NUM_THREADS=1 nice -n 10 python bench/train_speed.py --threads 1 [--preset small] [--encoding remi]
         [--data ../shared/data/nottingham] [--warmup 5] [--steps 30] [--repeats 5] [--precision fp32/bf16]
 
-Figure: steady-state training tokens/s of `musiclstm.train.train(...)` (the function the CLI
+Figure: steady-state training tokens/s of `musiclstm.training.lm.train(...)` (the function the CLI
 calls), on the prepared token stream of the corpus (default: Nottingham, REMI), CPU, fp32 (or
 with `--precision bf16`, bf16 autocast for train() and the bare loops alike).
 It is measured by differencing: train() is run twice in a fresh temporary folder, with
@@ -51,8 +51,8 @@ from torch import nn  # noqa: E402
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 from musiclstm import data  # noqa: E402
-from musiclstm.tokenizer import Tokenizer  # noqa: E402
-from musiclstm.train import PRESETS, TrainConfig, train  # noqa: E402
+from musiclstm.encodings.tokenizer import Tokenizer  # noqa: E402
+from musiclstm.training.lm import PRESETS, TrainConfig, train  # noqa: E402
 
 
 def run_train(corpus: Path, max_steps: int, args, tmp: Path) -> tuple[float, list[float], list[dict]]:

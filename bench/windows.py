@@ -3,7 +3,7 @@
     python bench/windows.py [--preset tiny] [--steps 1500] [--seeds 0 1 2] [--encoding remi]
                             [--data ../shared/data/nottingham] [--evals 5] [--threads N]
 
-Trains the same model twice with `musiclstm.train.train` (the function the CLI calls), once with
+Trains the same model twice with `musiclstm.training.lm.train` (the function the CLI calls), once with
 `windows="tbptt"` (contiguous lanes, LSTM state carried and detached between windows) and once
 with `windows="random"` (windows at random offsets, zero initial state), with the same preset, the
 same number of optimizer steps, the same seed (same initial weights), the same learning-rate
@@ -41,9 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from musiclstm import checkpoint, data  # noqa: E402
-from musiclstm.tokenizer import Tokenizer  # noqa: E402
-from musiclstm.train import PRESETS, TrainConfig, train  # noqa: E402
+from musiclstm import data  # noqa: E402
+from musiclstm.encodings.tokenizer import Tokenizer  # noqa: E402
+from musiclstm.models import checkpoint
+from musiclstm.training.lm import PRESETS, TrainConfig, train  # noqa: E402
 
 MODES = ("tbptt", "random")
 

@@ -17,9 +17,9 @@ RUNS=${RUNS:-runs/bundled}
 POP909=${POP909:-../shared/data/pop909}
 JSB=${JSB:-../shared/data/jsb}
 slim() {  # keep weights only, in fp16, with a description: the file that ships
-    python -c "import sys; from musiclstm.checkpoint import slim; slim(sys.argv[1], sys.argv[2], description=sys.argv[3])" "$@"
+    python -c "import sys; from musiclstm.models.checkpoint import slim; slim(sys.argv[1], sys.argv[2], description=sys.argv[3])" "$@"
 }
-# train now tunes the continuous cache (musiclstm/cache.py) on the validation pieces at the end of a run;
+# train now tunes the continuous cache (musiclstm/models/cache.py) on the validation pieces at the end of a run;
 # checkpoints/finish.py does the same for a run made before it did, then slims it
 for name in "${@:-bach folk pop jsb harmonizer}"; do
   for name in $name; do

@@ -9,8 +9,9 @@
 import sys
 
 import musiclstm as ml
-from musiclstm import checkpoint, data
-from musiclstm.cache import tune_checkpoint
+from musiclstm import data
+from musiclstm.models import checkpoint
+from musiclstm.training.tune import tune_checkpoint
 
 
 def main() -> None:

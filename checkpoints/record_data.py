@@ -15,7 +15,8 @@ import sys
 import torch
 
 import musiclstm as ml
-from musiclstm import checkpoint, data
+from musiclstm import data
+from musiclstm.models import checkpoint
 
 
 def main() -> None:

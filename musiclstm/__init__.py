@@ -2,21 +2,22 @@
 
 Pipeline: read (`midi.read`) -> encode (`Tokenizer`) -> train -> generate -> decode -> write.
 The functions below share names with their modules (`musiclstm.compose` is the function, in
-musiclstm/compose.py): importing them here keeps `musiclstm.compose(...)` callable.
+musiclstm/generation/compose.py): importing them here keeps `musiclstm.compose(...)` callable.
 """
 
-from .checkpoint import Model, load
-from .chorale import harmonize, infill
-from .compose import audio, compose
+from .encodings.grammar import Controls
+from .encodings.tokenizer import Tokenizer
 from .errors import CheckpointError, ConfigError, MidiReadError, MusiclstmError
-from .evaluate import evaluate
-from .gates import gate_trace
-from .grammar import Controls
-from .midi import read, to_pretty_midi, write_midi
-from .sample import generate
-from .score import Score, Track
-from .tokenizer import Tokenizer
-from .train import train
+from .evaluation.evaluate import evaluate
+from .evaluation.gates import gate_trace
+from .generation.compose import compose
+from .generation.harmonize import harmonize, infill
+from .generation.sample import generate
+from .io.midi import read, to_pretty_midi, write_midi
+from .io.outputs import audio
+from .io.score import Score, Track
+from .models.checkpoint import Model, load
+from .training.lm import train
 
 __version__ = "0.1.0"
 

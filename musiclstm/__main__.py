@@ -1,5 +1,5 @@
 """`python -m musiclstm ...` (also what `torchrun -m musiclstm train ...` runs)."""
 
-from .cli import main
+from .app.cli import main
 
 main()

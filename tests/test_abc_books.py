@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from musiclstm import data, midi
-from musiclstm.cli import cli
+from musiclstm import data
+from musiclstm.app.cli import cli
+from musiclstm.encodings.tokenizer import Tokenizer
 from musiclstm.errors import MidiReadError
-from musiclstm.tokenizer import Tokenizer
+from musiclstm.io import midi
 
 BOOK = """%abc-2.1
 X: 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from musiclstm.model import ModelConfig, MusicLSTM
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 import musiclstm as ml
-from musiclstm.cli import cli
+from musiclstm.app.cli import cli
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +46,7 @@ def test_bach_plays_the_string_quartet_it_knows(tmp_path):
 
 def _bars_with_music(pm) -> int:
     """Bars up to the last note's end, counted from the file's own meters (in quarter notes)."""
-    from musiclstm.midi import read
+    from musiclstm.io.midi import read
 
     score = read(pm)
     end, q, bars = float(score.end.max()), 0.0, 0
@@ -63,9 +63,9 @@ def test_bars_n_are_n_bars_even_from_a_model_eager_to_end(bars):
     right at the last bar line, which left that bar empty and cut the piece one bar short."""
     import torch
 
-    from musiclstm.checkpoint import Model
-    from musiclstm.model import ModelConfig, MusicLSTM
-    from musiclstm.tokenizer import EOS
+    from musiclstm.encodings.tokenizer import EOS
+    from musiclstm.models.checkpoint import Model
+    from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
     tok = ml.Tokenizer("remi")
     torch.manual_seed(0)
@@ -96,7 +96,7 @@ def test_the_last_bar_is_played_out_not_piled_onto_one_onset(seed):
 def test_a_piece_starts_with_music_not_empty_bars():
     """POP909 songs open with silent bars; once the grammar allowed them (a position holding only a TEMPO),
     3 of these 64 pop pieces were 30 s of empty bars (0 notes). No bar line and no end before the first note."""
-    from musiclstm.midi import read
+    from musiclstm.io.midi import read
 
     pieces = ml.compose(ml.load("pop"), seconds=30, seed=1, num=64)
     for pm in pieces:

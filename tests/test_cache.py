@@ -6,11 +6,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from musiclstm.cache import Cache, Memory, mix, piece_nlls
-from musiclstm.checkpoint import Model
-from musiclstm.model import ModelConfig, MusicLSTM
-from musiclstm.sample import generate
-from musiclstm.tokenizer import Tokenizer
+from musiclstm.encodings.tokenizer import Tokenizer
+from musiclstm.generation.sample import generate
+from musiclstm.models.cache import Cache, Memory, mix, piece_nlls
+from musiclstm.models.checkpoint import Model
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
 
 def _net(vocab: int = 40) -> MusicLSTM:

@@ -1,4 +1,4 @@
-"""Harmonize and infill (musiclstm.chorale): the constraints hold on melodies built in code."""
+"""Harmonize and infill (musiclstm.generation.harmonize): the constraints hold on melodies built in code."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ import torch
 from click.testing import CliRunner
 
 import musiclstm
-from musiclstm import checkpoint, chorale_train
-from musiclstm import chorale as C
-from musiclstm.cli import cli
+from musiclstm.app.cli import cli
 from musiclstm.errors import CheckpointError, ConfigError
-from musiclstm.music import chorale as chorale_stats
-from musiclstm.score import Score, Track
+from musiclstm.evaluation.music import chorale as chorale_stats
+from musiclstm.generation import gibbs as G
+from musiclstm.generation import harmonize as C
+from musiclstm.io.score import Score, Track
+from musiclstm.models import checkpoint
+from musiclstm.models import harmonizer as HN
+from musiclstm.training import harmonizer as chorale_train
 
 # I IV V I in C major, one chord a beat: (S, A, T, B)
 CHORDS = [(72, 67, 64, 48), (72, 69, 65, 53), (71, 67, 62, 55), (72, 67, 64, 48)]
@@ -25,7 +28,7 @@ CHORDS = [(72, 67, 64, 48), (72, 69, 65, 53), (71, 67, 62, 55), (72, 67, 64, 48)
 def four_part(path, shift: int = 0, bars: int = 4, qpm: float = 100.0) -> None:
     pm = pretty_midi.PrettyMIDI(initial_tempo=qpm)
     beat = 60.0 / qpm
-    for v, name in enumerate(C.VOICES):
+    for v, name in enumerate(HN.VOICES):
         inst = pretty_midi.Instrument(52, name=name)
         for k in range(4 * bars):
             p = CHORDS[k % 4][v] + shift
@@ -65,7 +68,7 @@ def notes_of(pm, name):
 
 def test_train_writes_a_harmonizer_with_ranges(tiny):
     h = C.load(tiny)
-    assert isinstance(h.net, C.Harmonizer)
+    assert isinstance(h.net, HN.Harmonizer)
     assert checkpoint.kind_of(h.meta) == "harmonizer"
     lo, hi = h.ranges[0]
     assert lo <= 72 - 4 and hi >= 72 + 5  # soprano range covers the transposed training pieces
@@ -78,7 +81,7 @@ def test_harmonize_keeps_the_melody_exactly_and_the_ranges(tiny, tmp_path):
     melody_file(tmp_path / "m.mid", melody, durs)
     info = {}
     pm = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=3, iterations=8, info=info)
-    assert [i.name for i in pm.instruments] == list(C.VOICES)
+    assert [i.name for i in pm.instruments] == list(HN.VOICES)
     src = pretty_midi.PrettyMIDI(str(tmp_path / "m.mid"))
     want = sorted((round(n.start, 4), round(n.end, 4), n.pitch) for n in src.instruments[0].notes)
     assert notes_of(pm, "Soprano") == want  # pitches, onsets and ends exactly
@@ -88,7 +91,7 @@ def test_harmonize_keeps_the_melody_exactly_and_the_ranges(tiny, tmp_path):
     lower = [n for i in pm.instruments[1:] for n in i.notes]
     assert lower, "alto, tenor and bass sing"
     assert info["key"] == "C major"
-    allowed = C.scale(0, False) | {p % 12 for p in melody}
+    allowed = G.scale(0, False) | {p % 12 for p in melody}
     assert {n.pitch % 12 for n in lower} <= allowed
     assert max(n.end for n in lower) <= pm.get_end_time() + 1e-6
 
@@ -98,8 +101,8 @@ def test_harmonize_is_reproducible_by_seed(tiny, tmp_path):
     a = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=5, iterations=6)
     b = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=5, iterations=6)
     c = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=6, iterations=6)
-    assert [notes_of(a, v) for v in C.VOICES] == [notes_of(b, v) for v in C.VOICES]
-    assert [notes_of(a, v) for v in C.VOICES[1:]] != [notes_of(c, v) for v in C.VOICES[1:]]
+    assert [notes_of(a, v) for v in HN.VOICES] == [notes_of(b, v) for v in HN.VOICES]
+    assert [notes_of(a, v) for v in HN.VOICES[1:]] != [notes_of(c, v) for v in HN.VOICES[1:]]
 
 
 def test_key_option_changes_the_allowed_notes(tiny, tmp_path):
@@ -108,7 +111,7 @@ def test_key_option_changes_the_allowed_notes(tiny, tmp_path):
     pm = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=1, iterations=6, key="A minor", info=info)
     assert info["key"] == "A minor" and info["key_given"]
     lower = {n.pitch % 12 for i in pm.instruments[1:] for n in i.notes}
-    assert lower <= C.scale(9, True)
+    assert lower <= G.scale(9, True)
 
 
 def test_bad_melodies_are_refused_before_sampling(tiny, tmp_path):
@@ -138,7 +141,7 @@ def test_infill_changes_only_the_named_bars_and_voices(tiny, tmp_path):
     bar = 4 * 60.0 / 100.0  # seconds per 4/4 bar at 100 qpm
     lo, hi = bar, 3 * bar
     assert info["removed"] == 3 * 8  # three voices, eight quarter notes in bars 2-3
-    for name in C.VOICES:
+    for name in HN.VOICES:
         before = {n for n in notes_of(src, name) if not (lo - 1e-6 <= n[0] < hi - 1e-6) or name == "Soprano"}
         after = set(notes_of(out, name))
         assert before <= after, name  # every note outside the bars (and all of the soprano) is kept
@@ -166,7 +169,7 @@ def test_gibbs_never_touches_fixed_cells(tiny):
     T = 24
     grid = rng.choice([h.cells.rest, h.cells.hold, h.cells.pitch0 + 60, h.cells.pitch0 + 67], size=(T, 4))
     free = rng.random((T, 4)) < 0.5
-    out = C.gibbs(h.net, h.cells, grid, free, C.allowed_cells(h.cells, [(0, 127)] * 4, None), iterations=5,
+    out = G.gibbs(h.net, h.cells, grid, free, G.allowed_cells(h.cells, [(0, 127)] * 4, None), iterations=5,
                   generator=torch.Generator().manual_seed(1))
     assert (out[~free] == grid[~free]).all()
     assert (out != h.net.mask_id).all()
@@ -180,10 +183,10 @@ def test_compose_refuses_a_harmonizer_and_the_lists_keep_kinds_apart(tiny):
 
 
 def test_holdout_leaves_out_test_chorales_by_content(tmp_path):
-    from musiclstm.tokenizer import Tokenizer
+    from musiclstm.encodings.tokenizer import Tokenizer
 
     tok = Tokenizer("grid", hold=True)
-    cells = C.Cells(tok)
+    cells = HN.Cells(tok)
     rng = np.random.default_rng(0)
     pieces = [rng.integers(50, 70, size=(40, 4)) for _ in range(5)]
     grids = [cells.from_pitches(p, np.ones_like(p, bool)) for p in pieces]
@@ -246,21 +249,21 @@ def test_cli_trains_a_harmonizer_and_info_reads_it(tmp_path):
 
 
 def test_forbidden_pitches_known_answers():
-    from musiclstm.tokenizer import Tokenizer
+    from musiclstm.encodings.tokenizer import Tokenizer
 
-    c = C.Cells(Tokenizer("grid", hold=True))
+    c = HN.Cells(Tokenizer("grid", hold=True))
     unknown = 10**6
     # soprano 72 over alto 65 (a fifth); the alto moves up to 67: the soprano may not move up to 74
     x = np.array([[c.pitch0 + 72, c.pitch0 + 65, c.pitch0 + 60, c.pitch0 + 48],
                   [unknown, c.pitch0 + 67, c.hold, c.hold]])
-    bad = C.forbidden_pitches(x, c, unknown)[1, 0]
+    bad = G.forbidden_pitches(x, c, unknown)[1, 0]
     assert bad[74] and bad[86]  # the parallel fifth, and a compound one
     assert not bad[71] and not bad[79] and not bad[72]  # contrary motion, an octave, staying put
     assert bad[66] and bad[60]  # below the alto: crossed voices
     # into the next step: the alto goes on to 69 while the tenor moves 60 -> 62 (a fifth below it then)
     y = np.array([[c.pitch0 + 72, unknown, c.pitch0 + 60, c.pitch0 + 48],
                   [c.pitch0 + 74, c.pitch0 + 69, c.pitch0 + 62, c.hold]])
-    bad = C.forbidden_pitches(y, c, unknown)[0, 1]
+    bad = G.forbidden_pitches(y, c, unknown)[0, 1]
     assert bad[67]  # 67 -> 69 over 60 -> 62: parallel fifths with the tenor
     assert not bad[65] and not bad[69]  # a fourth above the tenor; 69 held into the next step does not move
 
@@ -270,7 +273,7 @@ def test_rules_leave_no_parallels_or_crossings(tiny, tmp_path):
     h = C.load(tiny)
     for seed in range(3):
         pm = musiclstm.harmonize(tmp_path / "m.mid", model=h, seed=seed, iterations=8)
-        from musiclstm.music import voices
+        from musiclstm.evaluation.music import voices
 
         v = voices(musiclstm.read(pm), by_track=True)
         assert v["parallel_fifths"] == 0 and v["parallel_octaves"] == 0 and v["voice_crossings"] == 0, (seed, v)
@@ -294,7 +297,7 @@ def test_cli_options_change_the_notes(tiny, tmp_path):
     assert r.exit_code == 0, r.output
     pm = pretty_midi.PrettyMIDI(str(tmp_path / "t.mid"))
     assert [n.pitch for n in pm.instruments[0].notes] == [72, 74, 76, 77, 76, 74, 72]  # the melody, up an octave
-    assert {n.pitch % 12 for i in pm.instruments[1:] for n in i.notes} <= C.scale(9, True)  # A minor's notes
+    assert {n.pitch % 12 for i in pm.instruments[1:] for n in i.notes} <= G.scale(9, True)  # A minor's notes
     assert "key A minor" in r.output
     r = CliRunner().invoke(cli, run + ["-o", str(tmp_path / "n.mid"), "--transpose", "12", "--no-rules"])
     assert r.exit_code == 0, r.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from musiclstm import benchmark as bm
+from musiclstm.evaluation import benchmark as bm
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

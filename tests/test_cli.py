@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from test_train_compose import _tune, corpus, run  # noqa: F401  (module fixtures)
 
-from musiclstm.cli import cli
+from musiclstm.app.cli import cli
 
 
 @pytest.fixture(autouse=True)
@@ -58,12 +58,12 @@ def test_render_wav_without_fluidsynth(tmp_path, no_fluidsynth):
 
 
 def test_a_failure_writes_nothing(run, tmp_path, monkeypatch):  # noqa: F811
-    import musiclstm.plot
+    import musiclstm.io.plot
 
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(musiclstm.plot, "save_piano_roll", broken)
+    monkeypatch.setattr(musiclstm.io.plot, "save_piano_roll", broken)
     res = CliRunner().invoke(cli, ["compose", "-c", str(run), "--seconds", "2", "--num", "2", "--png",
                                    "-o", "sub/song.mid"])
     assert res.exit_code == 1 and "No space left" in res.output and "Traceback" not in res.output

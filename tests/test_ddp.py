@@ -13,7 +13,7 @@ import torch
 from conftest import scale_corpus
 
 import musiclstm as ml
-from musiclstm import checkpoint
+from musiclstm.models import checkpoint
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

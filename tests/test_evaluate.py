@@ -11,16 +11,16 @@ import pytest
 from click.testing import CliRunner
 from test_train_compose import TINY, _tune
 
-from musiclstm import benchmark as bm
-from musiclstm import checkpoint as ck
 from musiclstm import data
-from musiclstm.cli import cli
-from musiclstm.evaluate import KneserNey, evaluate, longest_copy, overlap_area, repeat_probe, sequence
-from musiclstm.score import Score
-from musiclstm.tokenizer import BOS, EOS, Tokenizer
-from musiclstm.train import train
+from musiclstm.app.cli import cli
+from musiclstm.encodings.tokenizer import BOS, EOS, Tokenizer
+from musiclstm.evaluation import benchmark as bm
+from musiclstm.evaluation.evaluate import KneserNey, evaluate, longest_copy, overlap_area, repeat_probe, sequence
+from musiclstm.io.score import Score
+from musiclstm.models import checkpoint as ck
+from musiclstm.training.lm import train
 
-ev = importlib.import_module("musiclstm.evaluate")  # the module (musiclstm.evaluate is also the function)
+ev = importlib.import_module("musiclstm.evaluation.evaluate")  # the module (musiclstm.evaluate is also the function)
 
 
 def test_kneser_ney_is_a_distribution_and_learns():
@@ -66,7 +66,7 @@ def test_evaluate_reports_nll_against_ngram_and_statistics(small_run, monkeypatc
     cache = root.parent / "cache"
     prepared = data.prepare([root], model.tokenizer, val_fraction=0.25, cache_dir=cache, progress=False)
     held, train_piece = prepared.split("valid"), prepared.split("train")[0]
-    compose_module = importlib.import_module("musiclstm.compose")
+    compose_module = importlib.import_module("musiclstm.generation.compose")
     real_compose = compose_module.compose
     copied = sequence(model.tokenizer, train_piece)
 

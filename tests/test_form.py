@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import musiclstm as ml
-from musiclstm import music
-from musiclstm.checkpoint import Model
-from musiclstm.evaluate import repeat_probe
-from musiclstm.grammar import Controls, grammar_for
-from musiclstm.model import ModelConfig, MusicLSTM
-from musiclstm.score import Score, Track
+from musiclstm.encodings.grammar import Controls
+from musiclstm.encodings.registry import grammar_for
+from musiclstm.evaluation import music
+from musiclstm.evaluation.evaluate import repeat_probe
+from musiclstm.io.score import Score, Track
+from musiclstm.models.checkpoint import Model
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
 A = [(0, 1, 60), (1, 1, 62), (2, 2, 64)]
 B = [(0, 2, 67), (2, 2, 65)]

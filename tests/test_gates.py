@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from test_train_compose import _tune, corpus, run  # noqa: F401  (module fixtures)
 
 import musiclstm as ml
-from musiclstm.cli import cli
-from musiclstm.model import ModelConfig, MusicLSTM
+from musiclstm.app.cli import cli
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
 
 def test_gate_trace_reproduces_nn_lstm():
@@ -36,7 +36,7 @@ def test_gate_trace_of_a_midi_file_plots_and_command(run, tmp_path):  # noqa: F8
     _tune(tmp_path / "t.mid", 7)
     tr = ml.gate_trace(model, tmp_path / "t.mid", max_steps=60)
     assert len(tr.ids) == 60 and tr.names[0] == "BOS" and any(n.startswith("PITCH") for n in tr.names)
-    from musiclstm import plot
+    from musiclstm.io import plot
 
     png = plot.save_gates(tr, tmp_path / "g.png", units=8)
     assert png.stat().st_size > 5000
@@ -59,7 +59,7 @@ def test_audio_renders_with_or_without_fluidsynth(tmp_path):
     inst = pretty_midi.Instrument(0)
     inst.notes.append(pretty_midi.Note(90, 60, 0.0, 0.5))
     pm.instruments.append(inst)
-    from musiclstm.compose import audio
+    from musiclstm.io.outputs import audio
 
     for sf in (None, str(tmp_path / "missing.sf2")):  # the second falls back to the sine synthesizer
         out = audio(pm, rate=8000, soundfont=sf)
@@ -73,7 +73,7 @@ def test_audio_renders_with_or_without_fluidsynth(tmp_path):
 def test_compose_wav_renders_with_fluidsynth_or_the_fallback(run, tmp_path):  # noqa: F811
     import wave
 
-    from musiclstm.compose import find_fluidsynth
+    from musiclstm.io.outputs import find_fluidsynth
 
     args = ["compose", "-c", str(run), "--seconds", "3", "-o", str(tmp_path / "w.mid"), "--wav"]
     res = CliRunner().invoke(cli, args)

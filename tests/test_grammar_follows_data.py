@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import musiclstm as ml
-from musiclstm.compose import compose
-from musiclstm.grammar import Controls, grammar_for
+from musiclstm.encodings.grammar import Controls
+from musiclstm.encodings.registry import grammar_for
+from musiclstm.generation.compose import compose
 
 
 def _forbidden(tok, ids: list[int]) -> list[tuple[int, str]]:

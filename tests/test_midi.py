@@ -11,7 +11,7 @@ import pytest
 from conftest import DATA_DIR, Part, build_midi, data_files, data_params
 
 from musiclstm import MidiReadError, MusiclstmError, Score, Track, read, to_pretty_midi, write_midi
-from musiclstm.midi import to_midi_bytes
+from musiclstm.io.midi import to_midi_bytes
 
 # ---- a multi-feature piece built in code --------------------------------------------------------
 

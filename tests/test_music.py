@@ -1,4 +1,4 @@
-"""Music statistics (musiclstm.music) on pieces built in code, each with a known answer."""
+"""Music statistics (musiclstm.evaluation.music) on pieces built in code, each with a known answer."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from musiclstm import music
-from musiclstm.score import KK_MAJOR, KK_MINOR, Score, Track
+from musiclstm.evaluation import music
+from musiclstm.io.score import KK_MAJOR, KK_MINOR, Score, Track
 
 C_MAJOR = [60, 62, 64, 65, 67, 69, 71, 72]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from musiclstm.checkpoint import bundled_models
+from musiclstm.models.checkpoint import bundled_models
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 NEEDS_BUNDLED = {"01_quickstart", "03_inside_the_lstm"}

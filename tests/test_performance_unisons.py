@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from musiclstm import Score, Tokenizer, Track, read
-from musiclstm.metrics import onset_f1
+from musiclstm.evaluation.metrics import onset_f1
 
 STEP = 0.01  # seconds per TIME_SHIFT step
 

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from conftest import scale_corpus
 
 import musiclstm as ml
-from musiclstm import checkpoint
-from musiclstm.cli import cli
+from musiclstm.app.cli import cli
+from musiclstm.models import checkpoint
 
-train_mod = importlib.import_module("musiclstm.train")
+train_mod = importlib.import_module("musiclstm.training.lm")
 
 TINY = dict(preset="tiny", embed=16, hidden=32, layers=2, seq_len=32, batch_size=4, warmup_steps=2,
             sample_tokens=0, jobs=1, progress=False, cache=False, max_steps=4, eval_every=2)

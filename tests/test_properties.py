@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from musiclstm import Score, Tokenizer, Track
-from musiclstm.metrics import onset_f1
+from musiclstm.evaluation.metrics import onset_f1
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from musiclstm import checkpoint
-from musiclstm.compose import sidecar
-from musiclstm.model import ModelConfig, MusicLSTM
-from musiclstm.tokenizer import Tokenizer
+from musiclstm.encodings.tokenizer import Tokenizer
+from musiclstm.generation.compose import sidecar
+from musiclstm.models import checkpoint
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
 
 def _model(seed: int, tmp_path, name: str) -> checkpoint.Model:

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from test_train_compose import TINY, _tune
 
 import musiclstm as ml
-from musiclstm import checkpoint
-from musiclstm.cli import cli
+from musiclstm.app.cli import cli
+from musiclstm.models import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

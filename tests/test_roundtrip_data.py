@@ -1,6 +1,6 @@
 """Integration on the real data in ../shared/data: round-trip note recovery, as bench/roundtrip.py measures it.
 
-Onset F1 (`musiclstm.metrics.onset_f1`: same pitch, onset within 50 ms) of decode(encode(f)) against the
+Onset F1 (`musiclstm.evaluation.metrics.onset_f1`: same pitch, onset within 50 ms) of decode(encode(f)) against the
 notes each encoding promises to keep, pooled over the notes of a folder sample. Skips when the data
 folder is absent.
 """
@@ -16,8 +16,8 @@ from conftest import DATA_DIR
 
 from musiclstm import MidiReadError, Score, Tokenizer, Track, read
 from musiclstm.encodings.grid import load_jsb
-from musiclstm.metrics import onset_f1
-from musiclstm.midi import is_music_file
+from musiclstm.evaluation.metrics import onset_f1
+from musiclstm.io.midi import is_music_file
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ import mido
 import pytest
 import torch
 
-from musiclstm.checkpoint import Model
-from musiclstm.compose import compose
-from musiclstm.model import ModelConfig, MusicLSTM
-from musiclstm.tokenizer import Tokenizer
+from musiclstm.encodings.tokenizer import Tokenizer
+from musiclstm.generation.compose import compose
+from musiclstm.models.checkpoint import Model
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
 CAP_SECONDS = {"performance": 10.0, "remi": 32 * 60 / 30, "grid": 64 / 4 * 60 / 100}  # longest a decoder allows
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from musiclstm import benchmark
 from musiclstm.encodings import grid
 from musiclstm.errors import MidiReadError, MusiclstmError
-from musiclstm.midi import read
+from musiclstm.evaluation import benchmark
+from musiclstm.io.midi import read
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,9 +114,9 @@ def test_a_musicxml_primer_never_loads_music21s_pickle_cache(tmp_path):
 
 
 def test_compose_musicxml_output_never_loads_music21s_pickle_cache(tmp_path):
-    from musiclstm.compose import write_outputs
-    from musiclstm.midi import to_pretty_midi
-    from musiclstm.score import Score
+    from musiclstm.io.midi import to_pretty_midi
+    from musiclstm.io.outputs import write_outputs
+    from musiclstm.io.score import Score
 
     marker = tmp_path / "pwned"
     out = tmp_path / "song.mid"
@@ -184,8 +184,8 @@ def test_no_unsafe_loader_in_the_code(folder):
 def test_a_crafted_checkpoint_is_refused_without_running_its_payload(tmp_path):
     import torch
 
-    from musiclstm import checkpoint
     from musiclstm.errors import CheckpointError
+    from musiclstm.models import checkpoint
 
     marker = tmp_path / "pwned"
     torch.save({"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "meta": Payload(marker)},

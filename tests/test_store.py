@@ -16,8 +16,9 @@ import torch
 
 import musiclstm as ml
 from musiclstm import data
-from musiclstm.data import PieceWindows, Windows
-from musiclstm.tokenizer import BOS, EOS, PAD
+from musiclstm.data import preparation as prepare_mod
+from musiclstm.data.windows import PieceWindows, Windows
+from musiclstm.encodings.tokenizer import BOS, EOS, PAD
 
 
 def _write(folder: Path, n: int, start: int = 0) -> list[Path]:
@@ -70,13 +71,13 @@ def test_a_prepared_corpus_is_read_from_its_store_through_a_memory_map(corpus, t
 def test_a_warm_run_reads_no_file_and_new_files_alone_are_tokenized(corpus, tmp_path, monkeypatch):
     first = _prepare(corpus, tmp_path / "cache")
     assert first.tokenized == 11  # the unreadable file too: its reason is cached by content
-    read, tokenize = [], data._tokenize
+    read, tokenize = [], prepare_mod._tokenize
 
     def spy(path, *args, **kw):
         read.append(Path(path).name)
         return tokenize(path, *args, **kw)
 
-    monkeypatch.setattr(data, "_tokenize", spy)
+    monkeypatch.setattr(prepare_mod, "_tokenize", spy)
     again = _prepare(corpus, tmp_path / "cache")
     assert read == [] and again.tokenized == 0 and again.store.folder == first.store.folder
     assert again.fingerprint == first.fingerprint and again.skipped == first.skipped
@@ -92,7 +93,7 @@ def test_a_warm_run_reads_no_file_and_new_files_alone_are_tokenized(corpus, tmp_
 
 
 def test_a_pack_holds_many_entries_and_its_index_finds_each(tmp_path):
-    from musiclstm import store
+    from musiclstm.data import store
 
     shas = ["00" * 20, "ab" * 19 + "00", "12" * 20]  # raw digests may end in NUL bytes
     entries = [store.Entry(np.arange(5), 1.5, True), store.Entry(np.zeros(0), error="no notes"),
@@ -176,7 +177,7 @@ RANK_SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from musiclstm import data
-    from musiclstm.tokenizer import Tokenizer
+    from musiclstm.encodings.tokenizer import Tokenizer
     c = data.prepare([Path(sys.argv[1])], Tokenizer("remi"), val_fraction=float(sys.argv[3]), jobs=1,
                      cache_dir=Path(sys.argv[2]), progress=False)  # RANK, WORLD_SIZE from the environment (torchrun)
     print(json.dumps({"tokenized": c.tokenized, "store": str(c.store.folder), "fingerprint": c.fingerprint,
@@ -202,7 +203,7 @@ def test_two_ranks_share_the_tokenizing_and_open_one_store(corpus, tmp_path):
     cache = tmp_path / "cache"
     outs = _two_ranks(corpus, cache, 0.3)
     files = len(list(corpus.iterdir()))
-    cached = data._Cache(cache, ml.Tokenizer("remi").to_dict()).load().index[False]
+    cached = prepare_mod._Cache(cache, ml.Tokenizer("remi").to_dict()).load().index[False]
     # each rank tokenized its share (every other file), none twice, and both read the one store rank 0 wrote
     assert [o["tokenized"] for o in outs] == [6, 5] and len(cached) == files
     assert outs[0]["store"] == outs[1]["store"] and outs[0]["fingerprint"] == outs[1]["fingerprint"]
@@ -217,7 +218,7 @@ def test_two_ranks_share_the_tokenizing_and_open_one_store(corpus, tmp_path):
 def test_train_prepares_into_the_cache_dir_it_is_given(corpus, tmp_path):
     from click.testing import CliRunner
 
-    from musiclstm.cli import cli
+    from musiclstm.app.cli import cli
 
     args = ["train", str(corpus), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "shared"),
             "--preset", "tiny", "--hidden", "16", "--embed", "8", "--layers", "1", "--seq-len", "16",

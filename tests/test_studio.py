@@ -116,10 +116,10 @@ def fetch(page, selector: str) -> bytes:
 
 
 def test_without_the_extra_one_line_says_how_to_install(monkeypatch):
-    from musiclstm.cli import cli
+    from musiclstm.app.cli import cli
 
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "musiclstm.studio", raising=False)
+    monkeypatch.delitem(sys.modules, "musiclstm.app.studio", raising=False)
     r = CliRunner().invoke(cli, ["studio"])
     assert r.exit_code == 1
     assert r.output.strip().count("\n") == 0 and "pip install 'musiclstm[studio]'" in r.output

@@ -22,7 +22,7 @@ from conftest import Part, build_midi
 from musiclstm import ConfigError, MidiReadError, Score, Tokenizer, Track, read
 from musiclstm.encodings import grid as grid_mod
 from musiclstm.encodings import performance as perf_mod
-from musiclstm.metrics import onset_f1
+from musiclstm.evaluation.metrics import onset_f1
 
 NAN = np.nan
 

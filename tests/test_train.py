@@ -14,11 +14,11 @@ import torch
 from conftest import scale_corpus
 
 import musiclstm as ml
-from musiclstm import checkpoint
-from musiclstm.data import PieceWindows
-from musiclstm.tokenizer import BOS, EOS, PAD
+from musiclstm.data.windows import PieceWindows
+from musiclstm.encodings.tokenizer import BOS, EOS, PAD
+from musiclstm.models import checkpoint
 
-train_mod = importlib.import_module("musiclstm.train")  # the module (musiclstm.train is also the function)
+train_mod = importlib.import_module("musiclstm.training.lm")  # the module (musiclstm.train is also the function)
 
 TINY = dict(preset="tiny", embed=16, hidden=32, layers=1, seq_len=32, batch_size=4, warmup_steps=2,
             sample_tokens=0, jobs=1, progress=False)
@@ -126,7 +126,7 @@ def test_anneal_by_time_ends_the_decay_at_max_time():
 
 
 def test_report_counts_one_beat_meters_and_lists_programs(tmp_path):
-    from musiclstm.data import prepare
+    from musiclstm.data.preparation import prepare
 
     for i, (program, sig) in enumerate([(0, (1, 4)), (40, (3, 4))]):
         pm = pretty_midi.PrettyMIDI(initial_tempo=100)
@@ -143,8 +143,8 @@ def test_report_counts_one_beat_meters_and_lists_programs(tmp_path):
 
 
 def test_compose_refuses_instruments_the_model_never_saw():
-    from musiclstm.checkpoint import Model
-    from musiclstm.model import ModelConfig, MusicLSTM
+    from musiclstm.models.checkpoint import Model
+    from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
     tok = ml.Tokenizer("remi")
     model = Model(MusicLSTM(ModelConfig(tok.vocab_size, 8, 8, 1, 0.0)).eval(), tok, {"data": {"programs": [40, 41]}})
@@ -155,9 +155,9 @@ def test_compose_refuses_instruments_the_model_never_saw():
 
 
 def test_a_runaway_draw_is_drawn_again_from_a_derived_seed(monkeypatch):
-    compose_mod = importlib.import_module("musiclstm.compose")
-    from musiclstm.checkpoint import Model
-    from musiclstm.model import ModelConfig, MusicLSTM
+    compose_mod = importlib.import_module("musiclstm.generation.compose")
+    from musiclstm.models.checkpoint import Model
+    from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
     tok = ml.Tokenizer("remi")
     torch.manual_seed(0)
@@ -180,8 +180,8 @@ def test_a_runaway_draw_is_drawn_again_from_a_derived_seed(monkeypatch):
 
 
 def test_grid_voices_are_named_by_height():
-    from musiclstm.compose import _name_voices_by_height
-    from musiclstm.score import Score, Track
+    from musiclstm.generation.compose import _name_voices_by_height
+    from musiclstm.io.score import Score, Track
 
     names = ["Soprano", "Alto", "Tenor", "Bass"]
     s = Score([0, 0, 0, 0], [1, 1, 1, 1], [48, 72, 60, 67], [80] * 4, [0, 1, 2, 3],
@@ -202,8 +202,8 @@ def test_training_ends_by_tuning_the_continuous_cache(corpus, tmp_path):
 
 @pytest.mark.parametrize("qpm", [60, 120, 180])
 def test_compose_lengths_are_exact_at_any_tempo_and_under_a_polyphony_limit(qpm):
-    from musiclstm.checkpoint import Model
-    from musiclstm.model import ModelConfig, MusicLSTM
+    from musiclstm.models.checkpoint import Model
+    from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
     tok = ml.Tokenizer("remi")
     torch.manual_seed(1)

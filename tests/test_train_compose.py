@@ -16,13 +16,14 @@ import torch
 from click.testing import CliRunner
 
 import musiclstm as ml
-from musiclstm import checkpoint
-from musiclstm.cli import cli
-from musiclstm.compose import compose
-from musiclstm.grammar import Controls, grammar_for
-from musiclstm.model import ModelConfig, MusicLSTM
-from musiclstm.sample import draw, filter_logits, generate
-from musiclstm.train import train
+from musiclstm.app.cli import cli
+from musiclstm.encodings.grammar import Controls
+from musiclstm.encodings.registry import grammar_for
+from musiclstm.generation.compose import compose
+from musiclstm.generation.sample import draw, filter_logits, generate
+from musiclstm.models import checkpoint
+from musiclstm.models.lstm import ModelConfig, MusicLSTM
+from musiclstm.training.lm import train
 
 TINY = dict(preset="tiny", embed=16, hidden=32, layers=1, seq_len=32, batch_size=4, max_steps=6, eval_every=3,
             sample_tokens=16, jobs=1, progress=False)
@@ -324,19 +325,19 @@ def test_two_process_ddp(corpus, tmp_path):
 
 
 def test_tempo_stretch_augmentation(corpus, tmp_path):
-    from musiclstm.train import _stretch
+    from musiclstm.encodings.augment import stretch
 
     remi = ml.Tokenizer("remi")
     ids = torch.tensor([1, remi.vocab.id("TEMPO", 120 - 30), remi.vocab.id("PITCH", 60), remi.vocab.id("BAR")])
-    out = _stretch(remi, ids, 2.0)  # twice as slow: 120 qpm -> 60 qpm; nothing else moves
+    out = stretch(remi, ids, 2.0)  # twice as slow: 120 qpm -> 60 qpm; nothing else moves
     assert out.tolist() == [1, remi.vocab.id("TEMPO", 60 - 30), *ids[2:].tolist()]
-    assert _stretch(remi, ids, 100.0)[1] == remi.vocab.id("TEMPO", 0)  # clamped at the slowest tempo
+    assert stretch(remi, ids, 100.0)[1] == remi.vocab.id("TEMPO", 0)  # clamped at the slowest tempo
     perf = ml.Tokenizer("performance")
     ids = torch.tensor([perf.vocab.id("TIME_SHIFT", 9), perf.vocab.id("NOTE_ON", 60), perf.vocab.id("TIME_SHIFT", 99)])
-    out = _stretch(perf, ids, 1.5)  # 100 ms -> 150 ms; the longest shift stays the longest
+    out = stretch(perf, ids, 1.5)  # 100 ms -> 150 ms; the longest shift stays the longest
     assert out.tolist() == [perf.vocab.id("TIME_SHIFT", 14), ids[1].item(), perf.vocab.id("TIME_SHIFT", 99)]
     grid = ml.Tokenizer("grid")
-    assert torch.equal(_stretch(grid, torch.tensor([5, 6, 7]), 2.0), torch.tensor([5, 6, 7]))
+    assert torch.equal(stretch(grid, torch.tensor([5, 6, 7]), 2.0), torch.tensor([5, 6, 7]))
     best = train(corpus, tmp_path / "s", cache_dir=tmp_path / "cache", augment_stretch=0.2, augment_transpose=2,
                  **TINY)
     assert checkpoint.read(best)["meta"]["train"]["augment_stretch"] == 0.2
@@ -357,7 +358,7 @@ def test_length_in_bars_for_grid_and_a_clear_error_for_performance():
 
 def test_augmentation_holds_each_lane_for_an_epoch():
     """A lane's carried state must not see its key jump between windows (it would learn to wander)."""
-    from musiclstm.train import TrainConfig, _augment
+    from musiclstm.training.lm import TrainConfig, _augment
 
     tok = ml.Tokenizer("remi")
     cfg = TrainConfig(augment_transpose=5, augment_stretch=0.1)

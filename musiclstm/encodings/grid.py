@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MusiclstmError
-from ..score import Score, Track
+from ..io.score import Score, Track
 
 VOICE_NAMES = ("Soprano", "Alto", "Tenor", "Bass")
 

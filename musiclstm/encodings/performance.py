@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..score import Score, Track
+from ..io.score import Score, Track
 
 QPM = 120.0  # decoded scores use a fixed tempo, so quarters = seconds * 2
 

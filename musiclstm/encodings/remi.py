@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..score import Score, Track, key_fit
+from ..io.score import Score, Track, key_fit
 from .performance import bin_velocity, velocity_bin
 
 DRUMS = 128  # the PROGRAM value of drum tracks

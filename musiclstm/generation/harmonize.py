@@ -1,0 +1,275 @@
+"""Harmonize a melody, rewrite chosen bars: a bidirectional LSTM over four-part chorales.
+
+DeepBach (Hadjeres, Pachet & Nielsen 2017) predicts each note of a chorale from an LSTM that reads
+the past, one that reads the future and a small network that reads the other voices at that step,
+and samples by pseudo-Gibbs: notes are redrawn a few at a time, each given everything else.
+musiclstm does the same with one network for all four voices:
+
+* A chorale is a 16th-note grid of four cells per step (Soprano, Alto, Tenor, Bass), each a `grid`
+  token: PITCH p (a note starts), HOLD (the voice's note goes on) or REST, or MASK (unknown).
+* `Harmonizer` (here): the four cells' embeddings and the position in the beat (DeepBach's
+  metadata) go into a bidirectional LSTM, whose forward half at step t has read steps <= t and
+  backward half steps >= t; a "center" layer reads step t's own cells; four heads predict the cells.
+* Training (`musiclstm.training.harmonizer`), as in Coconet (Huang et al. 2017): random cells are
+  replaced by MASK and the loss is the NLL of the masked cells.
+* Sampling (`musiclstm.generation.gibbs`): annealed pseudo-Gibbs within the voice ranges and the key, with
+  voice-leading rules.
+
+`harmonize(melody)` and `infill(piece, bars="5-8")` (here) return a `pretty_midi.PrettyMIDI`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..io.score import Score, Track, key_fit
+from ..models.harmonizer import KIND, STEPS, VOICES, Cells, Harmonizer
+from .gibbs import allowed_cells, gibbs, key_name, parse_key, scale
+
+__all__ = ["Loaded", "harmonize", "infill", "load", "melody_key", "parse_bars", "parse_voices"]
+
+PROGRAM = 52  # Choir Aahs
+
+# ---- the network -----------------------------------------------------------------------------------
+
+
+
+
+# ---- grids of cells --------------------------------------------------------------------------------
+
+
+# ---- harmonize and infill --------------------------------------------------------------------------
+@dataclass
+class Loaded:
+    """A harmonizer checkpoint ready to sample: the network, its cells, voice ranges and the `Model`."""
+
+    net: Harmonizer
+    cells: Cells
+    ranges: list
+    meta: dict
+    model: object = None
+
+
+def load(model=None) -> Loaded:
+    """The bundled harmonizer (None), or a harmonizer checkpoint file / run folder; a `Loaded` passes through.
+
+    Its `ranges` are where each voice may sing: the textbook SATB ranges (`music.SATB_RANGES`) within
+    the ranges of the training chorales (those alone where the two do not meet)."""
+    from ..models import checkpoint
+    from ..theory import SATB_RANGES
+
+    if isinstance(model, Loaded):
+        return model
+    m = checkpoint.load(model or "harmonizer", kind=KIND)
+    ranges = [(max(lo, a), min(hi, b)) if max(lo, a) <= min(hi, b) else (lo, hi)
+              for (lo, hi), (a, b) in zip(m.meta["ranges"], SATB_RANGES, strict=True)]
+    return Loaded(m.net, Cells(m.tokenizer), ranges, m.meta, m)
+
+
+def sidecar(h: Loaded, options: dict, source) -> dict:
+    """Provenance of a harmonized or infilled file: model fingerprint, seed, every option, the input's hash."""
+    import hashlib
+
+    from .. import __version__
+
+    info = {"musiclstm": __version__, "checkpoint": str(h.model.path), "model_fingerprint": h.model.fingerprint,
+            "step": h.meta.get("step"), "options": options}
+    if isinstance(source, str | Path):
+        info["input"] = {"path": str(source), "sha1": hashlib.sha1(Path(source).read_bytes()).hexdigest()}
+    return info
+
+
+def _melody(score: Score, top_voice: bool) -> tuple[Score, str]:
+    """The melody line of `score`: its only track, or the highest of several (said in the note)."""
+    s = score.select(~score.is_drum)
+    if len(s) == 0:
+        raise ConfigError(f"{score.source} has no notes")
+    used = sorted({int(k) for k in s.track}, key=lambda k: -s.pitch[s.track == k].mean())
+    note = ""
+    if len(used) > 1:
+        s = s.select(s.track == used[0])
+        name = score.tracks[used[0]].name or f"track {used[0] + 1}"
+        note = f"melody: {name!r}, the highest of {len(used)} tracks"
+    s = s.select(np.lexsort((-s.pitch, s.start)))
+    on, off = np.round(s.start * STEPS).astype(int), np.round(s.end * STEPS).astype(int)
+    off = np.maximum(off, on + 1)
+    starts_together = np.r_[False, on[1:] == on[:-1]]
+    overlaps = np.r_[False, on[1:] < np.maximum.accumulate(off)[:-1]]
+    if (starts_together | overlaps).any():
+        if not top_voice:
+            chord_at = float(s.start[np.flatnonzero(starts_together | overlaps)[0]])
+            raise ConfigError(f"{score.source} is not one melody line (notes overlap at quarter {chord_at:g}); "
+                              "--top-voice would harmonize its top voice (the highest note at each moment)")
+        keep, last_off = [], -1
+        for i in range(len(s)):
+            if on[i] >= last_off or not keep:
+                keep.append(i)
+                last_off = off[i]
+            elif on[i] == on[keep[-1]] and s.pitch[i] > s.pitch[keep[-1]]:
+                keep[-1] = i
+        s = s.select(np.array(keep))
+        note = (note + "; " if note else "") + "its top voice"
+    if not np.allclose(s.start * STEPS, np.round(s.start * STEPS), atol=0.05):
+        raise ConfigError(f"{score.source}: notes start off the 16th-note grid (quantize the melody first)")
+    return s, note
+
+
+def melody_key(score: Score, line: Score) -> tuple[int, bool]:
+    """The key a melody is written in: the file's first key signature, else Krumhansl-Schmuckler on the line."""
+    if len(score.key_signatures):
+        return int(score.key_signatures[0, 1]) % 12, bool(score.key_signatures[0, 2])
+    return key_fit(np.bincount(line.pitch % 12, weights=line.end - line.start, minlength=12))[:2]
+
+
+def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, iterations: int = 64,
+              key: str | None = None, transpose: int = 0, top_voice: bool = False, rules: bool = True,
+              info: dict | None = None):
+    """Harmonize `melody` (a path to MIDI/MusicXML/ABC, MIDI bytes, a PrettyMIDI or a `Score`) in four parts.
+
+    The soprano is the melody exactly (transposed by `transpose` semitones); alto, tenor and bass are
+    sampled by `gibbs`, each voice in its range (`load`) and in `key` ('G major'; default: the file's
+    key signature, else Krumhansl-Schmuckler on the melody) or the pitch classes the melody uses;
+    with `rules`, no parallel fifths or octaves and no crossed voices where the model has another choice.
+    `info`, if a dict, receives what was done (key, melody track, seconds). Returns a PrettyMIDI.
+    """
+    from ..io.midi import read, to_pretty_midi
+
+    t0 = time.time()
+    score = melody if isinstance(melody, Score) else read(melody)
+    line, note = _melody(score, top_voice)
+    line.pitch = line.pitch + int(transpose)
+    h = load(model)
+    lo, hi = h.ranges[0]
+    if line.pitch.min() < lo or line.pitch.max() > hi:
+        shift = lo - int(line.pitch.min()) if line.pitch.min() < lo else hi - int(line.pitch.max())
+        octave = int(math.copysign(12 * math.ceil(abs(shift) / 12), shift))
+        hint = f"; try --transpose {int(transpose) + octave}" if hi - lo >= np.ptp(line.pitch) else ""
+        raise ConfigError(f"the melody spans MIDI {line.pitch.min()}-{line.pitch.max()}, outside the soprano "
+                          f"range {lo}-{hi}{hint}")
+    T = int(np.round(line.end.max() * STEPS))
+    if T > 4 * STEPS * 400:
+        raise ConfigError(f"the melody lasts {T / STEPS:g} quarters; harmonize takes at most 1600")
+    tonic, minor = parse_key(key) if key else melody_key(score, line)
+    pcs = scale(tonic, minor) | {int(p) % 12 for p in line.pitch}
+    pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
+    for st, en, p in zip(line.start, line.end, line.pitch, strict=True):
+        a, b = int(round(st * STEPS)), max(int(round(en * STEPS)), int(round(st * STEPS)) + 1)
+        pitches[a:b, 0], onset[a, 0] = p, True
+    grid = h.cells.from_pitches(pitches, onset)
+    free = np.zeros((T, 4), bool)
+    free[:, 1:] = True
+    gen = torch.Generator().manual_seed(int(seed))
+    out = gibbs(h.net, h.cells, grid, free, allowed_cells(h.cells, h.ranges, pcs), iterations=iterations,
+                temperature=temperature, generator=gen, rules=rules)
+    result = _assemble(line, out, h.cells, score)
+    if info is not None:
+        info.update(key=key_name(tonic, minor), key_given=bool(key), melody=note, seconds=time.time() - t0,
+                    steps=T, notes=int(len(result)))
+    return to_pretty_midi(result)
+
+
+def _assemble(soprano: Score, grid: np.ndarray, cells: Cells, like: Score) -> Score:
+    """The soprano's own notes plus alto, tenor and bass decoded from `grid`, on four choir tracks."""
+    from ..encodings.grid import Codec, Config
+
+    lower = Codec(Config(voices=4, hold=True)).decode(grid.reshape(-1), cells.tokenizer.vocab)
+    lower = lower.select(lower.track > 0)
+    start = np.r_[soprano.start, lower.start]
+    return Score(start, np.r_[soprano.end, lower.end], np.r_[soprano.pitch, lower.pitch],
+                 np.r_[soprano.velocity, np.full(len(lower), 80)], np.r_[np.zeros(len(soprano)), lower.track],
+                 tracks=[Track(PROGRAM, False, v) for v in VOICES], tempos=like.tempos,
+                 time_signatures=like.time_signatures, key_signatures=like.key_signatures, source=like.source)
+
+
+def parse_bars(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", str(text))
+    if not m:
+        raise ConfigError(f"--bars {text!r}: give a bar or a range such as 5-8")
+    a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+    if a < 1 or b < a:
+        raise ConfigError(f"--bars {text!r}: bars count from 1 and the range must not run backwards")
+    return a, b
+
+
+def parse_voices(text: str) -> list[int]:
+    letters = str(text).upper()
+    if not letters or set(letters) - set("SATB"):
+        raise ConfigError(f"--voices {text!r}: letters from S, A, T and B, such as ATB")
+    return sorted({"SATB".index(c) for c in letters})
+
+
+def infill(piece, bars: str = "1", *, voices: str = "SATB", model=None, seed: int = 0, temperature: float = 0.8,
+           iterations: int = 64, rules: bool = True, info: dict | None = None):
+    """Regenerate the notes of `voices` that start in `bars` ("5-8", counted from 1 at the piece's bar
+    lines) of a four-part `piece` (four tracks, one voice each); every other note is kept as it is."""
+    from ..io.midi import read, to_pretty_midi
+    from ..io.score import bar_lines
+
+    t0 = time.time()
+    score = piece if isinstance(piece, Score) else read(piece)
+    s = score.select(~score.is_drum)
+    used = sorted({int(k) for k in s.track}, key=lambda k: -s.pitch[s.track == k].mean()) if len(s) else []
+    if len(used) != 4:
+        raise ConfigError(f"{score.source} has {len(used)} pitched tracks; infill needs a four-part piece "
+                          "(four tracks, one voice each, as harmonize writes)")
+    a, b = parse_bars(bars)
+    which = parse_voices(voices)
+    lines = bar_lines(s)
+    n_bars = len(lines)
+    if b > n_bars:
+        raise ConfigError(f"--bars {bars}: the piece has {n_bars} bars")
+    lo_q = float(lines[a - 1])
+    hi_q = float(lines[b]) if b < n_bars else float(s.end.max())
+    voice_of = {k: v for v, k in enumerate(used)}
+    v_of_note = np.array([voice_of[int(k)] for k in s.track])
+    on = np.round(s.start * STEPS).astype(int)
+    if not np.allclose(s.start * STEPS, on, atol=0.05):
+        raise ConfigError(f"{score.source}: notes start off the 16th-note grid; infill works on a 16th grid")
+    h = load(model)
+    T = int(np.ceil(s.end.max() * STEPS))
+    pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
+    for i in np.argsort(s.start, kind="stable"):
+        e = max(int(round(s.end[i] * STEPS)), on[i] + 1)
+        pitches[on[i]:e, v_of_note[i]], onset[on[i], v_of_note[i]] = s.pitch[i], True
+    grid = h.cells.from_pitches(pitches, onset)
+    redo = np.isin(v_of_note, which) & (s.start >= lo_q - 1e-9) & (s.start < hi_q - 1e-9)
+    free = np.zeros((T, 4), bool)
+    a_s, b_s = int(round(lo_q * STEPS)), int(round(hi_q * STEPS))
+    free[a_s:b_s, which] = True
+    for i in np.flatnonzero(~redo & np.isin(v_of_note, which)):  # notes kept: their cells stay
+        free[on[i]:max(int(round(s.end[i] * STEPS)), on[i] + 1), v_of_note[i]] = False
+    for i in np.flatnonzero(redo):  # the whole of a note redrawn is free, even past the last bar
+        free[on[i]:max(int(round(s.end[i] * STEPS)), on[i] + 1), v_of_note[i]] = True
+    ranges = [(min(lo, int(s.pitch[v_of_note == v].min())), max(hi, int(s.pitch[v_of_note == v].max())))
+              for v, (lo, hi) in enumerate(h.ranges)]
+    tonic, minor, _ = key_fit(np.bincount(s.pitch % 12, weights=s.end - s.start, minlength=12))
+    pcs = scale(tonic, minor) | {int(p) % 12 for p in s.pitch}
+    gen = torch.Generator().manual_seed(int(seed))
+    new = gibbs(h.net, h.cells, grid, free, allowed_cells(h.cells, ranges, pcs), iterations=iterations,
+                temperature=temperature, generator=gen, rules=rules)
+    # new notes: those starting in a free cell (a HOLD continuing a kept note is not a new note)
+    from ..encodings.grid import Codec, Config
+
+    dec = Codec(Config(voices=4, hold=True, max_hold_steps=10**6)).decode(new.reshape(-1), h.cells.tokenizer.vocab)
+    d_on = np.round(dec.start * STEPS).astype(int)
+    fresh = free[np.clip(d_on, 0, T - 1), dec.track.astype(int)]
+    dec = dec.select(fresh)
+    keep = s.select(~redo)
+    out = Score(np.r_[keep.start, dec.start], np.r_[keep.end, dec.end], np.r_[keep.pitch, dec.pitch],
+                np.r_[keep.velocity, np.full(len(dec), 80)],
+                np.r_[keep.track, np.array([used[int(v)] for v in dec.track], np.int64)],
+                tracks=list(score.tracks), tempos=score.tempos, time_signatures=score.time_signatures,
+                key_signatures=score.key_signatures, source=score.source)
+    if info is not None:
+        info.update(bars=(a, b), voices="".join("SATB"[v] for v in which), removed=int(redo.sum()),
+                    added=int(len(dec)), seconds=time.time() - t0, key=key_name(tonic, minor))
+    return to_pretty_midi(out)
+

@@ -1,0 +1,106 @@
+"""The harmonizer: a bidirectional LSTM over four-part chorales on a 16th grid, and its cells.
+
+DeepBach-style: the four cells' embeddings and the position in the beat go into a bidirectional LSTM
+whose forward half at step t has read steps <= t and backward half steps >= t; a "center" layer reads
+step t's own cells; four heads predict the cells. `Cells` converts between grid tokens and pitches.
+Trained in `training.harmonizer`, sampled in `generation.gibbs` / `generation.harmonize`.
+May import: torch, numpy. Not: anything above models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+VOICES = ("Soprano", "Alto", "Tenor", "Bass")
+
+
+STEPS = 4  # grid steps per quarter note (16ths)
+
+
+KIND = "harmonizer"  # the checkpoint's model kind
+
+
+@dataclass
+class HarmonizerConfig:
+    vocab_size: int
+    embed: int = 64
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.2
+    kind: str = KIND
+
+
+class Harmonizer(nn.Module):
+    """(B, T, 4) cell ids (MASK = vocab_size) and (B, T) beat positions -> (B, T, 4, vocab) logits."""
+
+    def __init__(self, config: HarmonizerConfig):
+        super().__init__()
+        self.config = c = config
+        E, H = c.embed, c.hidden
+        self.cells = nn.ModuleList(nn.Embedding(c.vocab_size + 1, E) for _ in VOICES)
+        self.beat = nn.Embedding(STEPS, E)
+        self.lstm = nn.LSTM(5 * E, H, c.layers, batch_first=True, bidirectional=True,
+                            dropout=c.dropout if c.layers > 1 else 0.0)
+        self.center = nn.Sequential(nn.Linear(5 * E, H), nn.ReLU())
+        self.drop = nn.Dropout(c.dropout)
+        self.heads = nn.ModuleList(nn.Linear(3 * H, c.vocab_size) for _ in VOICES)
+
+    @property
+    def mask_id(self) -> int:
+        return self.config.vocab_size
+
+    def _inputs(self, cells: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
+        return torch.cat([emb(cells[..., v]) for v, emb in enumerate(self.cells)] + [self.beat(beat)], -1)
+
+    def forward(self, cells: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self._inputs(cells, beat))
+        h, _ = self.lstm(x)
+        z = torch.cat([self.drop(h), self.center(x)], -1)
+        return torch.stack([head(z) for head in self.heads], 2)
+
+    @torch.no_grad()
+    def states(self, cells: torch.Tensor, beat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top layer's forward (past) and backward (future) LSTM outputs: two (B, T, hidden)."""
+        h, _ = self.lstm(self._inputs(cells, beat))
+        return h[..., : self.config.hidden], h[..., self.config.hidden:]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Cells:
+    """Token ids of the grid encoding (hold=True) and conversions between cells and pitches."""
+
+    def __init__(self, tokenizer):
+        v = tokenizer.vocab
+        self.tokenizer = tokenizer
+        self.pitch0, self.rest, self.hold = v.offset["PITCH"], v.id("REST"), v.id("HOLD")
+        self.size = v.size
+
+    def pitches(self, cells: np.ndarray) -> np.ndarray:
+        """(T, V) cells -> (T, V) sounding MIDI pitch (-1: silent); a HOLD after silence is silent."""
+        cells = np.asarray(cells)
+        out = np.full(cells.shape, -1, np.int64)
+        is_pitch = (cells >= self.pitch0) & (cells < self.pitch0 + 128)
+        for t in range(len(cells)):
+            out[t] = np.where(is_pitch[t], cells[t] - self.pitch0,
+                              np.where((cells[t] == self.hold) & (t > 0), out[t - 1] if t else -1, -1))
+        return out
+
+    def onsets(self, cells: np.ndarray) -> np.ndarray:
+        return (np.asarray(cells) >= self.pitch0) & (np.asarray(cells) < self.pitch0 + 128)
+
+    def from_pitches(self, pitches: np.ndarray, onset: np.ndarray) -> np.ndarray:
+        """(T, V) pitches (-1 silent) and onset flags -> cells."""
+        pitches, onset = np.asarray(pitches), np.asarray(onset, bool)
+        cells = np.where(pitches < 0, self.rest, self.pitch0 + np.clip(pitches, 0, 127))
+        return np.where((pitches >= 0) & ~onset, self.hold, cells).astype(np.int64)
+
+    def transpose(self, cells: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Shift the PITCH cells of each (B, T, V) item by its k (B,) semitones."""
+        is_pitch = (cells >= self.pitch0) & (cells < self.pitch0 + 128)
+        return torch.where(is_pitch, cells + k.view(-1, 1, 1), cells)
