@@ -475,11 +475,13 @@ class Studio:
             self.pieces[pid] = piece
         return piece
 
-    def submit(self, settings: dict, source: Score | None) -> dict:
+    def submit(self, settings: dict, source) -> dict:
+        """Queue a piece; `source` is a Score, None, or a function giving the Score (an upload read in the
+        job, not in the request)."""
         total, unit = ((settings["iterations"], "passes") if settings["kind"] in ("harmonize", "infill")
                        else (None, "tokens"))
-        return self.jobs.submit(settings["kind"], lambda job: self.make(settings, source, job), total=total,
-                                unit=unit)
+        return self.jobs.submit(settings["kind"], lambda job: self.make(
+            settings, source() if callable(source) else source, job), total=total, unit=unit)
 
     def answer(self, settings: dict, phrase: Score) -> Piece:
         """Play along: continue a phrase at once, in the request's thread (a short, capped job), writing
@@ -532,30 +534,61 @@ class Studio:
         return piece.folder / FILES[kind]
 
 
+@dataclass
+class Upload:
+    """An uploaded primer or melody, taken in the request (name, kind and size checked, at most MAX_UPLOAD
+    bytes) and read in its job (music21 may take seconds over a big file: never in the server's threads)."""
+
+    name: str
+    suffix: str
+    data: bytes
+    what: str
+
+    @classmethod
+    def take(cls, upload: UploadFile, what: str = "primer") -> Upload:
+        name = Path(upload.filename or what).name[:80]
+        suffix = Path(name).suffix.lower()
+        if suffix not in MIDI_SUFFIXES | NOTATION_SUFFIXES:
+            raise ConfigError(f"{name} is not a MIDI, MusicXML or ABC file "
+                              f"({', '.join(sorted(MIDI_SUFFIXES | NOTATION_SUFFIXES))})")
+        data = upload.file.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise ConfigError(f"{name} is over the {MAX_UPLOAD // 2**20} MB limit for a {what}")
+        return cls(name, suffix, data, what)
+
+    @property
+    def about(self) -> dict:
+        return {"name": self.name, "sha1": hashlib.sha1(self.data).hexdigest()}
+
+    def read(self) -> Score:
+        """Through the one reader (MIDI from memory; notation from a file named here, since music21 reads
+        files)."""
+        if self.suffix in MIDI_SUFFIXES:
+            score = read(self.data, name=self.name)
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / f"{self.what}{self.suffix}"
+                path.write_bytes(self.data)
+                score = read(path, name=self.name)
+        if len(score) == 0:
+            raise ConfigError(f"the {self.what} {self.name} has no notes")
+        return score
+
+
 def read_upload(upload: UploadFile, what: str = "primer") -> tuple[Score, dict]:
-    """An uploaded primer or melody through the one reader, at most MAX_UPLOAD bytes (MIDI read from
-    memory; notation from a file named here, since music21 reads files)."""
-    name = Path(upload.filename or what).name[:80]
-    suffix = Path(name).suffix.lower()
-    if suffix not in MIDI_SUFFIXES | NOTATION_SUFFIXES:
-        raise ConfigError(f"{name} is not a MIDI, MusicXML or ABC file "
-                          f"({', '.join(sorted(MIDI_SUFFIXES | NOTATION_SUFFIXES))})")
-    data = upload.file.read(MAX_UPLOAD + 1)
-    if len(data) > MAX_UPLOAD:
-        raise ConfigError(f"{name} is over the {MAX_UPLOAD // 2**20} MB limit for a {what}")
-    if suffix in MIDI_SUFFIXES:
-        score = read(data, name=name)
-    else:  # music21 reads notation from a file: one named here, deleted at once
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / f"{what}{suffix}"
-            path.write_bytes(data)
-            score = read(path, name=name)
-    if len(score) == 0:
-        raise ConfigError(f"the {what} {name} has no notes")
-    return score, {"name": name, "sha1": hashlib.sha1(data).hexdigest()}
+    """An uploaded primer or melody read at once: its Score and its name and hash."""
+    u = Upload.take(upload, what)
+    return u.read(), u.about
 
 
 read_primer = read_upload  # the name before harmonize came to the page
+
+
+def capped_melody(score: Score) -> Score:
+    if len(score) and score.end.max() > MAX_MELODY_QUARTERS:
+        raise ConfigError(f"the melody lasts {score.end.max():g} quarters; the studio harmonizes at most "
+                          f"{MAX_MELODY_QUARTERS}")
+    return score
 
 
 def one_line(e: Exception) -> str:
@@ -684,9 +717,13 @@ def make_app(folder: Path, runs=(), *, local: bool = True) -> FastAPI:
              prime_seconds: Annotated[float | None, Form()] = None, prime_notes: Annotated[str, Form()] = "",
              primer: Annotated[UploadFile | None, File()] = None):
         seed_ = seed_of(seed)
-        score, about = read_upload(primer) if primer is not None and primer.filename else (None, None)
-        if score is None and prime_notes.strip():
+        upload = Upload.take(primer) if primer is not None and primer.filename else None
+        if upload is not None:
+            score, about = None, upload.about
+        elif prime_notes.strip():
             score, about = prime_score(prime_notes=prime_notes), {"name": f"notes {prime_notes.strip()[:40]}"}
+        else:
+            score, about = None, None
         if drums not in ("", "yes", "no"):
             raise ConfigError("drums: yes, no or empty (the model's own choice)")
         settings = {"kind": "compose", "model": model, "style": style.strip(), **length(seconds, bars),
@@ -694,12 +731,19 @@ def make_app(folder: Path, runs=(), *, local: bool = True) -> FastAPI:
                     "repetition_penalty": repetition_penalty, "key": key.strip(), "instruments": instruments.strip(),
                     "drums": {"": None, "yes": True, "no": False}[drums], "tempo": tempo,
                     "max_polyphony": max_polyphony, "pitch_low": pitch_low, "pitch_high": pitch_high,
-                    "seed": seed_, "prime_seconds": prime_seconds if primer is not None and score is not None
-                    and about and "sha1" in about else None, "primer": about}
+                    "seed": seed_, "prime_seconds": prime_seconds if upload is not None else None, "primer": about}
         if (pitch_low is None) != (pitch_high is None):
             raise ConfigError("pitch range: give both the lowest and the highest pitch, or neither")
-        studio.check_primer(settings, score)
-        return studio.submit(settings, score)
+        if upload is None:
+            studio.check_primer(settings, score)
+            return studio.submit(settings, score)
+
+        def primer_score():
+            score = upload.read()
+            studio.check_primer(settings, score)
+            return score
+
+        return studio.submit(settings, primer_score)
 
     @app.post("/api/harmonize", status_code=202)
     def harmonize(melody: Annotated[str, Form()] = "", key: Annotated[str, Form()] = "",
@@ -708,12 +752,10 @@ def make_app(folder: Path, runs=(), *, local: bool = True) -> FastAPI:
                   top_voice: Annotated[bool, Form()] = False,
                   file: Annotated[UploadFile | None, File()] = None):
         if file is not None and file.filename:
-            score, about = read_upload(file, "melody")
+            upload = Upload.take(file, "melody")
+            about, score = upload.about, lambda: capped_melody(upload.read())
         else:
-            score, about = parse_melody(melody), {"name": "typed: " + " ".join(melody.split())[:60]}
-        if score.end.max() > MAX_MELODY_QUARTERS:
-            raise ConfigError(f"the melody lasts {score.end.max():g} quarters; the studio harmonizes at most "
-                              f"{MAX_MELODY_QUARTERS}")
+            score, about = capped_melody(parse_melody(melody)), {"name": "typed: " + " ".join(melody.split())[:60]}
         if not 1 <= iterations <= MAX_ITERATIONS:
             raise ConfigError(f"iterations must be between 1 and {MAX_ITERATIONS}")
         if not -24 <= transpose <= 24:

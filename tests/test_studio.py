@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -281,7 +282,9 @@ def test_compose_listen_download(page, tmp_path):
     s = page.evaluate("fetch('/api/pieces').then(r => r.json()).then(l => l[0].settings)")
     assert (s["bars"], s["top_k"], s["key"], s["max_polyphony"], s["primer"]["name"]) == \
         (2, 20, "D minor", 1, "notes 62 65 69")
-    assert page.is_visible("#synth-note") is False  # FluidSynth here (the sine note: test_ipv6_...)
+    from musiclstm.compose import find_fluidsynth
+
+    assert page.is_visible("#synth-note") == (find_fluidsynth() is None)  # the sine note: also test_ipv6_...
 
 
 @needs_browser
@@ -414,6 +417,23 @@ def test_harmonize_shows_four_voices(page, tmp_path):
     shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "studio.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000  # a page was drawn
+
+
+@needs_browser
+def test_harmonize_an_uploaded_melody(page, tmp_path):
+    from musiclstm.midi import to_pretty_midi
+    from musiclstm.studio import parse_melody
+
+    to_pretty_midi(parse_melody("D5 C5 B4 A4 G4:2 A4:2")).write(str(tmp_path / "tune.mid"))
+    page.click("nav button[data-tab='harm-form']")
+    page.set_input_files("#melody-file", str(tmp_path / "tune.mid"))
+    page.fill("#harm-key", "G major")
+    pid = harmonize(page, None, seed="8", passes=8)
+    assert page.inner_text("#pieces tr:first-child td.from") == "tune.mid"
+    notes = midi_notes(piece_midi(page, pid))
+    assert [p for k, s, e, p in notes if k == 0] == [74, 72, 71, 69, 67, 69]
+    assert page.get_attribute("#roll", "data-tracks") == "4"
+    assert "G major" in page.inner_text("#pieces tr:first-child")
 
 
 @needs_browser
@@ -559,7 +579,17 @@ def test_posts_from_other_sites_are_refused(studio):
         studio.request("POST", f"/api/jobs/{job['id']}/cancel", {})
 
 
+def ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 @needs_browser
+@pytest.mark.skipif(not ipv6(), reason="this machine has no IPv6 loopback")
 def test_ipv6_loopback_checks_hosts_says_sine_and_stops_on_sigterm(browser):
     """--host ::1 keeps the Host check; without FluidSynth the page says the sound is the sine fallback;
     SIGTERM stops the studio within seconds while it is composing, and removes its files."""
