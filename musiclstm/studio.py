@@ -832,7 +832,7 @@ def make_app(folder: Path, runs=(), *, local: bool = True) -> FastAPI:
                     "key": "", "primer": {"name": f"a phrase of {len(a)} notes"}}
         studio.check_primer(settings, phrase_score)
         piece = studio.answer(settings, phrase_score)
-        return {**piece.summary(), **studio.notes(piece.id)}
+        return {"piece": piece.summary(), **studio.notes(piece.id)}  # notes, tracks, bars, answer_from
 
     @app.get("/api/jobs")
     def jobs():

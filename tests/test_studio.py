@@ -503,6 +503,7 @@ def test_the_keyboard_gets_an_answer_within_a_second(page):
     assert answer["answer_from"] > 0 and "wav" not in answer["files"]  # played from its notes, not a WAV
     assert int(page.get_attribute("#roll", "data-notes")) > len(KEYS)
     assert re.match(r"answer: \d+ notes", page.inner_text("#play-status"))
+    assert re.match(r"#\d+: [\d.]+ s, \d+ notes, seed \d+$", page.inner_text("#title"))
 
 
 MOCK_MIDI = """
