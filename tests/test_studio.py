@@ -349,16 +349,27 @@ def test_one_piece_at_a_time_a_short_queue_and_cancel(studio):
 
 
 @needs_browser
-def test_cancel_frees_the_server(page):
+def test_cancel_frees_the_server(browser, studio, page):
+    """A long piece in one tab: another tab's piece waits for it, says so, and is made once it is cancelled."""
     rows = page.locator("#pieces tr").count()
     compose(page, seconds=300, seed="1", wait=False)
     page.wait_for_function("/[1-9][\\d,]* tokens written/.test(document.getElementById('status').textContent)")
     assert page.is_visible("#cancel") and page.is_visible("#progress")
-    page.click("#cancel")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('cancelled')")
-    t = time.monotonic()
-    compose(page, seconds=4, seed="2")  # the one worker is free again
-    assert time.monotonic() - t < 25
+    other = open_page(browser, studio)
+    try:
+        compose(other, seconds=4, seed="2", wait=False)
+        other.wait_for_function("document.getElementById('status').textContent === 'waiting: next in line'")
+        page.wait_for_timeout(500)
+        assert other.inner_text("#status") == "waiting: next in line"  # the one worker is busy
+        page.click("#cancel")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('cancelled')")
+        t = time.monotonic()
+        finished(other)  # the worker is free again
+        assert time.monotonic() - t < 25
+    finally:
+        other.context.close()
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
     assert page.locator("#pieces tr").count() == rows + 1  # the cancelled piece never came
 
 
