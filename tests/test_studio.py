@@ -1,5 +1,12 @@
 """`musiclstm studio` in a real browser: the system's headless Chromium (Debian's `chromium`), driven by
-Playwright, against the command itself started in a subprocess. Pieces are a few seconds long.
+Playwright, against the command itself started in a subprocess (one for the module, shared; a second one
+on ::1 for the Host, sine-fallback and SIGTERM checks). Pieces are a few seconds long.
+
+Covered: compose with its controls, the roll drawn from the notes (as many as the MIDI), downloads, the
+caps, the queue (one at a time, places, a full queue refused), cancel on the server, Origin and Host
+checks, harmonize (typed and uploaded), infill of chosen bars, continue from chosen bars, again with the
+same or a new seed, play along on the on-screen keyboard (timed) and through a mocked Web MIDI, and
+Ctrl-C / SIGTERM stopping within seconds while composing.
 
 Skipped, with the reason, only when the studio extra, Playwright or a Chromium is missing
 (.ci/run installs all three).
