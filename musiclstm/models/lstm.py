@@ -7,6 +7,7 @@ kernel costs ~2.8 ms per layer call at batch 1 on CPU (see PERFORMANCE.md).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
+_FUSE_LOCK = threading.Lock()  # one for every model (a lock attribute would stop deepcopy and pickling)
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
@@ -56,7 +58,9 @@ class MusicLSTM(nn.Module):
         self.head = nn.Linear(c.hidden, c.vocab_size)
         if c.tie_weights:
             self.head.weight = self.embed.weight
-        self._fused: list[torch.Tensor] | None = None
+        # (fused weights, fused biases) per layer for `step`, built once on first use; one assignment, under
+        # a lock, so that threads sharing the model (the studio) never see half of it
+        self._fused: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         y, state = self.hidden(ids, state)  # (B, T, H)
@@ -86,15 +90,20 @@ class MusicLSTM(nn.Module):
         if self.config.cell != "lstm":
             logits, state = self.forward(ids[:, None], state)
             return logits[:, 0], state
-        if self._fused is None:
-            self._fused = [torch.cat([getattr(self.rnn, f"weight_ih_l{k}"), getattr(self.rnn, f"weight_hh_l{k}")],
-                                     1).t().contiguous() for k in range(self.config.layers)]
-            self._bias = [getattr(self.rnn, f"bias_ih_l{k}") + getattr(self.rnn, f"bias_hh_l{k}")
-                          for k in range(self.config.layers)]
+        fused = self._fused
+        if fused is None:
+            with _FUSE_LOCK:
+                if self._fused is None:
+                    weights = [torch.cat([getattr(self.rnn, f"weight_ih_l{k}"), getattr(self.rnn, f"weight_hh_l{k}")],
+                                         1).t().contiguous() for k in range(self.config.layers)]
+                    biases = [getattr(self.rnn, f"bias_ih_l{k}") + getattr(self.rnn, f"bias_hh_l{k}")
+                              for k in range(self.config.layers)]
+                    self._fused = (weights, biases)
+                fused = self._fused
         h0, c0 = state
         x = self.embed(ids)  # (B, E)
         hs, cs = [], []
-        for k, (w, b) in enumerate(zip(self._fused, self._bias, strict=True)):
+        for k, (w, b) in enumerate(zip(*fused, strict=True)):
             gates = torch.addmm(b, torch.cat([x, h0[k]], 1), w)  # (B, 4H): i, f, g, o as in nn.LSTM
             i, f, g, o = gates.chunk(4, 1)
             c = torch.sigmoid(f) * c0[k] + torch.sigmoid(i) * torch.tanh(g)
