@@ -379,6 +379,28 @@ def corpus_export(name, out_dir, jobs, limit, force, quiet) -> None:
     click.echo(f"{len(r.written)} written, {r.existing} already there, {len(r.skipped)} skipped -> {out_dir}")
 
 
+@corpus.command("fetch")
+@click.argument("name")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists (once the new corpus passed its checks).")
+@click.option("--mirror", help="Base URL to download from instead of the public release: MIRROR/NAME/FILE "
+              "[$MUSICLSTM_FETCH_MIRROR].")
+@click.option("--quiet", "-q", is_flag=True)
+def corpus_fetch(name, out_dir, force, mirror, quiet) -> None:
+    """Download public corpus NAME, unpack it safely into OUT_DIR and check its layout.
+
+    \b
+    NAME: pop909, nottingham, jsb, lmd-clean, maestro
+    musiclstm corpus fetch pop909 corpora/pop909     # then: musiclstm train corpora/pop909/POP909 ...
+    musiclstm corpus fetch jsb corpora/jsb           # then: musiclstm benchmark jsb corpora/jsb
+    """
+    from .fetch import fetch
+
+    r = fetch(name, out_dir, force=force, mirror=mirror, progress=_quiet(quiet))
+    checked = f"; sha256 checked: {', '.join(r.verified)}" if r.verified else "; no published sha256 to check"
+    click.echo(f"{name}: {r.summary}{checked} -> {out_dir} (train on {r.train_on})")
+
+
 @cli.command()
 @click.argument("runs", nargs=-1, type=EXISTING)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (others: with care).")
