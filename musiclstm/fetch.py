@@ -146,6 +146,8 @@ def fetch(name: str, dest: str | Path, *, force: bool = False, mirror: str | Non
         raise MusiclstmError(f"{dest} already exists: give --force to replace it")
     if dest.exists() and not dest.is_dir():
         raise MusiclstmError(f"{dest} is a file, not a folder")
+    if Path.cwd().resolve().is_relative_to(dest.resolve()):
+        raise MusiclstmError(f"{dest} holds the current folder: fetch into a new folder")
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     staging = dest.parent / f".musiclstm-fetch-{dest.name}"
     try:
@@ -161,7 +163,7 @@ def fetch(name: str, dest: str | Path, *, force: bool = False, mirror: str | Non
             try:
                 _download(url, path, max_bytes=budget, timeout=timeout, retries=retries, progress=progress,
                           label=f"{name}: {remote.filename}")
-            except _Interrupted:
+            except (_Interrupted, KeyboardInterrupt):
                 keep_staging = True  # the .part files are what the next run continues
                 raise
             budget -= path.stat().st_size
@@ -221,6 +223,7 @@ def _download_once(url: str, path: Path, *, max_bytes: int, timeout: float, prog
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
+        e.close()
         if e.code == 416 and have:  # the .part no longer matches the file: start over
             part.unlink()
             return _download_once(url, path, max_bytes=max_bytes, timeout=timeout, progress=progress, label=label)
@@ -262,7 +265,7 @@ def _download_once(url: str, path: Path, *, max_bytes: int, timeout: float, prog
             part.unlink(missing_ok=True)  # over the cap: nothing worth continuing
             raise
     if total is not None and have < total:
-        raise _Interrupted(f"{label}: download stopped at {have:,} of {total:,} bytes; "
+        raise _Interrupted(f"{label}: download interrupted at {have:,} of {total:,} bytes; "
                            f"run the same command again to continue it")
     os.replace(part, path)
 
@@ -416,18 +419,19 @@ def _fail(source: Source, what: str):
     raise MusiclstmError(f"{source.name}: {what} (expected {source.layout}); nothing was written")
 
 
-def _readable(files: list[Path], source: Source, sample: int = 5) -> None:
+def _readable(files: list[Path], root: Path, source: Source, sample: int = 5) -> None:
     """Read a spread-out sample with musiclstm's own reader; most of it must read (Lakh has corrupt files)."""
     from .errors import MidiReadError
     from .midi import read
 
-    picks = [files[i * (len(files) - 1) // max(1, sample - 1)] for i in range(min(sample, len(files)))]
+    n = len(files)
+    picks = files if n <= sample else [files[i * (n - 1) // (sample - 1)] for i in range(sample)]
     bad = []
-    for p in dict.fromkeys(picks):
+    for p in picks:
         try:
             read(p)
         except MidiReadError as e:
-            bad.append(e)
+            bad.append(f"{p.relative_to(root)}: {e.reason}")
     if len(bad) * 2 > len(picks):
         _fail(source, f"{len(bad)} of {len(picks)} sampled files do not read ({bad[0]})")
 
@@ -443,7 +447,7 @@ def _check_pop909(root: Path, source: Source) -> tuple[int, str]:
                    and p.stem == p.parent.name)
     if len(songs) < source.expect:
         _fail(source, f"found {len(songs)} songs as POP909/NNN/NNN.mid, not {source.expect}")
-    _readable(songs, source)
+    _readable(songs, root, source)
     versions = len(list((root / "POP909").glob("*/versions/*.mid")))
     return len(songs), f"{len(songs)} songs (POP909/NNN/NNN.mid) and {versions} alternative versions"
 
@@ -452,7 +456,7 @@ def _check_nottingham(root: Path, source: Source) -> tuple[int, str]:
     tunes = sorted((root / "MIDI").glob("*.mid"))
     if len(tunes) < source.expect:
         _fail(source, f"found {len(tunes)} tunes as MIDI/*.mid, not {source.expect}")
-    _readable(tunes, source)
+    _readable(tunes, root, source)
     return len(tunes), f"{len(tunes)} tunes (MIDI/*.mid; melody/ and chords/ below it split the same tunes)"
 
 
@@ -460,7 +464,7 @@ def _check_lmd(root: Path, source: Source) -> tuple[int, str]:
     songs = [p for p in _found(root) if len(p.relative_to(root).parts) == 2]
     if len(songs) < source.expect:
         _fail(source, f"found {len(songs)} songs as <Artist>/<Title>.mid, at least {source.expect:,} expected")
-    _readable(songs, source)
+    _readable(songs, root, source)
     artists = len({p.parent.name for p in songs})
     return len(songs), f"{len(songs):,} songs by {artists:,} artists (<Artist>/<Title>.mid)"
 
@@ -478,7 +482,7 @@ def _check_maestro(root: Path, source: Source) -> tuple[int, str]:
     found = _found(root)
     if len(rows) != source.expect or len(found) != source.expect:
         _fail(source, f"{len(rows)} rows in maestro-v3.0.0.csv and {len(found)} MIDI files, not {source.expect}")
-    _readable(found, source)
+    _readable(found, root, source)
     splits = {}
     for r in rows:
         splits[r.get("split", "?")] = splits.get(r.get("split", "?"), 0) + 1
