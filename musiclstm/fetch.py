@@ -486,7 +486,8 @@ def _check_maestro(root: Path, source: Source) -> tuple[int, str]:
     splits = {}
     for r in rows:
         splits[r.get("split", "?")] = splits.get(r.get("split", "?"), 0) + 1
-    said = ", ".join(f"{k} {v}" for k, v in sorted(splits.items()))
+    order = ["train", "validation", "test"]
+    said = ", ".join(f"{k} {v}" for k, v in sorted(splits.items(), key=lambda kv: (order + [kv[0]]).index(kv[0])))
     return len(found), f"{len(found):,} performances (<year>/<name>.midi; {said})"
 
 

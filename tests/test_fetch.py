@@ -265,6 +265,41 @@ def test_a_member_outside_the_folder_is_refused(server, small, tmp_path, member)
     assert not list(tmp_path.parent.rglob("evil.mid"))
 
 
+def test_a_member_outside_the_top_folder_is_refused(server, small, tmp_path):
+    serve(server, "pop909", pop909(**{"elsewhere/evil.mid": midi()}))
+    with pytest.raises(MusiclstmError, match="pop909: archive member 'elsewhere/evil.mid' is outside "
+                                             "POP909-Dataset-master/"):
+        F.fetch("pop909", tmp_path / "out", mirror=server.url)
+
+
+def _encrypted(data: bytes) -> bytes:
+    """The zip with every member flagged as encrypted (general purpose bit 0, local and central headers)."""
+    b = bytearray(data)
+    for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = b.find(sig)
+        while i >= 0:
+            b[i + at] |= 1
+            i = b.find(sig, i + 4)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("how", ["duplicate", "encrypted"])
+def test_duplicate_and_encrypted_members_are_refused(server, small, tmp_path, how):
+    if how == "encrypted":
+        data = _encrypted(pop909())
+    else:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z, pytest.warns(UserWarning, match="Duplicate name"):
+            z.writestr("POP909-Dataset-master/POP909/001/001.mid", midi())
+            z.writestr("POP909-Dataset-master/POP909/001/001.mid", b"other")
+        data = buf.getvalue()
+    serve(server, "pop909", data)
+    word = "appears twice" if how == "duplicate" else "is encrypted"
+    with pytest.raises(MusiclstmError, match=f"pop909: archive member '.*' {word}; refused"):
+        F.fetch("pop909", tmp_path / "out", mirror=server.url)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
 def test_a_symlink_member_is_refused(server, small, tmp_path):
     top = "POP909-Dataset-master"
     serve(server, "pop909", zip_of({f"{top}/POP909/001/001.mid": midi()}, symlink=f"{top}/POP909/link.mid"))
@@ -329,6 +364,44 @@ def test_unreadable_midi_fails_the_check(server, small, tmp_path):
     serve(server, "nottingham", zip_of({f"{top}/MIDI/t{i}.mid": b"not midi" for i in range(3)}))
     with pytest.raises(MusiclstmError, match="nottingham: 3 of 3 sampled files do not read"):
         F.fetch("nottingham", tmp_path / "out", mirror=server.url)
+
+
+def test_ctrl_c_keeps_the_part_file(server, small, monkeypatch, tmp_path):
+    serve(server, "pop909", pop909())
+
+    def stop(url, path, **kw):
+        path.with_name(path.name + ".part").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(F, "_download_once", stop)
+    with pytest.raises(KeyboardInterrupt):
+        F.fetch("pop909", tmp_path / "out", mirror=server.url)
+    assert (tmp_path / ".musiclstm-fetch-out" / "POP909-Dataset-master.zip.part").read_bytes() == b"half"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_silent_server_times_out(server, small, monkeypatch, tmp_path):
+    slow = threading.Event()
+
+    def stall(self):
+        slow.wait(2)  # answers nothing, then hangs up
+
+    monkeypatch.setattr(_Handler, "do_GET", stall)
+    serve(server, "jsb", jsb_files())
+    try:
+        with pytest.raises(MusiclstmError, match="jsb: Jsb16thSeparated.json: cannot reach .*timed out"):
+            F.fetch("jsb", tmp_path / "out", mirror=server.url, timeout=0.2, retries=0)
+    finally:
+        slow.set()
+
+
+def test_progress_bar_into_an_empty_folder(server, small, tmp_path, capsys):
+    serve(server, "maestro", maestro())
+    (tmp_path / "m").mkdir()  # an empty folder is no obstacle
+    r = F.fetch("maestro", tmp_path / "m", mirror=server.url, progress=True)
+    assert "(<year>/<name>.midi; train 1, validation 1, test 1)" in r.summary
+    err = capsys.readouterr().err
+    assert "maestro: maestro-v3.0.0-midi.zip" in err and "100%" in err
 
 
 def _cli(*args):
