@@ -350,7 +350,7 @@ def benchmark_jsb(directory, out, evaluate_only, checkpoints, max_time, force, a
 
 @cli.group()
 def corpus() -> None:
-    """Public-domain collections bundled with music21, written out as MIDI."""
+    """Corpora: music21's public-domain collections written out as MIDI; public MIDI corpora downloaded."""
 
 
 @corpus.command("list")

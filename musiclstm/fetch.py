@@ -161,8 +161,9 @@ def fetch(name: str, dest: str | Path, *, force: bool = False, mirror: str | Non
             url = f"{mirror.rstrip('/')}/{name}/{remote.filename}" if mirror else remote.url
             path = staging / remote.filename
             try:
-                _download(url, path, max_bytes=budget, timeout=timeout, retries=retries, progress=progress,
-                          label=f"{name}: {remote.filename}")
+                if not path.is_file():  # a file finished by an earlier, interrupted run is kept
+                    _download(url, path, max_bytes=budget, timeout=timeout, retries=retries, progress=progress,
+                              label=f"{name}: {remote.filename}")
             except (_Interrupted, KeyboardInterrupt):
                 keep_staging = True  # the .part files are what the next run continues
                 raise

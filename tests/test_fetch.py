@@ -238,6 +238,19 @@ def test_an_interrupted_download_resumes_with_range(server, small, tmp_path):
     assert r.pieces == 3 and leftovers(tmp_path) == []
 
 
+def test_a_multi_file_source_resumes_where_it_stopped(server, small, tmp_path):
+    files = jsb_files()
+    serve(server, "jsb", files)
+    server.drop["/jsb/jsb-chorales-8th.json"] = cut = 50
+    with pytest.raises(MusiclstmError, match="jsb: jsb-chorales-8th.json: download interrupted"):
+        F.fetch("jsb", tmp_path / "out", mirror=server.url, retries=0)
+    before = len(server.log)
+    assert F.fetch("jsb", tmp_path / "out", mirror=server.url, retries=0).pieces == 5
+    assert server.log[before:] == [("/jsb/jsb-chorales-8th.json", f"bytes={cut}-"),  # the two done are kept
+                                   ("/jsb/jsb-chorales-16th.json", None)]
+    assert (tmp_path / "out" / "jsb-chorales-8th.json").read_bytes() == files["jsb-chorales-8th.json"]
+
+
 def test_a_dropped_connection_is_continued_within_one_call(server, small, tmp_path):
     serve(server, "nottingham", nottingham())
     server.drop["/nottingham/nottingham-dataset-master.zip"] = 1000
