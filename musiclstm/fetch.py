@@ -150,6 +150,9 @@ def fetch(name: str, dest: str | Path, *, force: bool = False, mirror: str | Non
         raise MusiclstmError(f"{dest} holds the current folder: fetch into a new folder")
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     staging = dest.parent / f".musiclstm-fetch-{dest.name}"
+    if (staging / "replaced").exists():  # a run stopped between the two renames of `_swap`
+        raise MusiclstmError(f"{staging / 'replaced'} is the {dest} an interrupted fetch moved aside: "
+                             f"move it back or delete it, then run again")
     try:
         staging.mkdir(parents=True, exist_ok=True)
     except OSError as e:

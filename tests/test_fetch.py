@@ -449,6 +449,15 @@ def test_cli_refuses_an_existing_dir_without_force(server, small, monkeypatch, t
     assert not (out / "mine.txt").exists() and (out / "Jsb16thSeparated.json").is_file()
 
 
+def test_a_folder_moved_aside_is_never_deleted(server, small, tmp_path):
+    aside = tmp_path / ".musiclstm-fetch-out" / "replaced"
+    aside.mkdir(parents=True)
+    (aside / "mine.txt").write_text("keep")
+    with pytest.raises(MusiclstmError, match="an interrupted fetch moved aside: move it back or delete it"):
+        F.fetch("jsb", tmp_path / "out", mirror=server.url)
+    assert (aside / "mine.txt").read_text() == "keep" and server.log == []
+
+
 def test_cli_http_error_is_one_line(server, small, tmp_path):
     res = _cli("maestro", tmp_path / "m", "--mirror", server.url)
     assert res.exit_code == 1
