@@ -350,7 +350,7 @@ def benchmark_jsb(directory, out, evaluate_only, checkpoints, max_time, force, a
 
 @cli.group()
 def corpus() -> None:
-    """Public-domain collections bundled with music21, written out as MIDI."""
+    """Corpora: music21's public-domain collections written out as MIDI; public MIDI corpora downloaded."""
 
 
 @corpus.command("list")
@@ -377,6 +377,28 @@ def corpus_export(name, out_dir, jobs, limit, force, quiet) -> None:
     for piece, why in r.skipped:
         click.echo(f"skipped {piece}: {why}", err=True)
     click.echo(f"{len(r.written)} written, {r.existing} already there, {len(r.skipped)} skipped -> {out_dir}")
+
+
+@corpus.command("fetch")
+@click.argument("name")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists (once the new corpus passed its checks).")
+@click.option("--mirror", help="Base URL to download from instead of the public release: MIRROR/NAME/FILE "
+              "[$MUSICLSTM_FETCH_MIRROR].")
+@click.option("--quiet", "-q", is_flag=True)
+def corpus_fetch(name, out_dir, force, mirror, quiet) -> None:
+    """Download public corpus NAME, unpack it safely into OUT_DIR and check its layout.
+
+    \b
+    NAME: pop909, nottingham, jsb, lmd-clean, maestro
+    musiclstm corpus fetch pop909 corpora/pop909     # then: musiclstm train corpora/pop909/POP909 ...
+    musiclstm corpus fetch jsb corpora/jsb           # then: musiclstm benchmark jsb corpora/jsb
+    """
+    from ..data.fetch import fetch
+
+    r = fetch(name, out_dir, force=force, mirror=mirror, progress=_quiet(quiet))
+    checked = f"; sha256 checked: {', '.join(r.verified)}" if r.verified else "; no published sha256 to check"
+    click.echo(f"{name}: {r.summary}{checked} -> {out_dir} (train on {r.train_on})")
 
 
 @cli.command()
