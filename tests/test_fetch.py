@@ -23,8 +23,8 @@ import pretty_midi
 import pytest
 from click.testing import CliRunner
 
-from musiclstm.data import fetch as F
 from musiclstm.app.cli import cli
+from musiclstm.data import fetch as F
 from musiclstm.data import find_files
 from musiclstm.errors import MusiclstmError
 

@@ -439,8 +439,8 @@ def test_harmonize_shows_four_voices(page, tmp_path):
 
 @needs_browser
 def test_harmonize_an_uploaded_melody(page, tmp_path):
-    from musiclstm.io.midi import to_pretty_midi
     from musiclstm.app.studio import parse_melody
+    from musiclstm.io.midi import to_pretty_midi
 
     to_pretty_midi(parse_melody("D5 C5 B4 A4 G4:2 A4:2")).write(str(tmp_path / "tune.mid"))
     page.click("nav button[data-tab='harm-form']")

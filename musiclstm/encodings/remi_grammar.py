@@ -107,7 +107,6 @@ class RemiGrammar(Grammar):
         """Version 3: keep each bar's length, whether it has notes, its notes' ends (from the bar line) and its
         last note's program and velocity; a REPEAT plays its source bar again, so it counts as those notes."""
         s, h, R = self.state, self.hist, self.ring
-        rows = torch.arange(len(t))
         cur = (s["bars"] - 1).clamp(min=0) % R
         new_bar = bar.nonzero().squeeze(1)
         h["full"][new_bar, cur[new_bar]] = False

@@ -94,9 +94,9 @@ def _music_lines(rs: list[dict], names: list[str]) -> list[str]:
     for x, name in zip(ms, names, strict=False):
         h = x.get("repeat_distances")
         if h and h["repeats"]["real"] + h["repeats"]["model"]:
-            share = lambda k: " ".join(f"{d}:{v:.2f}" for d, v in h["share"][k].items())  # noqa: E731
+            real, model = (" ".join(f"{d}:{v:.2f}" for d, v in h["share"][k].items()) for k in ("real", "model"))
             lines.append(f"  repeat distances{' ' + name if name else ''} (bars: share of repeated bars), real "
-                         f"[{share('real')}] model [{share('model')}]; overlap {h['overlap']:.2f}")
+                         f"[{real}] model [{model}]; overlap {h['overlap']:.2f}")
     return lines
 
 
