@@ -6,7 +6,7 @@
 # folk and bach train for a fixed wall-clock budget (--max-time, with the learning-rate decay following the
 # clock: --anneal-by-time), one thread each, the two side by side on this 2-core CPU, so a rebuild on a
 # faster machine sees more epochs (runs land in runs/bundled/NAME; metrics.jsonl records every epoch).
-# remi v2 (key tokens, PROGRAM/VELOCITY only on change), each piece from a fresh state (--windows pieces),
+# folk and bach: remi v3 (a repeated bar is one REPEAT_d token; key tokens, PROGRAM/VELOCITY only on change; pop is still v2), each piece from a fresh state (--windows pieces),
 # 512-token windows so a repeat eight bars back is inside the window the gradient sees.
 # bach transposes each chorale by up to 3 semitones (its KEY token moves with it); folk has data enough.
 # POP909 is not bundled with music21: clone https://github.com/music-x-lab/POP909-Dataset and set
@@ -28,14 +28,14 @@ for name in "${@:-bach folk pop jsb harmonizer}"; do
         [ -d corpora/bach ] || musiclstm corpus export bach corpora/bach
         musiclstm train corpora/bach --out "$RUNS/bach" --embed 256 --hidden 512 --layers 2 --dropout 0.3 \
           --seq-len 512 --batch-size 16 --lr 2e-3 --epochs 40 --patience 8 --augment 3 \
-          --max-time 5700 --anneal-by-time --seed 0 --threads 1 --force -q
-        slim "$RUNS/bach" checkpoints/bach.pt "Bach four-part chorales (music21 corpus; S A T B as four programs), remi v2, LSTM 2x512" ;;
+          --max-time 5400 --anneal-by-time --seed 0 --threads 1 --force -q
+        slim "$RUNS/bach" checkpoints/bach.pt "Bach four-part chorales (music21 corpus; S A T B as four programs), remi v3 (repeats as tokens), LSTM 2x512" ;;
       folk)
         [ -d corpora/folk ] || musiclstm corpus export folk corpora/folk
         musiclstm train corpora/folk --out "$RUNS/folk" --embed 256 --hidden 512 --layers 2 --dropout 0.2 \
           --seq-len 512 --batch-size 16 --lr 2e-3 --epochs 20 --patience 8 \
-          --max-time 5900 --anneal-by-time --seed 0 --threads 1 --force -q
-        slim "$RUNS/folk" checkpoints/folk.pt "Irish/American fiddle tunes (music21 corpus: O'Neill, Ryan), remi v2, LSTM 2x512" ;;
+          --max-time 5400 --anneal-by-time --seed 0 --threads 1 --force -q
+        slim "$RUNS/folk" checkpoints/folk.pt "Irish/American fiddle tunes (music21 corpus: O'Neill, Ryan), remi v3 (repeats as tokens), LSTM 2x512" ;;
       pop)
         musiclstm train "$POP909" --out "$RUNS/pop" --embed 256 --hidden 256 --layers 2 --dropout 0.1 \
           --seq-len 512 --batch-size 16 --lr 2e-3 --epochs 10 --patience 8 \
