@@ -61,3 +61,21 @@ def test_generate_reads_the_cache_stored_with_a_model():
     cached = generate(Model(net, tok, {"cache": {"lam": 0.9, "theta": 5.0}}), max_tokens=60, seed=3)
     assert Model(net, tok, {"cache": {"lam": 0.9, "theta": 5.0}}).cache == Cache(0.9, 5.0)
     assert plain != cached
+
+
+def test_compose_samples_without_the_cache_unless_asked():
+    """compose draws from the plain LSTM by default (the cache, fed its own output, copies silences); cache=True
+    draws from the same mixture generate uses with the model's stored cache."""
+    from musiclstm.generation.compose import compose
+
+    tok = Tokenizer("remi")
+    torch.manual_seed(0)
+    net = MusicLSTM(ModelConfig(tok.vocab_size, 8, 16, 1, 0.0)).eval()
+    meta = {"cache": {"lam": 0.9, "theta": 5.0}}
+    kw = dict(tokens=80, seed=4, return_ids=True)
+    _, default = compose(Model(net, tok, meta), **kw)
+    _, plain = compose(Model(net, tok, {}), **kw)
+    _, cached = compose(Model(net, tok, meta), cache=True, **kw)
+    _, cached_again = compose(Model(net, tok, meta), cache=True, **kw)
+    assert default == plain
+    assert cached == cached_again and cached != plain

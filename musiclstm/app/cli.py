@@ -214,7 +214,8 @@ def info(checkpoint, as_json) -> None:
 @click.option("--threads", type=click.IntRange(1), help=f"CPU threads for PyTorch [{DEFAULT_THREADS}].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (everything the table shows, and more).")
 @click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
-              help="Use the model's continuous cache (its memory of the piece) for scoring and samples.")
+              help="Score with the model's continuous cache (its memory of the piece); samples are drawn as "
+                   "compose draws them, without it.")
 def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, compare, order, seed, jobs,
              threads, as_json, use_cache) -> None:
     """Held-out NLL against a Kneser-Ney n-gram, the repeat probe, music statistics of samples beside
@@ -456,6 +457,8 @@ def main() -> None:
 @click.option("--drums/--no-drums", default=None, help="Allow drums (remi models).")
 @click.option("--tempo", type=click.FloatRange(10, 400), help="Tempo in quarter notes per minute.")
 @click.option("--max-polyphony", type=click.IntRange(1), help="Most notes sounding at once.")
+@click.option("--cache/--no-cache", default=False, show_default=True,
+              help="Mix the model's continuous cache into sampling (it copies the piece so far, silences too).")
 @click.option("--wav", is_flag=True, help="Also render audio (FluidSynth + GM soundfont, else a plain synthesizer).")
 @click.option("--png", is_flag=True, help="Also draw a piano roll.")
 @click.option("--musicxml", is_flag=True, help="Also write MusicXML (music21).")

@@ -18,6 +18,7 @@ from ..encodings.registry import grammar_for
 from ..encodings.tokenizer import BOS, EOS
 from ..errors import ConfigError, MusiclstmError
 from ..io.score import Score, Track
+from ..models.cache import Cache
 from ..models.checkpoint import Model
 from .sample import check_options, generate
 
@@ -116,7 +117,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
             key: str | None = None, instruments: str | None = None, drums: bool | None = None,
             tempo: float | None = None, max_polyphony: int | None = None, pitch_range=None,
             prime_seconds: float | None = None, prime_bars: float | None = None, prime_notes: str | None = None,
-            max_tokens: int | None = None, return_ids: bool = False, progress: bool = False):
+            max_tokens: int | None = None, return_ids: bool = False, progress: bool = False, cache: bool = False):
     """Compose `num` pieces of about `seconds` [30] (or `bars`, or `tokens`: give one) continuing `prime`.
 
     A piece ends at the first bar line at or after `seconds` (counted at its own tempo), after exactly
@@ -124,7 +125,9 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     Lengths are capped at MAX_SECONDS, MAX_BARS and MAX_TOKENS (an error beyond); `max_tokens`
     (default: generous for the length asked) bounds the work, and a model that fills it without
     reaching the length raises an error instead of returning a piece cut short. `progress` shows a
-    bar counting the music written.
+    bar counting the music written. `cache` mixes the model's continuous cache into sampling (off by
+    default: it lowers held-out NLL, but fed its own output it copies the silences and sparse bars it has
+    written: the bundled pop model's samples held 17-165 notes in 30 s with it, 103-389 without).
 
     Returns a `pretty_midi.PrettyMIDI` (a list when `num` > 1); with `return_ids`, also the ids.
     """
@@ -163,7 +166,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
         prime_ids = [BOS] + ([tok.style_id(style)] if style is not None else [])
     length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                   max_tokens=max_tokens, progress=progress)
+                   max_tokens=max_tokens, progress=progress, cache=cache)
     seqs, ends = _sample(model, controls, prime_ids, length, seed=seed, batch=num, **options)
     # a draw far denser than anything in the training data (a rare runaway: hundreds of notes a second)
     # is drawn again from a seed derived from the one given, so the same command still gives the same music
@@ -222,7 +225,7 @@ def note_density(tok, ids: list[int]) -> float:
 
 def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Length, *, seed: int, batch: int,
             temperature: float, top_k, top_p, repetition_penalty: float, max_tokens: int | None,
-            progress: bool) -> tuple[list[list[int]], list[float | None]]:
+            progress: bool, cache: bool = False) -> tuple[list[list[int]], list[float | None]]:
     """Draw `batch` continuations of `prime_ids` under the grammar, of exactly the length asked.
 
     Returns the ids and, per piece, where its last bar ends in quarter notes (None: no cut, as with
@@ -283,7 +286,7 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
     try:
         seqs = generate(model, prime_ids, max_tokens=budget, temperature=temperature, top_k=top_k, top_p=top_p,
                         seed=seed, batch=batch, repetition_penalty=repetition_penalty, constraint=constraint,
-                        stop=stop, progress=tick)
+                        stop=stop, progress=tick, cache=None if cache else Cache())
     finally:
         if bar is not None:
             bar.close()
