@@ -96,7 +96,8 @@ def _music_lines(rs: list[dict], names: list[str]) -> list[str]:
         if h and h["repeats"]["real"] + h["repeats"]["model"]:
             real, model = (" ".join(f"{d}:{v:.2f}" for d, v in h["share"][k].items()) for k in ("real", "model"))
             lines.append(f"  repeat distances{' ' + name if name else ''} (bars: share of repeated bars), real "
-                         f"[{real}] model [{model}]; overlap {h['overlap']:.2f}")
+                         f"[{real}] model [{model}]; overlap " + (f"{h['overlap']:.2f}" if h["overlap"] is not None
+                                                                      and h["overlap"] == h["overlap"] else "-"))
     return lines
 
 
