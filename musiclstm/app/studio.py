@@ -32,9 +32,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..errors import ConfigError, MusiclstmError
-from ..generation.compose import compose, sidecar
+from ..generation.compose import compose
 from ..io.midi import MIDI_SUFFIXES, NOTATION_SUFFIXES, read
-from ..io.outputs import synthesizer, write_pieces
+from ..io.outputs import sidecar, synthesizer, write_pieces
 from ..io.score import Score
 from ..models import checkpoint as ck
 
@@ -126,7 +126,7 @@ class Studio:
             pid, number = secrets.token_hex(8), self.made
         folder = self.folder / pid
         record = {**settings, "checkpoint": self.sources[settings["model"]]}
-        info = sidecar(model, record, None, ids)
+        info = sidecar(model, record, ids=ids)
         write_pieces([(pm, folder / FILES["mid"], info)], wav=True, png=True)
         try:  # MusicXML apart: music21 failing on one piece should not cost the listener the rest
             write_pieces([(pm, folder / "xml" / FILES["mid"], info)], musicxml=True)

@@ -22,8 +22,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import sys
 
@@ -31,24 +29,18 @@ import numpy as np
 import torch
 
 from .. import data
-from ..encodings.tokenizer import BOS, EOS
 from ..errors import MusiclstmError
 from ..io.score import Score
-from ..models.cache import Cache, piece_nlls
+from ..models.cache import piece_nlls
+from ..theory import scale_consistency
 from . import music
 from .ngram import KneserNey
 from .report import report
 
-__all__ = ["KneserNey", "evaluate", "jsonable", "lstm_nlls", "music_statistics", "repeat_probe", "report",
-           "sequence", "token_bars"]
+__all__ = ["KneserNey", "evaluate", "jsonable", "music_statistics", "repeat_probe", "report", "token_bars"]
 
 
-# ---- the LSTM's NLL -------------------------------------------------------------------------
-def lstm_nlls(net, ids: np.ndarray, cache=None) -> np.ndarray:
-    """NLL of ids[1:] given what precedes, from a zero state (with the model's continuous cache, if given)."""
-    return piece_nlls(net, ids, cache or Cache())
-
-
+# ---- NLL by token type ----------------------------------------------------------------------
 def _summary(nll: np.ndarray, kinds: np.ndarray, names: list[str]) -> dict:
     mean = float(nll.mean())
     by_type = {names[k]: {"tokens": int((kinds == k).sum()), "nll_nats_per_token": float(nll[kinds == k].mean())}
@@ -80,14 +72,11 @@ def features(score: Score) -> dict[str, np.ndarray]:
             "velocity": np.array([s.velocity.mean()])}
 
 
-MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
-
-
 def in_key(score: Score) -> float:
     """Share of the pitched notes that fall in the best-fitting major (or relative minor) scale."""
     s = score.select(~score.is_drum)
     h = np.bincount(s.pitch.astype(int) % 12, minlength=12)
-    return float(max(h[(MAJOR + r) % 12].sum() for r in range(12)) / max(1, h.sum()))
+    return scale_consistency(h)
 
 
 def _kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -174,14 +163,6 @@ def _validity(model, seqs: list[list[int]]) -> dict:
 
 
 # ---- held-out data, checked against the checkpoint ------------------------------------------
-def fingerprint(tok_dict: dict, pieces) -> str:
-    """The data fingerprint `data.prepare` records, for a given tokenizer dict (a checkpoint's own)."""
-    h = hashlib.sha256(json.dumps(tok_dict, sort_keys=True).encode())
-    for p in sorted(pieces, key=lambda p: p.sha):
-        h.update(f"{p.sha}:{p.split}:{p.style}".encode())
-    return h.hexdigest()[:16]
-
-
 def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, dict]:
     """(held-out pieces, n-gram training pieces, data check). The split is recomputed from file
     hashes with the run's own settings and its fingerprint compared with the checkpoint's."""
@@ -205,7 +186,8 @@ def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, 
                  f"held-out set, e.g. {overlap[0]}")
             held = [p for p in held if p.sha not in seen]
     # computed with the tokenizer dict the checkpoint stored, so only files, split and styles count
-    check["data_fingerprint"] = fingerprint(model.meta.get("tokenizer", tok.to_dict()), prepared.pieces)
+    check["data_fingerprint"] = data.fingerprint(model.meta.get("tokenizer", tok.to_dict()),
+                                                [(p.sha, p.split, p.style) for p in prepared.pieces])
     check["match"] = None if not trained_on else check["data_fingerprint"] == trained_on
     if check["match"] is False:
         what = "--train-data" if train_corpus is not None else "this data"
@@ -217,12 +199,6 @@ def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, 
     if not fit:
         raise MusiclstmError("no training files to fit the n-gram baseline on")
     return held, fit, check
-
-
-def sequence(tok, piece) -> np.ndarray:
-    """A piece as the model was trained on it: BOS [STYLE] ids EOS (as `data.stream`)."""
-    head = [BOS] + ([tok.style_id(piece.style)] if piece.style is not None and piece.style in tok.styles else [])
-    return np.r_[np.array(head, np.int64), piece.ids, np.array([EOS], np.int64)]
 
 
 # ---- the repeat probe --------------------------------------------------------------------------
@@ -361,9 +337,9 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     held, fit, check = _held_out(model, corpus, train_corpus, kw, note)
 
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
-    ngram = KneserNey(order, tok.vocab_size).fit(sequence(tok, p)[1:] for p in fit)
-    seqs = [sequence(tok, p) for p in held]
-    full_nll = [lstm_nlls(model.net, s, model.cache) for s in seqs]
+    ngram = KneserNey(order, tok.vocab_size).fit(data.sequence(p, tok)[1:] for p in fit)
+    seqs = [data.sequence(p, tok) for p in held]
+    full_nll = [piece_nlls(model.net, s, model.cache) for s in seqs]
     nll, ngram_nll, kinds = [], [], []
     for s, n in zip(seqs, full_nll, strict=True):
         keep = ~((s[1:] >= style_lo) & (s[1:] < style_hi))  # a style token is given, not predicted

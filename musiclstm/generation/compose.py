@@ -6,7 +6,6 @@ training, the grammar keeps the output valid, and the ids are decoded back to MI
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import torch
 
 from ..encodings.grammar import Controls
 from ..encodings.registry import grammar_for
-from ..encodings.tokenizer import BOS, EOS
+from ..encodings.tokenizer import EOS
 from ..errors import ConfigError, MusiclstmError
-from ..io.score import Score, Track
+from ..io.score import Score, Track, tracks_by_height
 from ..models.checkpoint import Model
 from .sample import check_options, generate
 
@@ -160,7 +159,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if pscore is not None:
         prime_ids = tok.encode(pscore, style=style, eos=False)
     else:
-        prime_ids = [BOS] + ([tok.style_id(style)] if style is not None else [])
+        prime_ids = tok.frame([], style=style, eos=False).tolist()
     length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                    max_tokens=max_tokens, progress=progress)
@@ -206,8 +205,8 @@ def _name_voices_by_height(score: Score) -> Score:
     """Grid slots are not always the same voice (a quarter-frame model fills them from the top of each
     chord): order the tracks by mean pitch and give the highest the first voice name, and so on."""
     names = [t.name for t in score.tracks]
-    mean = [score.pitch[score.track == k].mean() if (score.track == k).any() else -1 for k in range(len(names))]
-    order = np.argsort(mean)[::-1]  # track index by height, highest first
+    heights = tracks_by_height(score).tolist()
+    order = heights + [k for k in range(len(names))[::-1] if k not in heights]  # highest first, silent last
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     score.tracks = [Track(score.tracks[k].program, score.tracks[k].is_drum, names[rank[k]]) for k in range(len(names))]
@@ -302,16 +301,6 @@ def _progress(show: bool, total, unit: str):
 
     return tqdm(total=total, unit=unit, desc="composing", leave=False,
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]")
-
-
-def sidecar(model: Model, options: dict, prime, ids: list[int]) -> dict:
-    """Provenance of one composed file: model fingerprint, seed, every option, primer, output hash."""
-    info = {"musiclstm": __import__("musiclstm").__version__, "checkpoint": str(model.path),
-            "model_fingerprint": model.fingerprint, "data_fingerprint": model.meta.get("fingerprint"),
-            "step": model.meta.get("step"), "options": options, "tokens": len(ids)}
-    if prime is not None and isinstance(prime, str | Path):
-        info["prime"] = {"path": str(prime), "sha1": hashlib.sha1(Path(prime).read_bytes()).hexdigest()}
-    return info
 
 
 

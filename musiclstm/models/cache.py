@@ -92,9 +92,10 @@ def mixed_nlls(h: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, cache: Ca
     return torch.cat(out).cpu().numpy()
 
 
-def piece_nlls(net, ids: np.ndarray, cache: Cache) -> np.ndarray:
-    """NLL (nats) of ids[1:] given what precedes, from a zero state, with the cache over the piece."""
-    return mixed_nlls(*states(net, ids), cache)
+def piece_nlls(net, ids: np.ndarray, cache: Cache | None = None) -> np.ndarray:
+    """The one NLL of a piece: NLL (nats) of ids[1:] given what precedes, from a zero state, with the
+    continuous cache over the piece when one is given (None: the plain LSTM)."""
+    return mixed_nlls(*states(net, ids), cache or Cache())
 
 
 def tune(net, pieces: list[np.ndarray], lams=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8),
