@@ -1,4 +1,7 @@
-"""The `musiclstm` command: a thin layer over the Python API (parse options, call, print one line)."""
+"""The `musiclstm` command: a thin layer over the Python API (parse options, call, print one line).
+
+May import: every room below (lazily, inside each command, so `--help` stays fast). Not imported by any room.
+"""
 
 from __future__ import annotations
 

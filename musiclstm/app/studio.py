@@ -5,6 +5,7 @@ made by `load`, `compose` and `write_pieces`, exactly as `musiclstm compose` mak
 it listens on 127.0.0.1 only; an upload is capped at 5 MB and read only by `midi.read`; nothing a
 request names is a path (models, pieces and files are looked up in tables this module fills); every
 piece lives in one temporary folder removed when the studio stops; errors reach the page as one line.
+May import: every room below. Not imported by any room (the cli starts it).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Preparing a corpus has three layers, each skipped when it is already on disk (se
 
 Under torchrun (RANK, WORLD_SIZE) each rank tokenizes its share of the files into the shared cache, rank 0
 writes the store and the others wait for it to appear.
+May import: errors, io, encodings, data (corpus, store). Not: models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ says which ids may come next. It is how composed output is valid by construction
 without an open note, no zero-length notes, no note left open past the cap (no stuck notes),
 timing tokens in order, REMI's BAR/POSITION/PROGRAM/PITCH/VELOCITY/DURATION order, plus the
 musical controls: allowed pitches (key/scale, range), programs, drums and maximum polyphony.
+May import: errors, theory, encodings.tokenizer. Not: data, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
@@ -64,13 +65,17 @@ class Grammar:
         a, b = self._rng[kind]
         return (t >= a) & (t < b)
 
-    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        B = ids.shape[0]
+    def advance(self, ids: torch.Tensor) -> None:
+        """Follow each sequence to its latest token (state and clocks), without computing a mask."""
         if self.state is None:
-            self.state = self.init(B)
+            self.state = self.init(ids.shape[0])
         for j in range(self.seen, ids.shape[1]):
             self.update(ids[:, j].cpu())
         self.seen = ids.shape[1]
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        B = ids.shape[0]
+        self.advance(ids)
         allowed = self.allowed(B)
         allowed[:, PAD] = False
         allowed[:, BOS] = False

@@ -8,6 +8,7 @@ the top down), and a voice whose pitch changes starts a note, so a HOLD never co
 note. With `hold=False` a sounding voice repeats its PITCH at every step (the JSB Chorales
 benchmark convention). `encode_grid` takes a (steps, voices) array of MIDI pitches with NaN or -1
 for silence, as in the JSB Chorales files; `load_jsb` reads those files.
+May import: errors, io.score. Not: the tokenizer, data, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

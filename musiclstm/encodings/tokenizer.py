@@ -4,6 +4,7 @@ Ids are laid out as a table of event ranges, like Performance RNN's: first the s
 (PAD=0, BOS=1, EOS=2), then one STYLE token per conditioning style named in the config, then the
 encoding's own events (see `musiclstm.encodings`). `vocab_size` and every id follow from the
 config alone, so a checkpoint that stores `to_dict()` rebuilds the exact same vocabulary.
+May import: errors, io, the codec modules. Not: data, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

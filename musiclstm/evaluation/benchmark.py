@@ -15,6 +15,7 @@
 
 The 16th table is read from the JSON form of the data, never from `Jsb16thSeparated.npz`: that file
 stores its chorales as pickled Python objects, and unpickling a file from DIR could run any code.
+May import: every room below (it trains, samples and scores). Not: app.
 """
 
 from __future__ import annotations

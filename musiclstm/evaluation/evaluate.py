@@ -18,6 +18,7 @@
 * Memorisation: the longest run of consecutive notes (pitch and onset step) that a sample shares
   with a training piece.
 * Validity: tokens the grammar would not allow, zero-length notes and notes longer than 16 beats.
+May import: errors, theory, io, encodings, data, models, generation (samples). Not: training, app.
 """
 
 from __future__ import annotations
@@ -202,29 +203,31 @@ def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, 
 
 
 # ---- the repeat probe --------------------------------------------------------------------------
-def token_bars(tok, seq) -> tuple[np.ndarray, np.ndarray]:
+def token_bars(tok, seq, score: Score | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For `seq[1:]`, the bar of each token (counted by BAR tokens; a BAR token belongs to the bar it
     opens; -1 before the first), and per bar the first bar with the same decoded notes (onset in
-    the bar, pitch, duration; -1 for an empty bar). Needs BAR tokens (remi)."""
+    the bar, pitch, duration; -1 for an empty bar). Needs BAR tokens (remi). `score`: `seq` decoded
+    already (else it is decoded here)."""
     target = np.asarray(seq[1:])
     is_bar = target == tok.vocab.offset["BAR"]
     n_bars = int(is_bar.sum())
-    score = tok.decode_score(seq)
+    score = tok.decode_score(seq) if score is None else score
     bars = music.bar_lines(score, end=score.time_signatures[-1, 0] + 32.0 * (n_bars + 1))[:n_bars]
     return np.cumsum(is_bar) - 1, music.first_copies(score, bars)
 
 
-def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray]) -> dict | None:
+def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray], scores: list | None = None) -> dict | None:
     """NLL per token kind in bars that repeat an earlier bar of the same piece note for note against
     the other non-empty bars (`token_bars`). `nlls[i]` scores `seqs[i][1:]`; STYLE tokens (given,
-    not predicted) are left out. None for encodings without BAR tokens."""
+    not predicted) are left out; `scores[i]` is `seqs[i]` decoded, if the caller has it. None for
+    encodings without BAR tokens."""
     if "BAR" not in tok.vocab.offset:
         return None
     kinds = tok.vocab.kinds
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
     rep_k, oth_k, rep_n, oth_n, bars_rep, bars_all = [], [], [], [], 0, 0
-    for seq, nll in zip(seqs, nlls, strict=True):
-        bar, first = token_bars(tok, seq)
+    for i, (seq, nll) in enumerate(zip(seqs, nlls, strict=True)):
+        bar, first = token_bars(tok, seq, scores[i] if scores is not None else None)
         if len(first) == 0:
             continue
         full, rep = first >= 0, (first >= 0) & (first < np.arange(len(first)))
@@ -277,13 +280,15 @@ def _timesig_first(tok, ids) -> float:
     return float((head == "TIMESIG").any())
 
 
-def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, seconds: float, seed: int) -> dict:
+def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, seconds: float, seed: int,
+                     real_scores: list | None = None, sample_scores: list | None = None) -> dict:
     """Every `musiclstm.evaluation.music` statistic for held-out pieces, samples and pitch-shuffled held-out
     pieces, all read through the tokenizer's decode, trimmed of leading empty bars and cut to
-    `quarters`; summaries (mean, sd, n) and Cohen's d of model and shuffled against real."""
+    `quarters`; summaries (mean, sd, n) and Cohen's d of model and shuffled against real.
+    `real_scores`, `sample_scores`: the ids decoded already, if the caller has them."""
     rng = np.random.default_rng(seed)
-    real = [tok.decode_score(i) for i in real_ids]
-    model = [tok.decode_score(i) for i in sample_ids]
+    real = real_scores if real_scores is not None else [tok.decode_score(i) for i in real_ids]
+    model = sample_scores if sample_scores is not None else [tok.decode_score(i) for i in sample_ids]
     cut = {"real": [music.excerpt(s, quarters) for s in real], "model": [music.excerpt(s, quarters) for s in model]}
     # the shuffled excerpt keeps the real excerpt's rhythm and pitch collection; its ending is the whole piece's
     cut["shuffled"] = [music.shuffle_pitches(s, rng) for s in cut["real"]]
@@ -340,6 +345,8 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     ngram = KneserNey(order, tok.vocab_size).fit(data.sequence(p, tok)[1:] for p in fit)
     seqs = [data.sequence(p, tok) for p in held]
     full_nll = [piece_nlls(model.net, s, model.cache) for s in seqs]
+    # each held-out piece and each sample is decoded once, for the repeat probe and the statistics alike
+    held_scores = [tok.decode_score(s) for s in seqs] if "BAR" in tok.vocab.offset else None
     nll, ngram_nll, kinds = [], [], []
     for s, n in zip(seqs, full_nll, strict=True):
         keep = ~((s[1:] >= style_lo) & (s[1:] < style_hi))  # a style token is given, not predicted
@@ -357,7 +364,7 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
               "by_type": {k: {"tokens": v["tokens"], "nll_nats_per_token": v["nll_nats_per_token"],
                               "ngram_nll_nats_per_token": base["by_type"][k]["nll_nats_per_token"]}
                           for k, v in lstm["by_type"].items()},
-              "repeat_probe": repeat_probe(tok, seqs, full_nll), "warnings": warnings}
+              "repeat_probe": repeat_probe(tok, seqs, full_nll, held_scores), "warnings": warnings}
     if samples <= 0:
         return result
 
@@ -365,10 +372,11 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     sample_seqs = [np.asarray(s, np.int64) for s in sample_seqs]
     draw = np.random.default_rng(seed).permutation(len(held))[:pieces]
     real_ids = [seqs[i] for i in sorted(draw)]
-    result["music"] = music_statistics(tok, real_ids, sample_seqs, quarters=quarters, seconds=sample_seconds,
-                                       seed=seed)
+    real_scores = [held_scores[i] if held_scores is not None else tok.decode_score(seqs[i]) for i in sorted(draw)]
     gen_scores = [tok.decode_score(s) for s in sample_seqs]
-    ref_scores = [music.excerpt(tok.decode_score(s), quarters) for s in real_ids]
+    result["music"] = music_statistics(tok, real_ids, sample_seqs, quarters=quarters, seconds=sample_seconds,
+                                       seed=seed, real_scores=real_scores, sample_scores=gen_scores)
+    ref_scores = [music.excerpt(s, quarters) for s in real_scores]
     gen_f = [f for f in map(features, gen_scores) if f]
     ref_f = [f for f in map(features, ref_scores) if f]
     oa = {name: overlap_area([f[name] for f in ref_f], [f[name] for f in gen_f]) for name in FEATURES}

@@ -6,6 +6,7 @@ MusPy (Dong et al., ISMIR 2020, `muspy.metrics`) where it has one: `scale_consis
 `pitch_class_entropy`, `empty_beat_rate`, `groove_consistency`. Keys are Krumhansl-Schmuckler
 (duration-weighted pitch classes correlated with the Krumhansl-Kessler profiles, as music21's
 `analyze('key.krumhansl')`). `evaluate` applies them identically to samples and held-out pieces.
+May import: theory, io.score. Not: encodings, data, models, training, generation, app.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 This is where music meets the sampler: the primer goes through the same reader and tokenizer as
 training, the grammar keeps the output valid, and the ids are decoded back to MIDI.
+May import: errors, theory, io, encodings, models, generation.sample. Not: data, training, evaluation, app.
 """
 
 from __future__ import annotations
@@ -167,17 +168,17 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     # a draw far denser than anything in the training data (a rare runaway: hundreds of notes a second)
     # is drawn again from a seed derived from the one given, so the same command still gives the same music
     limit = model.meta.get("data", {}).get("density_p99")
+    scores = [tok.decode_score(ids) for ids in seqs]  # each sample is decoded once
     for attempt in range(1, 4):
-        bad = [i for i, ids in enumerate(seqs) if limit and note_density(tok, ids) > 2 * limit]
+        bad = [i for i, score in enumerate(scores) if limit and _density(score) > 2 * limit]
         if not bad:
             break
         again, again_ends = _sample(model, controls, prime_ids, length, seed=seed + 7919 * attempt,
                                     batch=len(bad), **{**options, "progress": False})
         for i, ids, end in zip(bad, again, again_ends, strict=True):
-            seqs[i], ends[i] = ids, end
+            seqs[i], ends[i], scores[i] = ids, end, tok.decode_score(ids)
     out = []
-    for ids, end in zip(seqs, ends, strict=True):
-        score = tok.decode_score(ids)
+    for score, end in zip(scores, ends, strict=True):
         if end is not None:  # notes still ringing at the final bar line stop there
             score = score.crop(end)
         if tempo is not None:
@@ -215,7 +216,10 @@ def _name_voices_by_height(score: Score) -> Score:
 
 def note_density(tok, ids: list[int]) -> float:
     """Notes per second of music in a token sequence (0 for an empty one)."""
-    score = tok.decode_score(ids)
+    return _density(tok.decode_score(ids))
+
+
+def _density(score: Score) -> float:
     return len(score) / max(score.duration_seconds, 1.0)
 
 
@@ -238,8 +242,9 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
             return bars - (grammar.bars() - start_bars).double()
         return length.seconds - (grammar.seconds() - start_secs)
 
-    def stop():
+    def stop(ids):
         # the piece ends at the first bar line at or past the length asked (N bars: the bar line after bar N)
+        grammar.advance(ids)  # the clocks follow the new token; the mask waits for the next step
         if tokens is not None:
             return torch.zeros(1, dtype=torch.bool)
         if bars is not None:

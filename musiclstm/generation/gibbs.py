@@ -1,9 +1,10 @@
-"""Sampling four-part chorales from the harmonizer (`musiclstm.generation.harmonize`): annealed pseudo-Gibbs.
+"""Sampling four-part chorales from the harmonizer (`musiclstm.models.harmonizer`): annealed pseudo-Gibbs.
 
 Every free cell starts as MASK; each pass masks a share of the free cells that anneals from all to
 5 % (Coconet's schedule) and redraws them from the model, each voice within its range, in the key,
 HOLD only after a sounding note, and (with `rules`) no parallel fifths or octaves and no crossed
 voices where another note is possible.
+May import: errors, theory, models.harmonizer (types). Not: data, training, evaluation, app.
 """
 
 from __future__ import annotations

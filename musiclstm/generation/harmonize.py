@@ -16,6 +16,7 @@ musiclstm does the same with one network for all four voices:
   voice-leading rules.
 
 `harmonize(melody)` and `infill(piece, bars="5-8")` (here) return a `pretty_midi.PrettyMIDI`.
+May import: errors, theory, io, encodings, models, generation.gibbs. Not: data, training, evaluation, app.
 """
 
 from __future__ import annotations

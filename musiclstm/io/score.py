@@ -5,6 +5,7 @@ every encoding turns a `Score` into token ids and back. Nothing here touches a M
 
 Units: times are in quarter notes (float64, exact for any file resolution); `seconds()` converts
 through the tempo map. Pitches and velocities are MIDI numbers 0-127.
+May import: nothing in musiclstm (numpy only).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ what came next there: the copy becomes cheap, which a 2-layer LSTM trained for a
 not learn by itself (the repeat probe of `musiclstm evaluate` measures exactly this). `lam` and
 `theta` are chosen on held-out pieces (`tune`) after training and stored in the checkpoint; nothing
 is trained. `lam = 0` is the plain LSTM.
+May import: nothing in musiclstm but models (torch on a network's states). Not: checkpoint's callers.
 """
 
 from __future__ import annotations
