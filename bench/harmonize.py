@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from musiclstm import theory
 from musiclstm.encodings.grid import load_jsb
 from musiclstm.evaluation.music import chorale, voices
 from musiclstm.generation import gibbs as G
@@ -72,7 +73,7 @@ def to_score(p: np.ndarray) -> Score:
 def constraints(h: H.Loaded, sop: np.ndarray) -> set[int]:
     s = sop[sop >= 0]
     tonic, minor, _ = key_fit(np.bincount(s % 12, minlength=12))
-    return G.scale(tonic, minor) | {int(x) % 12 for x in s}
+    return theory.scale(tonic, minor) | {int(x) % 12 for x in s}
 
 
 def bi_harmonize(h: H.Loaded, p: np.ndarray, seed: int, iterations: int, temperature: float,

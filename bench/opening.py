@@ -18,7 +18,7 @@ import numpy as np
 
 import musiclstm as ml
 from musiclstm import data
-from musiclstm.evaluation.evaluate import lstm_nlls
+from musiclstm.models.cache import piece_nlls
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     pieces = corpus.split("valid")[: args.limit]
     opening, middle = [], []
     for p in pieces:
-        nll = lstm_nlls(model.net, data.sequence(p, tok), model.cache)  # nll[i]: token i+1 given BOS .. token i
+        nll = piece_nlls(model.net, data.sequence(p, tok), model.cache)  # nll[i]: token i+1 given BOS .. token i
         n = len(nll)
         if n < 3 * args.first:
             continue

@@ -128,7 +128,8 @@ def main() -> None:
                     allowed[~allowed.any(1), EOS] = True
                     return allowed
 
-                def stop():
+                def stop(ids):
+                    g.advance(ids)
                     return g.seconds() >= 1e9
 
             generate(net, [BOS], max_tokens=n, temperature=1.0, top_p=0.95, seed=0, batch=batch, eos=None,

@@ -18,8 +18,7 @@ from .io.outputs import audio
 from .io.score import Score, Track
 from .models.checkpoint import Model, load
 from .training.lm import train
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = ["Controls", "Model", "audio", "compose", "evaluate", "gate_trace", "generate", "harmonize", "infill",
            "load", "train",

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import musiclstm
+from musiclstm import theory
 from musiclstm.app.cli import cli
 from musiclstm.errors import CheckpointError, ConfigError
 from musiclstm.evaluation.music import chorale as chorale_stats
@@ -91,7 +92,7 @@ def test_harmonize_keeps_the_melody_exactly_and_the_ranges(tiny, tmp_path):
     lower = [n for i in pm.instruments[1:] for n in i.notes]
     assert lower, "alto, tenor and bass sing"
     assert info["key"] == "C major"
-    allowed = G.scale(0, False) | {p % 12 for p in melody}
+    allowed = theory.scale(0, False) | {p % 12 for p in melody}
     assert {n.pitch % 12 for n in lower} <= allowed
     assert max(n.end for n in lower) <= pm.get_end_time() + 1e-6
 
@@ -111,7 +112,7 @@ def test_key_option_changes_the_allowed_notes(tiny, tmp_path):
     pm = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=1, iterations=6, key="A minor", info=info)
     assert info["key"] == "A minor" and info["key_given"]
     lower = {n.pitch % 12 for i in pm.instruments[1:] for n in i.notes}
-    assert lower <= G.scale(9, True)
+    assert lower <= theory.scale(9, True)
 
 
 def test_bad_melodies_are_refused_before_sampling(tiny, tmp_path):
@@ -297,7 +298,7 @@ def test_cli_options_change_the_notes(tiny, tmp_path):
     assert r.exit_code == 0, r.output
     pm = pretty_midi.PrettyMIDI(str(tmp_path / "t.mid"))
     assert [n.pitch for n in pm.instruments[0].notes] == [72, 74, 76, 77, 76, 74, 72]  # the melody, up an octave
-    assert {n.pitch % 12 for i in pm.instruments[1:] for n in i.notes} <= G.scale(9, True)  # A minor's notes
+    assert {n.pitch % 12 for i in pm.instruments[1:] for n in i.notes} <= theory.scale(9, True)  # A minor's notes
     assert "key A minor" in r.output
     r = CliRunner().invoke(cli, run + ["-o", str(tmp_path / "n.mid"), "--transpose", "12", "--no-rules"])
     assert r.exit_code == 0, r.output

@@ -15,7 +15,7 @@ from musiclstm import data
 from musiclstm.app.cli import cli
 from musiclstm.encodings.tokenizer import BOS, EOS, Tokenizer
 from musiclstm.evaluation import benchmark as bm
-from musiclstm.evaluation.evaluate import KneserNey, evaluate, longest_copy, overlap_area, repeat_probe, sequence
+from musiclstm.evaluation.evaluate import KneserNey, evaluate, longest_copy, overlap_area, repeat_probe
 from musiclstm.io.score import Score
 from musiclstm.models import checkpoint as ck
 from musiclstm.training.lm import train
@@ -68,7 +68,7 @@ def test_evaluate_reports_nll_against_ngram_and_statistics(small_run, monkeypatc
     held, train_piece = prepared.split("valid"), prepared.split("train")[0]
     compose_module = importlib.import_module("musiclstm.generation.compose")
     real_compose = compose_module.compose
-    copied = sequence(model.tokenizer, train_piece)
+    copied = data.sequence(train_piece, model.tokenizer)
 
     def compose_with_a_copy(*args, **kw):  # the first sample is a training piece note for note
         pms, seqs = real_compose(*args, **kw)
@@ -198,9 +198,11 @@ def test_sequences_start_with_bos_and_the_style():
     tok = Tokenizer("remi", styles=("folk", "bach"))
     ids = np.array([tok.vocab.offset["BAR"]], np.int64)
     piece = data.Piece(path=None, sha="0" * 40, style="bach", split="valid", ids=ids, seconds=1.0)
-    assert sequence(tok, piece).tolist() == [BOS, tok.style_id("bach"), ids[0], EOS]
+    assert data.sequence(piece, tok).tolist() == [BOS, tok.style_id("bach"), ids[0], EOS]
     piece.style = None
-    assert sequence(tok, piece).tolist() == [BOS, ids[0], EOS]
+    assert data.sequence(piece, tok).tolist() == [BOS, ids[0], EOS]
+    piece.style = "jazz"  # a style the model never saw: no STYLE token (the one builder, `Tokenizer.frame`)
+    assert data.sequence(piece, tok).tolist() == [BOS, ids[0], EOS]
 
 
 def test_repeat_probe_splits_a_repeated_bar_from_the_others():

@@ -159,3 +159,25 @@ def test_voices_read_by_rank_when_asked_even_with_tracks():
     rows = [(79, 72, 67, 60), (81, 74, 69, 62)]
     ranked = music.voices(chords(rows, by_track=True), 4, by_track=False)
     assert ranked["parallel_fifths"] == pytest.approx(100 * 2 / 2) and math.isnan(ranked["voice_crossings"])
+
+
+def test_crossed_voices_a_fourth_apart_are_not_parallel_fifths():
+    # the upper part (higher on average) dips below the lower one: 60 under 65, then 62 under 67; the
+    # upper voice is 5 semitones *below* the lower both times (-5 % 12 == 7 once read as a fifth)
+    rows = [(84, 48), (60, 65), (62, 67), (84, 48)]
+    v = music.voices(chords(rows, by_track=True))
+    assert v["voice_crossings"] > 0
+    assert v["parallel_fifths"] == 0
+    # the same motion with the voices the right way up is a parallel fifth
+    assert music.voices(chords([(84, 48), (67, 60), (69, 62), (84, 48)], by_track=True))["parallel_fifths"] > 0
+
+
+def test_one_voice_leading_rule_for_the_sampler_and_the_statistics():
+    from musiclstm.theory import parallels
+
+    fifths, octaves, unisons = parallels(np.array([67, 60, 72, 60]), np.array([60, 65, 60, 60]),
+                                         np.array([69, 62, 74, 62]), np.array([62, 67, 62, 62]))
+    assert fifths.tolist() == [True, False, False, False]  # a fifth up; crossed a fourth apart is not one
+    assert octaves.tolist() == [False, False, True, False] and unisons.tolist() == [False, False, False, True]
+    assert parallels(67, 60, 67 + 12, 60 + 12)[0]  # compound fifths count too (here both move an octave)
+    assert not parallels(67, 60, 67, 62)[0]  # oblique motion: only one voice moves

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from musiclstm.encodings.tokenizer import Tokenizer
-from musiclstm.generation.compose import sidecar
+from musiclstm.io.outputs import sidecar
 from musiclstm.models import checkpoint
 from musiclstm.models.lstm import ModelConfig, MusicLSTM
 
@@ -23,7 +23,7 @@ def test_two_models_from_the_same_data_and_step_have_different_fingerprints(tmp_
     a, b = _model(1, tmp_path, "a.pt"), _model(2, tmp_path, "b.pt")
     assert a.meta["fingerprint"] == b.meta["fingerprint"] and a.meta["step"] == b.meta["step"]
     assert a.fingerprint != b.fingerprint
-    side_a, side_b = sidecar(a, {}, None, [1, 2]), sidecar(b, {}, None, [1, 2])
+    side_a, side_b = sidecar(a, {}, ids=[1, 2]), sidecar(b, {}, ids=[1, 2])
     assert side_a["model_fingerprint"] != side_b["model_fingerprint"]
     assert side_a["data_fingerprint"] == "0123456789abcdef" and side_a["step"] == 40
 

@@ -1,4 +1,7 @@
-"""The `musiclstm` command: a thin layer over the Python API (parse options, call, print one line)."""
+"""The `musiclstm` command: a thin layer over the Python API (parse options, call, print one line).
+
+May import: every room below (lazily, inside each command, so `--help` stays fast). Not imported by any room.
+"""
 
 from __future__ import annotations
 
@@ -477,9 +480,9 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
     """
     import secrets
 
-    from ..generation.compose import check_options_agree, prime_score, sidecar
+    from ..generation.compose import check_options_agree, prime_score
     from ..generation.compose import compose as run
-    from ..io.outputs import check_targets, output_paths, synthesizer, write_pieces
+    from ..io.outputs import check_targets, output_paths, synthesizer, write_with_sidecars
     from ..models import checkpoint as ck
 
     cut = {k: options.pop(k) for k in ("prime_seconds", "prime_bars", "prime_notes")}
@@ -508,8 +511,8 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
     pms = pms if num > 1 else [pms]
     record = {**options, **cut, "num": num, "prime": str(prime) if prime else None, "checkpoint": checkpoint,
               "threads": threads}
-    written = write_pieces([(pm, path, sidecar(model, record, prime, ids))
-                            for pm, ids, path in zip(pms, seqs, targets, strict=True)], force=force, **extras)
+    written = write_with_sidecars(zip(pms, targets, seqs, strict=True), model, record, source=prime,
+                                  source_key="prime", force=force, **extras)
     per = len(written) // num
     primer = f", of which primer {pscore.duration_seconds:.1f} s, {len(pscore)} notes" if pscore is not None else ""
     for k, pm in enumerate(pms):
@@ -524,8 +527,8 @@ def _chorale_command(kind: str, source: Path, out, force, extras, seed, threads,
     """Shared by harmonize and infill: outputs checked first, a fresh seed recorded, all files or none."""
     import secrets
 
-    from ..generation.harmonize import load, sidecar
-    from ..io.outputs import check_targets, output_paths, synthesizer, write_pieces
+    from ..generation.harmonize import load
+    from ..io.outputs import check_targets, output_paths, synthesizer, write_with_sidecars
 
     target = out or _free_names(Path(f"{source.stem}-{kind}.mid"), 1)[0]
     check_targets(output_paths(target, **extras), force=force)
@@ -535,7 +538,7 @@ def _chorale_command(kind: str, source: Path, out, force, extras, seed, threads,
     info: dict = {}
     pm = run(source, model=h, seed=seed, info=info, **options)
     record = {**options, "seed": seed, "threads": threads, "input": str(source)}
-    written = write_pieces([(pm, target, sidecar(h, record, source))], force=force, **extras)
+    written = write_with_sidecars([(pm, target, None)], h.model, record, source=source, force=force, **extras)
     what = {k: v for k, v in info.items() if k in ("melody", "key", "bars", "voices")}
     said = "; ".join(str(v) if k == "melody" else f"{k} {v if k != 'bars' else '-'.join(map(str, v))}"
                      for k, v in what.items() if v)

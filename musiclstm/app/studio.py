@@ -16,6 +16,7 @@ addressed to a loopback name (no DNS rebinding); a POST whose `Origin` is not th
 refused (403); an upload is capped at 5 MB and read only by `midi.read`; nothing a request names is a
 path; every piece lives in one temporary folder removed when the studio stops; errors reach the page
 as one line.
+May import: every room below. Not imported by any room (the cli starts it).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import ConfigError, MusiclstmError
-from ..generation.compose import compose, prime_score, sidecar
+from ..generation.compose import compose, prime_score
 from ..io.midi import MIDI_SUFFIXES, NOTATION_SUFFIXES, read
-from ..io.outputs import synthesizer, write_pieces
+from ..io.outputs import sidecar, synthesizer, write_pieces
 from ..io.score import Score
 from ..models import checkpoint as ck
 
@@ -442,7 +443,7 @@ class Studio:
             pm, ids = compose(watched, source, temperature=settings["temperature"], top_p=settings["top_p"],
                               repetition_penalty=settings.get("repetition_penalty") or 1.0, seed=settings["seed"],
                               return_ids=True, progress=False, **length, **kw)
-            info = sidecar(model, {**settings, "checkpoint": self.sources[settings["model"]]}, None, ids)
+            info = sidecar(model, {**settings, "checkpoint": self.sources[settings["model"]]}, ids=ids)
         else:
             from ..generation import harmonize as chorale
 
@@ -458,7 +459,7 @@ class Studio:
                 pm = chorale.infill(source, settings["bars"], voices=settings["voices"], model=watched, info=done,
                                     **options)
             settings = {**settings, "key": settings.get("key") or done.get("key", "")}
-            info = chorale.sidecar(h, settings, None)
+            info = sidecar(h.model, settings)
         pid, number = secrets.token_hex(8), next(self.numbers)
         folder = self.folder / pid
         job.tick(0)  # cancelled while the last step ran: no files

@@ -6,10 +6,10 @@ the corpus out in a store), `store` (the on-disk token store), `windows` (traini
 May import: errors, io, encodings. Not: models, training, generation, evaluation, app.
 """
 
-from .corpus import Corpus, Piece, as_paths, default_cache_dir, find_files, sequence, style_of
+from .corpus import Corpus, Piece, as_paths, default_cache_dir, find_files, fingerprint, sequence, style_of
 from .preparation import prepare
 from .store import Sequences
 from .windows import PieceWindows, Windows, stream
 
 __all__ = ["Corpus", "Piece", "PieceWindows", "Sequences", "Windows", "as_paths", "default_cache_dir", "find_files",
-           "prepare", "sequence", "stream", "style_of"]
+           "fingerprint", "prepare", "sequence", "stream", "style_of"]

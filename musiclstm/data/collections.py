@@ -2,6 +2,7 @@
 
 `export("bach", out_dir)` writes one file per piece at 480 ticks per quarter, in worker processes, keeping
 files already there and reporting pieces music21 cannot convert. Listing globs files and scans ABC `X:` lines.
+May import: errors, io. Not: encodings, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

@@ -1,20 +1,22 @@
 """A corpus: which files it has, their split (train/valid/test) and style, the pieces as token ids.
 
-`Corpus` and `Piece` are what `preparation.prepare` returns; `sequence` is the one builder of what the
-model reads (BOS [STYLE] ids EOS).
+`Corpus` and `Piece` are what `preparation.prepare` returns; `sequence` frames a piece as the model reads
+it (BOS [STYLE] ids EOS, `Tokenizer.frame`); `fingerprint` is the one data fingerprint.
 May import: errors, io, encodings, data.store. Not: models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..encodings.tokenizer import BOS, EOS, Tokenizer
+from ..encodings.tokenizer import Tokenizer
 from ..encodings.traits import count_notes, note_ranges
 from ..io.midi import MIDI_SUFFIXES, NOTATION_SUFFIXES
 from . import store as st
@@ -201,9 +203,18 @@ def _hash_split(sha: str, val_fraction: float) -> str:
 
 
 def sequence(piece: Piece, tokenizer: Tokenizer) -> np.ndarray:
-    """One piece as the model reads it: BOS [STYLE] ids EOS (int64)."""
-    head = [BOS] + ([tokenizer.style_id(piece.style)] if piece.style is not None and tokenizer.styles else [])
-    return np.concatenate([np.array(head, np.int64), piece.ids, np.array([EOS], np.int64)])
+    """One piece as the model reads it: BOS [STYLE] ids EOS (`Tokenizer.frame`; a style the tokenizer
+    does not know is left out)."""
+    return tokenizer.frame(piece.ids, style=piece.style, strict=False)
+
+
+def fingerprint(tok_dict: dict, rows) -> str:
+    """The data fingerprint a run records and `evaluate` checks: the tokenizer config and every piece's
+    (content sha1, split, style), in sha order (16 hex digits of a sha256)."""
+    h = hashlib.sha256(json.dumps(tok_dict, sort_keys=True).encode())
+    for sha, split, style in sorted(rows, key=lambda r: r[0]):
+        h.update(f"{sha}:{split}:{style}".encode())
+    return h.hexdigest()[:16]
 
 
 _SUFFIXES = MIDI_SUFFIXES | NOTATION_SUFFIXES

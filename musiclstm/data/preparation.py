@@ -12,6 +12,7 @@ Preparing a corpus has three layers, each skipped when it is already on disk (se
 
 Under torchrun (RANK, WORLD_SIZE) each rank tokenizes its share of the files into the shared cache, rank 0
 writes the store and the others wait for it to appear.
+May import: errors, io, encodings, data (corpus, store). Not: models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..encodings.traits import meter_repaired, note_ranges
 from ..errors import ConfigError, MidiReadError, MusiclstmError
 from ..io.midi import NOTATION_SUFFIXES, abc_tunes
 from . import store as st
-from .corpus import Corpus, _csv_splits, _hash_split, _walk, default_cache_dir, style_of
+from .corpus import Corpus, _csv_splits, _hash_split, _walk, default_cache_dir, fingerprint, style_of
 
 ENCODERS_VERSION = 3  # bump when an encoder's output changes for the same config: old cache entries are ignored
 NOTATION_VERSION = 2  # the same for midi.read's music21 path (MusicXML, ABC, Humdrum files only)
@@ -435,9 +436,7 @@ def _write_store(items: list[list], roots: list[Path], tokenizer: Tokenizer, cac
         pieces[0][1] = "train"
     if pieces and val_fraction > 0 and not any(p[1] == "valid" for p in pieces) and len(pieces) > 1:
         pieces[-1][1] = "valid"
-    h = hashlib.sha256(json.dumps(cache.tok_dict, sort_keys=True).encode())
-    for sha, split, style in sorted((items[k][3], split, style) for k, split, style, _, _ in pieces):
-        h.update(f"{sha}:{split}:{style}".encode())
+    data_fingerprint = fingerprint(cache.tok_dict, [(items[k][3], split, style) for k, split, style, _, _ in pieces])
 
     v = tokenizer.vocab
     program = (v.offset["PROGRAM"], v.offset["PROGRAM"] + 129) if "PROGRAM" in v.offset else None
@@ -453,7 +452,7 @@ def _write_store(items: list[list], roots: list[Path], tokenizer: Tokenizer, cac
                 for p, r, tune, sha, size, mtime, _ in items if r == ri and sha]
         _write_manifest(_manifest_file(cache.dir, root), rows)
     roots_meta = [str(r.resolve()) for r in roots]
-    writer.finish({"fingerprint": h.hexdigest()[:16], "skipped": skipped, "duplicates": duplicates,
+    writer.finish({"fingerprint": data_fingerprint, "skipped": skipped, "duplicates": duplicates,
                    "styles": names, "roots": roots_meta, "tokenizer": cache.tok_dict, "val_fraction": val_fraction,
                    "split_styles": styles})
     st.prune(stores, key, roots_meta)

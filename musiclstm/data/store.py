@@ -14,6 +14,7 @@ Two forms, both under the cache folder and keyed by the tokenizer:
 A store is keyed by everything that decides its contents short of reading a file: each file's path, size,
 modification and change times, the split and style options and the tokenizer. Preparing the same corpus
 again opens the store after one `stat` per file, without reading any file.
+May import: encodings (the EOS id). Not: io, data.corpus, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ What each encoding loses:
   ones while it sounds is cut there and, if it is among the highest again, re-struck);
   velocities, programs, drums, tempo and meter are lost (decoded at `qpm`, velocity 80); a held
   note is a HOLD token, so a re-struck pitch is kept only when `hold` is on.
+May import: errors, theory, io. Not: data, models, training, generation, evaluation, app.
 """
 
 from . import grid, performance, remi

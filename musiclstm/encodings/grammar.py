@@ -5,6 +5,7 @@ says which ids may come next. It is how composed output is valid by construction
 without an open note, no zero-length notes, no note left open past the cap (no stuck notes),
 timing tokens in order, REMI's BAR/POSITION/PROGRAM/PITCH/VELOCITY/DURATION order, plus the
 musical controls: allowed pitches (key/scale, range), programs, drums and maximum polyphony.
+May import: errors, theory, encodings.tokenizer. Not: data, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
@@ -14,30 +15,15 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..theory import parse_key, scale
 from .tokenizer import BOS, EOS, PAD, Tokenizer
-
-SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
-NOTE_NAMES = {"C": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "F": 5, "F#": 6, "GB": 6, "G": 7,
-              "G#": 8, "AB": 8, "A": 9, "A#": 10, "BB": 10, "B": 11}
-
-
-def parse_key(key: str) -> tuple[int, str]:
-    """'C', 'A minor', 'f# major', 'Eb' -> (tonic pitch class, scale name)."""
-    parts = key.replace("-", " ").split()
-    tonic = parts[0].upper() if parts else ""
-    scale = parts[1].lower() if len(parts) > 1 else ("minor" if tonic.endswith("M") and len(tonic) > 1 else "major")
-    if tonic.endswith("M") and len(tonic) > 1:
-        tonic = tonic[:-1]
-    if tonic not in NOTE_NAMES or scale not in SCALES:
-        raise ConfigError(f"unknown key {key!r}; try e.g. 'C', 'A minor', 'F# major'")
-    return NOTE_NAMES[tonic], scale
 
 
 @dataclass
 class Controls:
     """Musical constraints on sampling. None means unconstrained."""
 
-    key: str | None = None  #: keep pitched notes in this key's scale, e.g. "D minor"
+    key: str | None = None  #: keep pitched notes in this key's scale, e.g. "D minor" (`theory.parse_key`)
     pitch_range: tuple[int, int] | None = None  #: lowest and highest MIDI pitch allowed
     programs: tuple[int, ...] | None = None  #: remi: General MIDI programs allowed (drums aside)
     drums: bool = True  #: remi: whether drum notes may appear
@@ -48,8 +34,8 @@ class Controls:
     def pitch_mask(self) -> torch.Tensor:
         m = torch.ones(128, dtype=torch.bool)
         if self.key:
-            tonic, scale = parse_key(self.key)
-            pcs = {(tonic + s) % 12 for s in SCALES[scale]}
+            tonic, minor = parse_key(self.key)
+            pcs = scale(tonic, minor, raised=False)
             m &= torch.tensor([p % 12 in pcs for p in range(128)])
         if self.pitch_range:
             lo, hi = self.pitch_range
@@ -79,13 +65,17 @@ class Grammar:
         a, b = self._rng[kind]
         return (t >= a) & (t < b)
 
-    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        B = ids.shape[0]
+    def advance(self, ids: torch.Tensor) -> None:
+        """Follow each sequence to its latest token (state and clocks), without computing a mask."""
         if self.state is None:
-            self.state = self.init(B)
+            self.state = self.init(ids.shape[0])
         for j in range(self.seen, ids.shape[1]):
             self.update(ids[:, j].cpu())
         self.seen = ids.shape[1]
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        B = ids.shape[0]
+        self.advance(ids)
         self.fold(logits)
         allowed = self.allowed(B)
         allowed[:, PAD] = False

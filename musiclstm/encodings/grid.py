@@ -8,6 +8,7 @@ the top down), and a voice whose pitch changes starts a note, so a HOLD never co
 note. With `hold=False` a sounding voice repeats its PITCH at every step (the JSB Chorales
 benchmark convention). `encode_grid` takes a (steps, voices) array of MIDI pitches with NaN or -1
 for silence, as in the JSB Chorales files; `load_jsb` reads those files.
+May import: errors, io.score. Not: the tokenizer, data, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MusiclstmError
-from ..io.score import Score, Track
+from ..io.score import Score, Track, tracks_by_height
 
 VOICE_NAMES = ("Soprano", "Alto", "Tenor", "Bass")
 
@@ -55,9 +56,8 @@ class Codec:
         off = np.maximum(np.round(s.end * q).astype(np.int64), on + 1)
         T = int(off.max()) if len(on) else 0
         grid, onset = np.full((T, V), -1, np.int64), np.zeros((T, V), bool)
-        used = [k for k in range(len(s.tracks)) if (s.track == k).any()]
+        used = tracks_by_height(s)
         if len(used) == V:  # one track per voice, ordered by mean pitch, highest first
-            used.sort(key=lambda k: -s.pitch[s.track == k].mean())
             for v, k in enumerate(used):
                 for i in np.flatnonzero(s.track == k)[np.argsort(on[s.track == k], kind="stable")]:
                     grid[on[i]:off[i], v] = s.pitch[i]

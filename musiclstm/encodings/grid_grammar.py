@@ -1,4 +1,7 @@
-"""The grid encoding's grammar: a fixed number of voice cells per step."""
+"""The grid encoding's grammar: a fixed number of voice cells per step.
+
+May import: errors, encodings (grammar, tokenizer). Not: data, models and the rooms above.
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ what was sounding at each 10 ms step still sounds (up to `max_note_seconds` per 
 line doubled in the piano part is the common case: Dichterliebe no. 2 (music21's corpus) reads
 as 238 notes and comes back as its 191 distinct (step, pitch) key presses, onset F1 0.89 against
 the notes, 1.0 against the key presses (tests/test_performance_unisons.py).
+May import: errors, io.score. Not: the tokenizer, data, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The performance encoding's grammar: NOTE_ON/NOTE_OFF/TIME_SHIFT/VELOCITY in a valid order."""
+"""The performance encoding's grammar: NOTE_ON/NOTE_OFF/TIME_SHIFT/VELOCITY in a valid order.
+
+May import: errors, encodings (grammar, tokenizer). Not: data, models and the rooms above.
+"""
 
 from __future__ import annotations
 

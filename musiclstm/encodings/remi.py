@@ -13,6 +13,7 @@ PROGRAM PITCH VELOCITY DURATION, no KEY tokens, meters as written.
 Positions count 1/12 of a quarter, so 16ths, 8th-triplets and 16th-triplets are exact. Drums use
 their own DRUM pitch tokens (program token 128). Encoding sorts all events by a composite key in
 one numpy `lexsort`; no Python loop over notes.
+May import: errors, io.score, encodings.performance (velocity bins). Not: the tokenizer, data, models and above.
 """
 
 from __future__ import annotations

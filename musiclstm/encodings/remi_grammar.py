@@ -1,4 +1,7 @@
-"""The remi encoding's grammar: BAR/POSITION/PROGRAM/PITCH/VELOCITY/DURATION in order."""
+"""The remi encoding's grammar: BAR/POSITION/PROGRAM/PITCH/VELOCITY/DURATION in order.
+
+May import: errors, encodings (grammar, tokenizer). Not: data, models and the rooms above.
+"""
 
 from __future__ import annotations
 

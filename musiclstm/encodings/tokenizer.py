@@ -4,6 +4,7 @@ Ids are laid out as a table of event ranges, like Performance RNN's: first the s
 (PAD=0, BOS=1, EOS=2), then one STYLE token per conditioning style named in the config, then the
 encoding's own events (see `musiclstm.encodings`). `vocab_size` and every id follow from the
 config alone, so a checkpoint that stores `to_dict()` rebuilds the exact same vocabulary.
+May import: errors, io, the codec modules. Not: data, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
@@ -114,8 +115,17 @@ class Tokenizer:
             body = self.codec.encode_grid(music, self.vocab)
         else:
             body = self.codec.encode(self.read(music), self.vocab)
-        head = ([BOS] if bos else []) + ([self.style_id(style)] if style is not None else [])
-        return np.concatenate([np.array(head, np.int64), body, np.array([EOS] if eos else [], np.int64)])
+        return self.frame(body, style=style, bos=bos, eos=eos)
+
+    def frame(self, body, *, style: str | None = None, bos: bool = True, eos: bool = True,
+              strict: bool = True) -> np.ndarray:
+        """The one builder of what a model reads: BOS [STYLE] body EOS (int64), for training, evaluation,
+        primers and `encode`. A style this tokenizer does not know is an error (`strict`, as for a
+        primer asked to be in a style) or left out (a corpus piece from a folder the model never saw)."""
+        known = style is not None and (strict or style in self.styles)
+        head = ([BOS] if bos else []) + ([self.style_id(style)] if known else [])
+        return np.concatenate([np.array(head, np.int64), np.asarray(body, np.int64).ravel(),
+                               np.array([EOS] if eos else [], np.int64)])
 
     @staticmethod
     def read(music) -> Score:

@@ -15,6 +15,7 @@
 
 The 16th table is read from the JSON form of the data, never from `Jsb16thSeparated.npz`: that file
 stores its chorales as pickled Python objects, and unpickling a file from DIR could run any code.
+May import: every room below (it trains, samples and scores). Not: app.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..data.corpus import Corpus, Piece
 from ..encodings.grid import load_jsb
 from ..encodings.tokenizer import BOS, EOS, Tokenizer
 from ..errors import MusiclstmError
 from ..models import checkpoint
+from ..models.cache import piece_nlls
 
 FILES = {"16th": "Jsb16thSeparated.json", "quarter": "jsb-chorales-quarter.json"}
 NAMES = {"16th": "jsb16", "quarter": "jsb_quarter"}  # checkpoint names (bundled, or in --out)
@@ -99,20 +99,12 @@ def jsb_corpus(root: str | Path, kind: str) -> Corpus:
     return Corpus(pieces, fingerprint=fingerprint, tokenizer=tok)
 
 
-@torch.no_grad()
-def token_nlls(net, ids: np.ndarray) -> np.ndarray:
-    """NLL (nats) of ids[1:] given what precedes, one pass over the piece."""
-    x = torch.as_tensor(ids[None, :-1])
-    logits, _ = net(x)
-    return F.cross_entropy(logits[0].float(), torch.as_tensor(ids[1:]), reduction="none").numpy()
-
-
 def score(net, corpus: Corpus, kind: str) -> dict:
     """The table's figure on the "report" split: NLL per note token (16th) or per frame (quarter)."""
     net.eval()
     total, count = 0.0, 0
     for p in corpus.split("report"):
-        nll = token_nlls(net, p.ids)[:-1]  # the voice tokens; the closing EOS is not a note
+        nll = piece_nlls(net, p.ids)[:-1]  # the voice tokens; the closing EOS is not a note
         total += float(nll.sum())
         count += len(nll) if kind == "16th" else len(nll) // 4
     return {"nll": total / count, "count": count, "pieces": len(corpus.split("report"))}

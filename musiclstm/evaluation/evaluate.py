@@ -18,12 +18,11 @@
 * Memorisation: the longest run of consecutive notes (pitch and onset step) that a sample shares
   with a training piece.
 * Validity: tokens the grammar would not allow, zero-length notes and notes longer than 16 beats.
+May import: errors, theory, io, encodings, data, models, generation (samples). Not: training, app.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import sys
 
@@ -31,24 +30,18 @@ import numpy as np
 import torch
 
 from .. import data
-from ..encodings.tokenizer import BOS, EOS
 from ..errors import MusiclstmError
 from ..io.score import Score
-from ..models.cache import Cache, piece_nlls
+from ..models.cache import piece_nlls
+from ..theory import scale_consistency
 from . import music
 from .ngram import KneserNey
 from .report import report
 
-__all__ = ["KneserNey", "evaluate", "jsonable", "lstm_nlls", "music_statistics", "repeat_probe", "report",
-           "sequence", "token_bars"]
+__all__ = ["KneserNey", "evaluate", "jsonable", "music_statistics", "repeat_probe", "report", "token_bars"]
 
 
-# ---- the LSTM's NLL -------------------------------------------------------------------------
-def lstm_nlls(net, ids: np.ndarray, cache=None) -> np.ndarray:
-    """NLL of ids[1:] given what precedes, from a zero state (with the model's continuous cache, if given)."""
-    return piece_nlls(net, ids, cache or Cache())
-
-
+# ---- NLL by token type ----------------------------------------------------------------------
 def _summary(nll: np.ndarray, kinds: np.ndarray, names: list[str]) -> dict:
     mean = float(nll.mean())
     by_type = {names[k]: {"tokens": int((kinds == k).sum()), "nll_nats_per_token": float(nll[kinds == k].mean())}
@@ -80,14 +73,11 @@ def features(score: Score) -> dict[str, np.ndarray]:
             "velocity": np.array([s.velocity.mean()])}
 
 
-MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
-
-
 def in_key(score: Score) -> float:
     """Share of the pitched notes that fall in the best-fitting major (or relative minor) scale."""
     s = score.select(~score.is_drum)
     h = np.bincount(s.pitch.astype(int) % 12, minlength=12)
-    return float(max(h[(MAJOR + r) % 12].sum() for r in range(12)) / max(1, h.sum()))
+    return scale_consistency(h)
 
 
 def _kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -174,14 +164,6 @@ def _validity(model, seqs: list[list[int]]) -> dict:
 
 
 # ---- held-out data, checked against the checkpoint ------------------------------------------
-def fingerprint(tok_dict: dict, pieces) -> str:
-    """The data fingerprint `data.prepare` records, for a given tokenizer dict (a checkpoint's own)."""
-    h = hashlib.sha256(json.dumps(tok_dict, sort_keys=True).encode())
-    for p in sorted(pieces, key=lambda p: p.sha):
-        h.update(f"{p.sha}:{p.split}:{p.style}".encode())
-    return h.hexdigest()[:16]
-
-
 def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, dict]:
     """(held-out pieces, n-gram training pieces, data check). The split is recomputed from file
     hashes with the run's own settings and its fingerprint compared with the checkpoint's."""
@@ -205,7 +187,8 @@ def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, 
                  f"held-out set, e.g. {overlap[0]}")
             held = [p for p in held if p.sha not in seen]
     # computed with the tokenizer dict the checkpoint stored, so only files, split and styles count
-    check["data_fingerprint"] = fingerprint(model.meta.get("tokenizer", tok.to_dict()), prepared.pieces)
+    check["data_fingerprint"] = data.fingerprint(model.meta.get("tokenizer", tok.to_dict()),
+                                                [(p.sha, p.split, p.style) for p in prepared.pieces])
     check["match"] = None if not trained_on else check["data_fingerprint"] == trained_on
     if check["match"] is False:
         what = "--train-data" if train_corpus is not None else "this data"
@@ -219,39 +202,35 @@ def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, 
     return held, fit, check
 
 
-def sequence(tok, piece) -> np.ndarray:
-    """A piece as the model was trained on it: BOS [STYLE] ids EOS (as `data.stream`)."""
-    head = [BOS] + ([tok.style_id(piece.style)] if piece.style is not None and piece.style in tok.styles else [])
-    return np.r_[np.array(head, np.int64), piece.ids, np.array([EOS], np.int64)]
-
-
 # ---- the repeat probe --------------------------------------------------------------------------
-def token_bars(tok, seq) -> tuple[np.ndarray, np.ndarray]:
+def token_bars(tok, seq, score: Score | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For `seq[1:]`, the bar of each token (counted by BAR tokens; a BAR token belongs to the bar it
-    opens; -1 before the first), and per bar the first bar with the same decoded notes (onset in
-    the bar, pitch, duration; -1 for an empty bar). Needs BAR tokens (remi)."""
+    opens; -1 before the first), per bar the first bar with the same decoded notes (onset in
+    the bar, pitch, duration; -1 for an empty bar), and per bar its number of (pitched) notes. Needs BAR tokens (remi). `score`: `seq` decoded
+    already (else it is decoded here)."""
     target = np.asarray(seq[1:])
     bar_lo = tok.vocab.offset["BAR"]
     is_bar = (target >= bar_lo) & (target < bar_lo + tok.vocab.sizes[tok.vocab.kinds.index("BAR")])
     n_bars = int(is_bar.sum())
-    score = tok.decode_score(seq)
+    score = tok.decode_score(seq) if score is None else score
     bars = music.bar_lines(score, end=score.time_signatures[-1, 0] + 32.0 * (n_bars + 1))[:n_bars]
     return np.cumsum(is_bar) - 1, music.first_copies(score, bars), np.array(
         [len(r) for r in music.bar_contents(score, bars)], np.int64)
 
 
-def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray]) -> dict | None:
+def repeat_probe(tok, seqs: list[np.ndarray], nlls: list[np.ndarray], scores: list | None = None) -> dict | None:
     """NLL per token kind in bars that repeat an earlier bar of the same piece note for note against
     the other non-empty bars (`token_bars`). `nlls[i]` scores `seqs[i][1:]`; STYLE tokens (given,
-    not predicted) are left out. None for encodings without BAR tokens."""
+    not predicted) are left out; `scores[i]` is `seqs[i]` decoded, if the caller has it. None for
+    encodings without BAR tokens."""
     if "BAR" not in tok.vocab.offset:
         return None
     kinds = tok.vocab.kinds
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
     rep_k, oth_k, rep_n, oth_n, bars_rep, bars_all = [], [], [], [], 0, 0
     per_note = np.zeros((2, 2))  # (repeated, new) x (nats, notes): whole bars, whatever the tokens
-    for seq, nll in zip(seqs, nlls, strict=True):
-        bar, first, notes = token_bars(tok, seq)
+    for i, (seq, nll) in enumerate(zip(seqs, nlls, strict=True)):
+        bar, first, notes = token_bars(tok, seq, scores[i] if scores is not None else None)
         if len(first) == 0:
             continue
         full, rep = first >= 0, (first >= 0) & (first < np.arange(len(first)))
@@ -308,13 +287,15 @@ def _timesig_first(tok, ids) -> float:
     return float((head == "TIMESIG").any())
 
 
-def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, seconds: float, seed: int) -> dict:
+def music_statistics(tok, real_ids: list, sample_ids: list, *, quarters: float, seconds: float, seed: int,
+                     real_scores: list | None = None, sample_scores: list | None = None) -> dict:
     """Every `musiclstm.evaluation.music` statistic for held-out pieces, samples and pitch-shuffled held-out
     pieces, all read through the tokenizer's decode, trimmed of leading empty bars and cut to
-    `quarters`; summaries (mean, sd, n) and Cohen's d of model and shuffled against real."""
+    `quarters`; summaries (mean, sd, n) and Cohen's d of model and shuffled against real.
+    `real_scores`, `sample_scores`: the ids decoded already, if the caller has them."""
     rng = np.random.default_rng(seed)
-    real = [tok.decode_score(i) for i in real_ids]
-    model = [tok.decode_score(i) for i in sample_ids]
+    real = real_scores if real_scores is not None else [tok.decode_score(i) for i in real_ids]
+    model = sample_scores if sample_scores is not None else [tok.decode_score(i) for i in sample_ids]
     cut = {"real": [music.excerpt(s, quarters) for s in real], "model": [music.excerpt(s, quarters) for s in model]}
     # the shuffled excerpt keeps the real excerpt's rhythm and pitch collection; its ending is the whole piece's
     cut["shuffled"] = [music.shuffle_pitches(s, rng) for s in cut["real"]]
@@ -382,10 +363,12 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     held, fit, check = _held_out(model, corpus, train_corpus, kw, note)
 
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
-    ngram = KneserNey(order, tok.vocab_size).fit(sequence(tok, p)[1:] for p in fit)
-    seqs = [sequence(tok, p) for p in held]
-    full_nll = [lstm_nlls(model.net, s, model.cache) for s in seqs]
-    n_notes = sum(len(tok.decode_score(s)) for s in seqs)
+    ngram = KneserNey(order, tok.vocab_size).fit(data.sequence(p, tok)[1:] for p in fit)
+    seqs = [data.sequence(p, tok) for p in held]
+    full_nll = [piece_nlls(model.net, s, model.cache) for s in seqs]
+    # each held-out piece and each sample is decoded once, for the repeat probe, the statistics and the notes
+    held_scores = [tok.decode_score(s) for s in seqs]
+    n_notes = sum(len(s) for s in held_scores)
     nll, ngram_nll, kinds = [], [], []
     for s, n in zip(seqs, full_nll, strict=True):
         keep = ~((s[1:] >= style_lo) & (s[1:] < style_hi))  # a style token is given, not predicted
@@ -404,7 +387,7 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
               "by_type": {k: {"tokens": v["tokens"], "nll_nats_per_token": v["nll_nats_per_token"],
                               "ngram_nll_nats_per_token": base["by_type"][k]["nll_nats_per_token"]}
                           for k, v in lstm["by_type"].items()},
-              "repeat_probe": repeat_probe(tok, seqs, full_nll), "warnings": warnings}
+              "repeat_probe": repeat_probe(tok, seqs, full_nll, held_scores), "warnings": warnings}
     if samples <= 0:
         return result
 
@@ -412,10 +395,11 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     sample_seqs = [np.asarray(s, np.int64) for s in sample_seqs]
     draw = np.random.default_rng(seed).permutation(len(held))[:pieces]
     real_ids = [seqs[i] for i in sorted(draw)]
-    result["music"] = music_statistics(tok, real_ids, sample_seqs, quarters=quarters, seconds=sample_seconds,
-                                       seed=seed)
+    real_scores = [held_scores[i] if held_scores is not None else tok.decode_score(seqs[i]) for i in sorted(draw)]
     gen_scores = [tok.decode_score(s) for s in sample_seqs]
-    ref_scores = [music.excerpt(tok.decode_score(s), quarters) for s in real_ids]
+    result["music"] = music_statistics(tok, real_ids, sample_seqs, quarters=quarters, seconds=sample_seconds,
+                                       seed=seed, real_scores=real_scores, sample_scores=gen_scores)
+    ref_scores = [music.excerpt(s, quarters) for s in real_scores]
     gen_f = [f for f in map(features, gen_scores) if f]
     ref_f = [f for f in map(features, ref_scores) if f]
     oa = {name: overlap_area([f[name] for f in ref_f], [f[name] for f in gen_f]) for name in FEATURES}

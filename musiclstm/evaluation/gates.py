@@ -12,6 +12,7 @@ layer below) and h, c the layer's previous state (zeros at t = 0):
 
 These are the equations and the weights of `torch.nn.LSTM` (gate order i, f, g, o); the test suite
 checks that the recorded hidden states match `nn.LSTM`'s outputs to 1e-5.
+May import: errors, models. Not: data, training, generation, app.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Measures of music: round-trip note recovery (onset F1, as mir_eval's onset-only matching)."""
+"""Measures of music: round-trip note recovery (onset F1, as mir_eval's onset-only matching).
+
+May import: io.score. Not: encodings and the rooms above.
+"""
 
 from __future__ import annotations
 

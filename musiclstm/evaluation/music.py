@@ -6,6 +6,7 @@ MusPy (Dong et al., ISMIR 2020, `muspy.metrics`) where it has one: `scale_consis
 `pitch_class_entropy`, `empty_beat_rate`, `groove_consistency`. Keys are Krumhansl-Schmuckler
 (duration-weighted pitch classes correlated with the Krumhansl-Kessler profiles, as music21's
 `analyze('key.krumhansl')`). `evaluate` applies them identically to samples and held-out pieces.
+May import: theory, io.score. Not: encodings, data, models, training, generation, app.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import math
 
 import numpy as np
 
-from ..io.score import Score, bar_lines, key_fit
-from ..theory import SATB_RANGES
+from ..io.score import Score, bar_lines, key_fit, tracks_by_height
+from ..theory import SATB_RANGES, parallels, scale, scale_consistency
 
 NAN = float("nan")
 GRID = 12  # ticks per quarter for comparing onsets and durations (remi's grid: 16ths and triplets)
-MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
 
 
 # ---- preparing a piece ------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def tonality(score: Score, window_bars: int = 4) -> dict[str, float]:
         return dict.fromkeys(("in_scale", "key_correlation", "window_key_correlation", "window_key_changes",
                               "pitch_class_entropy"), NAN)
     h = np.bincount(s.pitch % 12, minlength=12)
-    in_scale = max(h[(MAJOR_SCALE + r) % 12].sum() for r in range(12)) / h.sum()
+    in_scale = scale_consistency(h)
     p = h[h > 0] / h.sum()
     bars = bar_lines(s)
     edges = np.r_[bars[::window_bars], np.inf]
@@ -315,8 +315,7 @@ def voices(score: Score, n_voices: int | None = None, by_track: bool | None = No
     t, sounding = onset_slices(s)
     grid = np.full((len(t), n), -1)  # pitch of each voice at each onset, -1: silent or unknown
     if by_track:
-        order = tracks[np.argsort([-s.pitch[s.track == k].mean() for k in tracks])]
-        for v, k in enumerate(order):
+        for v, k in enumerate(tracks_by_height(s)):
             grid[:, v] = np.where(sounding & (s.track == k)[None, :], s.pitch[None, :], -1).max(1)
     else:
         for i in np.flatnonzero(sounding.sum(1) == n):
@@ -327,11 +326,9 @@ def voices(score: Score, n_voices: int | None = None, by_track: bool | None = No
         ok = (hi >= 0) & (lo >= 0)
         crossings += int((ok & (hi < lo)).sum())
         both = ok[:-1] & ok[1:]
-        dh, dl = np.diff(hi), np.diff(lo)
-        moving = both & (dh != 0) & (np.sign(dh) == np.sign(dl))
-        iv = hi - lo
-        fifths += int((moving & (iv[:-1] % 12 == 7) & (iv[1:] % 12 == 7)).sum())
-        octaves += int((moving & (iv[:-1] > 0) & (iv[:-1] % 12 == 0) & (iv[1:] % 12 == 0) & (iv[1:] > 0)).sum())
+        fifth, octave, _ = parallels(hi[:-1], lo[:-1], hi[1:], lo[1:])
+        fifths += int((both & fifth).sum())
+        octaves += int((both & octave).sum())
     beats = max(float(s.end.max()), 1.0)
     out_of_range = NAN
     if n == 4:
@@ -346,8 +343,7 @@ def voices(score: Score, n_voices: int | None = None, by_track: bool | None = No
 def _part_grid(s: Score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Onset times, (onsets, tracks) pitch of each track (highest mean pitch first; -1 silent) and the
     track order, for a piece written in parts (one voice per track)."""
-    tracks = np.unique(s.track)
-    order = tracks[np.argsort([-s.pitch[s.track == k].mean() for k in tracks])]
+    order = tracks_by_height(s)
     t, sounding = onset_slices(s)
     grid = np.stack([np.where(sounding & (s.track == k)[None, :], s.pitch[None, :], -1).max(1) for k in order], 1)
     return t, grid, order
@@ -372,8 +368,7 @@ def chorale(score: Score, key: tuple[int, bool] | None = None) -> dict[str, floa
             (on[:, 1] & on[:, 2] & (grid[:, 1] - grid[:, 2] > 12)))
     beats = max(float(s.end.max()), 1.0)
     tonic, minor = key if key is not None else key_fit(_pc_durations(s))[:2]
-    steps = (0, 2, 3, 5, 7, 8, 9, 10, 11) if minor else (0, 2, 4, 5, 7, 9, 11)
-    in_key = np.isin((s.pitch - tonic) % 12, steps)
+    in_key = np.isin(s.pitch % 12, sorted(scale(tonic, minor)))
     lower = s.track != order[0]
     top = s.select(s.track == order[0])
     long_at = top.start[top.end - top.start >= 2 - 1e-6]

@@ -1,5 +1,8 @@
 """An interpolated Kneser-Ney n-gram model over token ids: the baseline `musiclstm evaluate` scores
-the LSTM against, on the very same held-out tokens."""
+the LSTM against, on the very same held-out tokens.
+
+May import: errors. Not: models, data, training, generation, app.
+"""
 
 from __future__ import annotations
 

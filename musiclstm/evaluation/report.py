@@ -1,6 +1,9 @@
 """The terminal table of `musiclstm evaluate`: NLL beside the n-gram, the repeat probe, the music
 statistics (real, model, shuffled; mean±sd and Cohen's d), overlap, memorisation and validity;
-two models side by side."""
+two models side by side.
+
+May import: nothing in musiclstm (plain dicts in, text out).
+"""
 
 from __future__ import annotations
 

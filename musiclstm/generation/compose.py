@@ -2,11 +2,11 @@
 
 This is where music meets the sampler: the primer goes through the same reader and tokenizer as
 training, the grammar keeps the output valid, and the ids are decoded back to MIDI.
+May import: errors, theory, io, encodings, models, generation.sample. Not: data, training, evaluation, app.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +15,9 @@ import torch
 
 from ..encodings.grammar import Controls
 from ..encodings.registry import grammar_for
-from ..encodings.tokenizer import BOS, EOS
+from ..encodings.tokenizer import EOS
 from ..errors import ConfigError, MusiclstmError
-from ..io.score import Score, Track
+from ..io.score import Score, Track, tracks_by_height
 from ..models.cache import Cache
 from ..models.checkpoint import Model
 from .sample import check_options, generate
@@ -163,7 +163,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if pscore is not None:
         prime_ids = tok.encode(pscore, style=style, eos=False)
     else:
-        prime_ids = [BOS] + ([tok.style_id(style)] if style is not None else [])
+        prime_ids = tok.frame([], style=style, eos=False).tolist()
     length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                    max_tokens=max_tokens, progress=progress, cache=cache)
@@ -171,17 +171,17 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     # a draw far denser than anything in the training data (a rare runaway: hundreds of notes a second)
     # is drawn again from a seed derived from the one given, so the same command still gives the same music
     limit = model.meta.get("data", {}).get("density_p99")
+    scores = [tok.decode_score(ids) for ids in seqs]  # each sample is decoded once
     for attempt in range(1, 4):
-        bad = [i for i, ids in enumerate(seqs) if limit and note_density(tok, ids) > 2 * limit]
+        bad = [i for i, score in enumerate(scores) if limit and _density(score) > 2 * limit]
         if not bad:
             break
         again, again_ends = _sample(model, controls, prime_ids, length, seed=seed + 7919 * attempt,
                                     batch=len(bad), **{**options, "progress": False})
         for i, ids, end in zip(bad, again, again_ends, strict=True):
-            seqs[i], ends[i] = ids, end
+            seqs[i], ends[i], scores[i] = ids, end, tok.decode_score(ids)
     out = []
-    for ids, end in zip(seqs, ends, strict=True):
-        score = tok.decode_score(ids)
+    for score, end in zip(scores, ends, strict=True):
         if end is not None:  # notes still ringing at the final bar line stop there
             score = score.crop(end)
         if tempo is not None:
@@ -209,8 +209,8 @@ def _name_voices_by_height(score: Score) -> Score:
     """Grid slots are not always the same voice (a quarter-frame model fills them from the top of each
     chord): order the tracks by mean pitch and give the highest the first voice name, and so on."""
     names = [t.name for t in score.tracks]
-    mean = [score.pitch[score.track == k].mean() if (score.track == k).any() else -1 for k in range(len(names))]
-    order = np.argsort(mean)[::-1]  # track index by height, highest first
+    heights = tracks_by_height(score).tolist()
+    order = heights + [k for k in range(len(names))[::-1] if k not in heights]  # highest first, silent last
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     score.tracks = [Track(score.tracks[k].program, score.tracks[k].is_drum, names[rank[k]]) for k in range(len(names))]
@@ -219,7 +219,10 @@ def _name_voices_by_height(score: Score) -> Score:
 
 def note_density(tok, ids: list[int]) -> float:
     """Notes per second of music in a token sequence (0 for an empty one)."""
-    score = tok.decode_score(ids)
+    return _density(tok.decode_score(ids))
+
+
+def _density(score: Score) -> float:
     return len(score) / max(score.duration_seconds, 1.0)
 
 
@@ -242,8 +245,9 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
             return bars - (grammar.bars() - start_bars).double()
         return length.seconds - (grammar.seconds() - start_secs)
 
-    def stop():
+    def stop(ids):
         # the piece ends at the first bar line at or past the length asked (N bars: the bar line after bar N)
+        grammar.advance(ids)  # the clocks follow the new token; the mask waits for the next step
         if tokens is not None:
             return torch.zeros(1, dtype=torch.bool)
         if bars is not None:
@@ -305,16 +309,6 @@ def _progress(show: bool, total, unit: str):
 
     return tqdm(total=total, unit=unit, desc="composing", leave=False,
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]")
-
-
-def sidecar(model: Model, options: dict, prime, ids: list[int]) -> dict:
-    """Provenance of one composed file: model fingerprint, seed, every option, primer, output hash."""
-    info = {"musiclstm": __import__("musiclstm").__version__, "checkpoint": str(model.path),
-            "model_fingerprint": model.fingerprint, "data_fingerprint": model.meta.get("fingerprint"),
-            "step": model.meta.get("step"), "options": options, "tokens": len(ids)}
-    if prime is not None and isinstance(prime, str | Path):
-        info["prime"] = {"path": str(prime), "sha1": hashlib.sha1(Path(prime).read_bytes()).hexdigest()}
-    return info
 
 
 

@@ -1,45 +1,23 @@
-"""Sampling four-part chorales from the harmonizer (`musiclstm.generation.harmonize`): annealed pseudo-Gibbs.
+"""Sampling four-part chorales from the harmonizer (`musiclstm.models.harmonizer`): annealed pseudo-Gibbs.
 
 Every free cell starts as MASK; each pass masks a share of the free cells that anneals from all to
 5 % (Coconet's schedule) and redraws them from the model, each voice within its range, in the key,
 HOLD only after a sounding note, and (with `rules`) no parallel fifths or octaves and no crossed
 voices where another note is possible.
+May import: errors, theory, models.harmonizer (types). Not: data, training, evaluation, app.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..theory import parallels
 
 if TYPE_CHECKING:
     from ..models.harmonizer import Cells, Harmonizer
-
-NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-
-
-def scale(tonic: int, minor: bool) -> set[int]:
-    """Pitch classes of a key: major, or minor with its raised sixth and seventh (melodic/harmonic)."""
-    steps = (0, 2, 3, 5, 7, 8, 9, 10, 11) if minor else (0, 2, 4, 5, 7, 9, 11)
-    return {(tonic + s) % 12 for s in steps}
-
-
-def parse_key(text: str) -> tuple[int, bool]:
-    """'G major', 'F# minor', 'Bb', 'e minor' -> (tonic, minor)."""
-    m = re.fullmatch(r"\s*([A-Ga-g])([#b]?)\s*(major|minor|maj|min|m)?\s*", text or "")
-    if not m:
-        raise ConfigError(f"key {text!r} is not a key like 'G major' or 'F# minor'")
-    tonic = (NOTE_NAMES.index(m.group(1).upper()) + {"#": 1, "b": -1, "": 0}[m.group(2)]) % 12
-    return tonic, (m.group(3) or "").startswith("m") and m.group(3) != "major" and m.group(3) != "maj"
-
-
-def key_name(tonic: int, minor: bool) -> str:
-    return f"{NOTE_NAMES[tonic]} {'minor' if minor else 'major'}"
-
 
 def allowed_cells(cells: Cells, ranges, pitch_classes: set[int] | None) -> torch.Tensor:
     """(4, vocab) bool: the cells each voice may take (its range and, if given, the pitch classes)."""
@@ -61,12 +39,14 @@ def sounding(x: np.ndarray, cells: Cells, unknown: int) -> np.ndarray:
     return np.where(last >= 0, np.take_along_axis(own, np.maximum(last, 0), 0), -1)
 
 
-def _same_perfect(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Two signed intervals (upper minus lower voice) that are the same perfect fifth or octave
-    (unison), compound or not, the voices in the same order."""
-    kind = np.abs(before) % 12
-    return np.isin(kind, (0, 7)) & (np.abs(after) % 12 == kind) & (np.sign(before) * np.sign(after) >= 0) & \
-        ((before == 0) == (after == 0)) | ((before == 0) & (after == 0))
+def _parallel(v0, u0, v1, u1) -> np.ndarray:
+    """Voices v and u moving from (v0, u0) to (v1, u1) make parallel fifths, octaves or unisons
+    (`theory.parallels`, whichever of the two is above)."""
+    out = np.zeros(np.broadcast_shapes(*(np.shape(a) for a in (v0, u0, v1, u1))), bool)
+    for upper0, lower0, upper1, lower1 in ((v0, u0, v1, u1), (u0, v0, u1, v1)):
+        fifths, octaves, unisons = parallels(upper0, lower0, upper1, lower1)
+        out |= fifths | octaves | unisons
+    return out
 
 
 def forbidden_pitches(x: np.ndarray, cells: Cells, unknown: int) -> np.ndarray:
@@ -86,11 +66,11 @@ def forbidden_pitches(x: np.ndarray, cells: Cells, unknown: int) -> np.ndarray:
                 continue
             a, b, c = prev[:, v, None], prev[:, u, None], snd[:, u, None]  # v's and u's pitch before, u's now
             ok = (a >= 0) & (b >= 0) & (c >= 0) & (c != b) & (q != a) & (np.sign(q - a) == np.sign(c - b))
-            bad[:, v] |= ok & _same_perfect(a - b, q - c)
+            bad[:, v] |= ok & _parallel(a, b, q, c)
             d, e = nxt[:, v, None], nxt[:, u, None]  # v's next (struck) and u's next
             ok = struck_next[:, v, None] & (d >= 0) & (c >= 0) & (e >= 0) & (e != c) & (d != q) & \
                 (np.sign(d - q) == np.sign(e - c))
-            bad[:, v] |= ok & _same_perfect(q - c, d - e)
+            bad[:, v] |= ok & _parallel(q, c, d, e)
         if v > 0:
             above = snd[:, v - 1, None]
             bad[:, v] |= (above >= 0) & (q > above)

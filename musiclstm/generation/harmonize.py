@@ -16,6 +16,7 @@ musiclstm does the same with one network for all four voices:
   voice-leading rules.
 
 `harmonize(melody)` and `infill(piece, bars="5-8")` (here) return a `pretty_midi.PrettyMIDI`.
+May import: errors, theory, io, encodings, models, generation.gibbs. Not: data, training, evaluation, app.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..io.score import Score, Track, key_fit
+from ..io.score import Score, Track, key_fit, tracks_by_height
 from ..models.harmonizer import KIND, STEPS, VOICES, Cells, Harmonizer
-from .gibbs import allowed_cells, gibbs, key_name, parse_key, scale
+from ..theory import key_name, parse_key, scale
+from .gibbs import allowed_cells, gibbs
 
 __all__ = ["Loaded", "harmonize", "infill", "load", "melody_key", "parse_bars", "parse_voices"]
 
@@ -74,25 +75,12 @@ def load(model=None) -> Loaded:
     return Loaded(m.net, Cells(m.tokenizer), ranges, m.meta, m)
 
 
-def sidecar(h: Loaded, options: dict, source) -> dict:
-    """Provenance of a harmonized or infilled file: model fingerprint, seed, every option, the input's hash."""
-    import hashlib
-
-    from .. import __version__
-
-    info = {"musiclstm": __version__, "checkpoint": str(h.model.path), "model_fingerprint": h.model.fingerprint,
-            "step": h.meta.get("step"), "options": options}
-    if isinstance(source, str | Path):
-        info["input"] = {"path": str(source), "sha1": hashlib.sha1(Path(source).read_bytes()).hexdigest()}
-    return info
-
-
 def _melody(score: Score, top_voice: bool) -> tuple[Score, str]:
     """The melody line of `score`: its only track, or the highest of several (said in the note)."""
     s = score.select(~score.is_drum)
     if len(s) == 0:
         raise ConfigError(f"{score.source} has no notes")
-    used = sorted({int(k) for k in s.track}, key=lambda k: -s.pitch[s.track == k].mean())
+    used = tracks_by_height(s).tolist()
     note = ""
     if len(used) > 1:
         s = s.select(s.track == used[0])
@@ -216,7 +204,7 @@ def infill(piece, bars: str = "1", *, voices: str = "SATB", model=None, seed: in
     t0 = time.time()
     score = piece if isinstance(piece, Score) else read(piece)
     s = score.select(~score.is_drum)
-    used = sorted({int(k) for k in s.track}, key=lambda k: -s.pitch[s.track == k].mean()) if len(s) else []
+    used = tracks_by_height(s).tolist()
     if len(used) != 4:
         raise ConfigError(f"{score.source} has {len(used)} pitched tracks; infill needs a four-part piece "
                           "(four tracks, one voice each, as harmonize writes)")

@@ -4,6 +4,7 @@ The primer runs through the network once (one `nn.LSTM` call over the whole prim
 the state is carried one token at a time through the fused `step`, so each new token costs one
 step, never a re-run of the window. All sequences of a batch advance together; randomness comes
 from one explicit, seeded `torch.Generator`, so the same seed and options give the same ids.
+May import: errors, models (the cache). Not: io, data, training, evaluation, app.
 """
 
 from __future__ import annotations
@@ -89,17 +90,18 @@ def check_options(temperature: float, top_k: int | None, top_p: float | None, re
 def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int = 0, batch: int = 1, *, repetition_penalty: float = 1.0,
              repetition_window: int = 32, eos: int | None = 2, constraint: Constraint | None = None,
-             stop: Callable[[], torch.Tensor] | None = None,
+             stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
              device: str | torch.device | None = None,
              progress: Callable[[int], None] | None = None, cache=None) -> list[list[int]]:
     """Sample `batch` continuations of `prime` (a list of ids, the same for every sequence).
 
     Returns `batch` lists of ids: the primer followed by up to `max_tokens` new ids, stopping a
     sequence at `eos`. `temperature=0` is argmax. `model` is a loaded `Model` or a `MusicLSTM`.
-    `constraint` masks the allowed next ids (see `grammar`); `stop()` -> (B,) bool ends sequences
-    early (they get `eos` next); `progress(n)` is called after each of the n new tokens. `cache`
-    (a `musiclstm.models.cache.Cache`; default: the one stored with a loaded model) mixes the model's
-    memory of the piece so far into each step's distribution.
+    `constraint` masks the allowed next ids (see `encodings.grammar`), once per token; `stop(ids)` ->
+    (B,) bool, given the ids so far after each new token, ends sequences early (they get `eos` next);
+    `progress(n)` is called after each of the n new tokens. `cache` (a `musiclstm.models.cache.Cache`;
+    default: the one stored with a loaded model) mixes the model's memory of the piece so far into
+    each step's distribution.
     """
     check_options(temperature, top_k, top_p, repetition_penalty)
     net = getattr(model, "net", model)
@@ -143,9 +145,8 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
         n += 1
         if memory is not None:
             memory.chose(nxt)
-        if stop is not None and constraint is not None:
-            constraint(buf[:, :n], logits)  # bring the grammar's clock up to date
-            done |= stop().to(device)
+        if stop is not None:
+            done |= stop(buf[:, :n]).to(device)
         if progress is not None:
             progress(t + 1)
         if eos is not None and bool(done.all()):

@@ -4,6 +4,7 @@
 symusic's C++ reader, ~150x faster than pretty_midi and exact at any resolution, including
 music21's 10,080 ticks per quarter), a `pretty_midi.PrettyMIDI`, raw MIDI bytes, or a
 MusicXML / ABC / Humdrum file through music21. `to_pretty_midi` is the way out.
+May import: errors, io.score. Not: encodings, data, models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ May import: errors, io. Not: encodings, data, models, training, generation, eval
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MusiclstmError
+from ..version import __version__
 
 
 def find_fluidsynth(soundfont: str | None = None) -> tuple[str, str] | None:
@@ -202,3 +204,28 @@ def _write_files(pm, path: Path, *, info: dict, wav: bool, png: bool, musicxml: 
             raise MusiclstmError(f"music21 could not write MusicXML: {e}") from e
         written.append(path.with_suffix(".musicxml"))
     return written
+
+
+def sidecar(model, options: dict, source=None, *, source_key: str = "input", ids=None) -> dict:
+    """The one provenance record written beside a composed, harmonized or infilled file: the package
+    version, the checkpoint and the fingerprint of its weights, its data fingerprint and step, every
+    option (the seed among them), the hash of the input file (`source`, recorded under `source_key`:
+    "prime" for a primer) and how many tokens were written (`ids`). `model` is a loaded `Model`."""
+    info = {"musiclstm": __version__, "checkpoint": str(model.path), "model_fingerprint": model.fingerprint,
+            "data_fingerprint": model.meta.get("fingerprint"), "step": model.meta.get("step"), "options": options}
+    if ids is not None:
+        info["tokens"] = len(ids)
+    if isinstance(source, str | Path):
+        info[source_key] = {"path": str(source), "sha1": hashlib.sha1(Path(source).read_bytes()).hexdigest()}
+    return info
+
+
+def write_with_sidecars(pieces, model, options: dict, *, source=None, source_key: str = "input",
+                        force: bool = False, wav: bool = False, png: bool = False, musicxml: bool = False,
+                        soundfont: str | None = None) -> list[Path]:
+    """Write each (PrettyMIDI, path, ids or None) made by `model` with `options` from `source` as its
+    `output_paths`, each with its `sidecar`: every file, or none (`write_pieces`). The one "made music
+    to files" step of `musiclstm compose`, `harmonize`, `infill` and the studio."""
+    return write_pieces([(pm, path, sidecar(model, options, source, source_key=source_key, ids=ids))
+                         for pm, path, ids in pieces], force=force, wav=wav, png=png, musicxml=musicxml,
+                        soundfont=soundfont)

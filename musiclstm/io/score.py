@@ -5,6 +5,7 @@ every encoding turns a `Score` into token ids and back. Nothing here touches a M
 
 Units: times are in quarter notes (float64, exact for any file resolution); `seconds()` converts
 through the tempo map. Pitches and velocities are MIDI numbers 0-127.
+May import: nothing in musiclstm (numpy only).
 """
 
 from __future__ import annotations
@@ -173,3 +174,11 @@ def bar_lines(score: Score, end: float | None = None) -> np.ndarray:
             continue  # a signature replaced at the same time
         out.append(at + length * np.arange(math.ceil((nxt - at) / length - 1e-9)))
     return np.concatenate(out) if out else np.zeros(1)
+
+
+def tracks_by_height(score: Score) -> np.ndarray:
+    """The tracks that have notes in `score`, highest mean pitch first (ties: the lower track first).
+    The one ordering of parts by height: voices of a grid, a harmonizer's SATB, the music statistics."""
+    tracks = np.unique(score.track).astype(np.int64)
+    means = np.array([score.pitch[score.track == k].mean() for k in tracks])
+    return tracks[np.argsort(-means, kind="stable")] if len(tracks) else tracks

@@ -15,6 +15,7 @@ what came next there: the copy becomes cheap, which a 2-layer LSTM trained for a
 not learn by itself (the repeat probe of `musiclstm evaluate` measures exactly this). `lam` and
 `theta` are chosen on held-out pieces (`tune`) after training and stored in the checkpoint; nothing
 is trained. `lam = 0` is the plain LSTM.
+May import: nothing in musiclstm but models (torch on a network's states). Not: checkpoint's callers.
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def mixed_nlls(h: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, cache: Ca
     return torch.cat(out).cpu().numpy()
 
 
-def piece_nlls(net, ids: np.ndarray, cache: Cache) -> np.ndarray:
-    """NLL (nats) of ids[1:] given what precedes, from a zero state, with the cache over the piece."""
-    return mixed_nlls(*states(net, ids), cache)
+def piece_nlls(net, ids: np.ndarray, cache: Cache | None = None) -> np.ndarray:
+    """The one NLL of a piece: NLL (nats) of ids[1:] given what precedes, from a zero state, with the
+    continuous cache over the piece when one is given (None: the plain LSTM)."""
+    return mixed_nlls(*states(net, ids), cache or Cache())
 
 
 def tune(net, pieces: list[np.ndarray], lams=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8),

@@ -4,6 +4,8 @@ A checkpoint is a `torch.save` of plain tensors, numbers and strings: the weight
 with the tokenizer, model and training configs, metrics and a data fingerprint, and (in `last.pt`)
 the optimizer and random state to resume from. It is loaded with `torch.load(weights_only=True)`,
 which refuses any pickled object that is not such plain data, so a crafted file cannot run code.
+May import: errors, encodings (the tokenizer), models (registry, cache). Not: data, training, generation,
+evaluation, app: the file format names no feature.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Training runs whole windows through `nn.LSTM` (oneDNN / cuDNN kernels); generation calls
 `step`, a fused cell that does one matmul per layer for all four gates, because the library
 kernel costs ~2.8 ms per layer call at batch 1 on CPU (see PERFORMANCE.md).
+May import: errors. Not: encodings, data, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Training the chorale harmonizer (`musiclstm.generation.harmonize.Harmonizer`), as in Coconet (Huang et al. 2017).
+"""Training the chorale harmonizer (`musiclstm.models.harmonizer.Harmonizer`), as in Coconet (Huang et al. 2017).
 
 Random cells of each chorale window are replaced by MASK and the loss is the NLL of the masked
 cells. Masks are of four kinds: the lower voices with the soprano given (harmonizing), any voice
 (general context), the lower voices from a random step on (what a left-to-right reading sees), and
 blocks of beats in some voices (infilling). Pieces are transposed at random to the keys the voice
 ranges allow. `train` reuses the project's TrainConfig, schedule, Ctrl-C flag and checkpoints.
+May import: errors, encodings, data, models, training (the shared loop). Not: generation, evaluation, app.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ token streams that `data.prepare` makes.
 Under DDP every stop (Ctrl-C, `max_time`, early stopping, a NaN loss) is decided by all ranks
 together, `last.pt` keeps each rank's random generators and carried LSTM state (gathered to rank 0,
 under resume["ranks"]), and a run resumes only with the number of processes it was started with.
+May import: errors, io, encodings, data, models, generation (a sample per validation), training. Not: evaluation, app.
 """
 
 from __future__ import annotations
@@ -295,6 +296,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     st = {"step": 0, "best": float("inf"), "bad_evals": 0, "history": []}
     carry = None
+    best: dict = {}  # the best weights so far and their meta (what best.pt holds)
     if resume_blob is not None:
         net.load_state_dict(resume_blob["weights"])
         r = resume_blob["resume"]
@@ -376,7 +378,10 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         save_last(step)  # on every rank: it gathers each rank's state
         if is_main:
             if improved:
-                checkpoint.save(out / "best.pt", net, tokenizer, meta(step))
+                best["meta"] = meta(step)
+                checkpoint.save(out / "best.pt", net, tokenizer, best["meta"])
+                if cfg.cache and valid_seqs:  # the weights the cache is tuned on at the end, kept in memory
+                    best["weights"] = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
             _plot(out, st["history"])
             _sample(net, tokenizer, cfg, out / "samples" / f"step{step:07d}.mid", device)
             if callback is not None:
@@ -445,9 +450,14 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     if not st["history"] or st["history"][-1]["step"] != step:
         validate(step, loss_sum / max(1, loss_n), tokens / max(1e-9, time.time() - t0))
     if cfg.cache and valid_seqs and is_main and (out / "best.pt").exists():
-        from .tune import tune_checkpoint
+        from .tune import save_tuned, tune_checkpoint
 
-        c = tune_checkpoint(out / "best.pt", valid_seqs[:40])
+        if "weights" in best:  # tuned on the best weights in memory and saved once
+            tuned = MusicLSTM(mcfg).to(device)
+            tuned.load_state_dict(best["weights"])
+            c = save_tuned(out / "best.pt", tuned, tokenizer, best["meta"], valid_seqs[:40])
+        else:  # a resumed run whose best weights are those of an earlier process
+            c = tune_checkpoint(out / "best.pt", valid_seqs[:40])
         if progress:
             tqdm.write(f"continuous cache tuned on {min(40, len(valid_seqs))} validation pieces: "
                        f"lam {c.lam}, theta {c.theta}")
