@@ -32,6 +32,10 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as e:  # a file or folder the system refused: one line too, never a traceback
+            where = f" {e.filename}" if e.filename else ""
+            click.echo(f"error: cannot use{where}: {e.strerror or e}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -273,6 +277,7 @@ def render(midi, wav, png, out, soundfont, force) -> None:
     pm = to_pretty_midi(read(midi))
     sf = str(soundfont) if soundfont else None
     written = []
+    created = _make_folder(stem)  # as compose and harmonize: a missing output folder is created
     try:
         if wav:
             src = midi if midi.suffix.lower() in (".mid", ".midi") else None
@@ -282,6 +287,7 @@ def render(midi, wav, png, out, soundfont, force) -> None:
     except BaseException:  # all or nothing: remove what this command wrote, then report
         for p in written:
             p.unlink(missing_ok=True)
+        _remove_folders(created)
         raise
     click.echo("wrote " + ", ".join(str(p) for p in targets) + (f" (audio by {synthesizer(sf)})" if wav else ""))
 
@@ -301,6 +307,7 @@ def gates(checkpoint, music, out, layer, units, steps, force) -> None:
     musiclstm gates bach corpora/bach/bwv1.6.mid -o gates.png --layer 1
     """
     from ..evaluation.gates import gate_trace
+    from ..io.outputs import check_targets
     from ..io.plot import save_gates
     from ..models import checkpoint as ck
 
@@ -309,8 +316,14 @@ def gates(checkpoint, music, out, layer, units, steps, force) -> None:
     model = ck.load(checkpoint)
     if layer >= model.net.config.layers:
         raise MusiclstmError(f"--layer {layer}: the model has {model.net.config.layers} layers (0-based)")
+    check_targets([out], force=force)
     trace = gate_trace(model, music, max_steps=steps)
-    save_gates(trace, out, layer=layer, units=units)
+    created = _make_folder(out)  # as compose and harmonize: a missing output folder is created
+    try:
+        save_gates(trace, out, layer=layer, units=units)
+    except BaseException:
+        _remove_folders(created)
+        raise
     click.echo(f"wrote {out} ({len(trace.ids)} steps, layer {layer})")
 
 
@@ -600,6 +613,24 @@ def infill(piece, out, force, wav, png, musicxml, seed, threads, **options) -> N
     parse_bars(options["bars"]), parse_voices(options["voices"])  # bad ranges fail before any work
     _chorale_command("infill", piece, out, force, dict(wav=wav, png=png, musicxml=musicxml), seed, threads, run,
                      options)
+
+
+def _make_folder(path: Path) -> list[Path]:
+    """Create the folder `path` goes in (every command creates a missing output folder); returns the
+    folders created, deepest first, for `_remove_folders` to undo after a failure."""
+    created = [a for a in Path(path).parents if not a.exists()]
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MusiclstmError(f"cannot create {Path(path).parent}: {e.strerror or e}") from e
+    return created
+
+
+def _remove_folders(created: list[Path]) -> None:
+    import shutil
+
+    for a in created:  # deepest first
+        shutil.rmtree(a, ignore_errors=True)
 
 
 def _free_names(first: Path, num: int) -> list[Path]:
