@@ -66,3 +66,59 @@ def test_an_unwritable_place_is_one_line(tmp_path):
     for args in (["render", "m.mid", "--png", "-o", "afile/x"], ["gates", "folk", "m.mid", "-o", "afile/g.png"]):
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 1 and res.output.startswith("error: ") and res.output.count("\n") == 1, res.output
+
+
+# ---- 2. a model writes only what it learned; temperature has an upper bound ----------------------
+
+def test_a_hot_draw_keeps_the_programs_drums_and_pitches_the_model_learned(tmp_path):
+    """The folk model learned piano only (its checkpoint records programs [0], no pitch range: the piano's
+    keys). At the hottest temperature allowed it writes piano notes on the keyboard, nothing else."""
+    res = CliRunner().invoke(cli, ["compose", "--temperature", "3", "--tokens", "400", "--seed", "1", "-o", "hot.mid"])
+    assert res.exit_code == 0, res.output
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "hot.mid"))
+    assert pm.instruments and all(i.program == 0 and not i.is_drum for i in pm.instruments)
+    pitches = [n.pitch for i in pm.instruments for n in i.notes]
+    assert pitches and 21 <= min(pitches) and max(pitches) <= 108
+
+
+def test_the_pitch_range_learned_is_recorded_and_kept():
+    import musiclstm as ml
+    from musiclstm.encodings.grammar import Controls  # noqa: F401
+    from musiclstm.generation.compose import SAFE_PITCH_RANGE, _within, learned
+
+    folk = ml.load("folk")
+    assert learned(folk) == ((0,), SAFE_PITCH_RANGE)
+    folk.meta["data"] = {**folk.meta["data"], "pitch_range": [55, 84]}
+    assert learned(folk)[1] == (55, 84)
+    assert _within((60, 100), (55, 84)) == (60, 84)
+    with pytest.raises(Exception, match="outside the pitches this model learned"):
+        _within((90, 100), (55, 84))
+
+
+def test_corpus_records_its_pitch_range(tmp_path):
+    from conftest import scale_corpus
+
+    from musiclstm import data
+    from musiclstm.encodings.tokenizer import Tokenizer
+
+    corpus = data.prepare(data.as_paths(scale_corpus(tmp_path / "c", files=4)), Tokenizer("remi"), progress=False,
+                          cache_dir=tmp_path / "cache")
+    lo, hi = corpus.to_json()["pitch_range"]
+    assert 60 <= lo <= hi <= 71
+
+
+def test_temperature_has_an_upper_bound_everywhere(tmp_path):
+    import musiclstm as ml
+    from musiclstm.errors import ConfigError
+    from musiclstm.generation.compose import compose
+
+    res = CliRunner().invoke(cli, ["compose", "--temperature", "1e9", "--tokens", "10"])
+    assert res.exit_code == 2 and "0<=x<=3" in res.output
+    with pytest.raises(ConfigError, match="between 0 and 3"):
+        compose(ml.load("folk"), tokens=10, temperature=1e9)
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from musiclstm.app.studio import Studio
+
+    with pytest.raises(ConfigError, match="between 0 and 3"):
+        Studio(tmp_path).submit({"kind": "compose", "temperature": 1e9}, None)

@@ -452,8 +452,8 @@ def main() -> None:
               help="Length in seconds at the piece's tempo, ending at a bar line [30; at most 1800].")
 @click.option("--bars", type=click.IntRange(1, 900), help="Length in bars (remi, grid models; at most 900).")
 @click.option("--tokens", type=click.IntRange(1, 200_000), help="Length in tokens (at most 200,000).")
-@click.option("--temperature", "-t", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="0 = always the most likely token.")
+@click.option("--temperature", "-t", type=click.FloatRange(0, 3), default=1.0, show_default=True,
+              help="0 = always the most likely token; at most 3 (hotter is only noise).")
 @click.option("--top-k", type=click.IntRange(1))
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
 @click.option("--repetition-penalty", type=click.FloatRange(1), default=1.0, show_default=True)
@@ -560,7 +560,8 @@ def _chorale_options(f):
         click.option("--out", "-o", type=click.Path(path_type=Path), help="MIDI file to write [INPUT-KIND.mid]."),
         click.option("--checkpoint", "-c", help="A harmonizer checkpoint or run folder [the bundled harmonizer]."),
         click.option("--seed", type=int, help="Random seed [a fresh one each run, recorded in the JSON sidecar]."),
-        click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True),
+        click.option("--temperature", type=click.FloatRange(0, 3), default=0.8, show_default=True,
+                     help="At most 3."),
         click.option("--iterations", type=click.IntRange(1, 10000), default=64, show_default=True,
                      help="Pseudo-Gibbs passes (more: slower, more settled)."),
         click.option("--rules/--no-rules", default=True, show_default=True,

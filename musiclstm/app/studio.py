@@ -479,6 +479,10 @@ class Studio:
     def submit(self, settings: dict, source) -> dict:
         """Queue a piece; `source` is a Score, None, or a function giving the Score (an upload read in the
         job, not in the request)."""
+        from ..generation.sample import MAX_TEMPERATURE
+
+        if not 0 <= settings.get("temperature", 1.0) <= MAX_TEMPERATURE:  # refused before it holds the queue
+            raise ConfigError(f"temperature must be between 0 and {MAX_TEMPERATURE:g}, got {settings['temperature']:g}")
         total, unit = ((settings["iterations"], "passes") if settings["kind"] in ("harmonize", "infill")
                        else (None, "tokens"))
         return self.jobs.submit(settings["kind"], lambda job: self.make(

@@ -149,10 +149,18 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
         raise ConfigError("--bars needs a remi or grid model (performance tokens have no bar lines); use --seconds")
     if tempo is not None and tok.encoding == "performance":
         raise ConfigError("--tempo needs a remi or grid model (performance timing is in seconds)")
-    controls = Controls(key=key, pitch_range=tuple(pitch_range) if pitch_range else None,
+    learned_programs, learned_pitches = learned(model)  # the model writes only what it learned
+    allowed_programs = programs or None
+    if allowed_programs is None and learned_programs is not None:
+        allowed_programs = tuple(p for p in learned_programs if p < 128)
+    if programs is not None:
+        default_drums = want_drums
+    else:
+        default_drums = 128 in learned_programs if learned_programs is not None else True
+    controls = Controls(key=key, pitch_range=_within(pitch_range, learned_pitches),
                         qpm=tempo if tok.encoding == "remi" else None,
-                        programs=programs if tok.encoding == "remi" and programs else None,
-                        drums=(drums if drums is not None else (want_drums if programs is not None else True)),
+                        programs=allowed_programs if tok.encoding == "remi" else None,
+                        drums=drums if drums is not None else default_drums,
                         max_polyphony=max_polyphony)
     pscore = prime_score(prime, prime_seconds=prime_seconds, prime_bars=prime_bars, prime_notes=prime_notes)
     if style is None and tok.styles and model.meta.get("train", {}).get("styles", "none") != "none":
@@ -191,6 +199,33 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if return_ids:
         return (out if num > 1 else out[0]), seqs
     return out if num > 1 else out[0]
+
+
+# A model whose checkpoint does not record its pitch range (the bundled ones predate it) plays within the
+# 88 keys of a piano, which hold every pitch the bundled corpora use (and every orchestral instrument's).
+SAFE_PITCH_RANGE = (21, 108)
+
+
+def learned(model: Model) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
+    """The programs (128 = drums; remi only) and pitch range a model saw in training, as its checkpoint
+    records them; the pitch range defaults to SAFE_PITCH_RANGE where the programs are recorded and it is not."""
+    data = model.meta.get("data") or {}
+    programs = data.get("programs") if model.tokenizer.encoding == "remi" else None
+    pitches = data.get("pitch_range") or (SAFE_PITCH_RANGE if programs is not None else None)
+    return (tuple(programs) if programs is not None else None), (tuple(pitches) if pitches else None)
+
+
+def _within(asked, learned_range):
+    """The pitch range asked, kept inside the one the model learned (an error when they do not meet)."""
+    if learned_range is None:
+        return tuple(asked) if asked else None
+    if not asked:
+        return tuple(learned_range)
+    lo, hi = max(asked[0], learned_range[0]), min(asked[1], learned_range[1])
+    if lo > hi:
+        raise ConfigError(f"pitch range {asked[0]}-{asked[1]} is outside the pitches this model learned "
+                          f"({learned_range[0]}-{learned_range[1]})")
+    return lo, hi
 
 
 @dataclass(frozen=True)

@@ -328,8 +328,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     def meta(step: int) -> dict:
         return {"step": step, "epoch": step / per_epoch, "train": asdict(cfg), "fingerprint": corpus.fingerprint,
                 "metrics": st["history"][-1] if st["history"] else {}, "best_val_nll": st["best"],
-                "data": {k: v for k, v in corpus.to_json().items() if k in ("files", "tokens", "hours", "programs",
-                                                                             "density_p99")},
+                "data": _data_meta(corpus, cfg),
                 "world_size": world, "precision": resolve_precision(cfg.precision, device), "torch": torch.__version__}
 
     def save_last(step: int) -> None:
@@ -547,3 +546,15 @@ def _sample(net: MusicLSTM, tokenizer: Tokenizer, cfg: TrainConfig, path: Path, 
     ids = generate(net, max_tokens=cfg.sample_tokens, temperature=1.0, seed=cfg.seed, device=device)[0]
     write_midi(tokenizer.decode_score(ids), path, force=True)
     net.train()
+
+
+def _data_meta(corpus, cfg) -> dict:
+    """What a checkpoint records of its data: size, programs, note density and the pitch range it learned
+    (widened by --augment's transpositions), so that compose offers nothing the model never saw."""
+    data = {k: v for k, v in corpus.to_json().items() if k in ("files", "tokens", "hours", "programs", "density_p99",
+                                                                 "pitch_range")}
+    shift = int(getattr(cfg, "augment_transpose", 0) or 0)
+    if data.get("pitch_range"):
+        lo, hi = data["pitch_range"]
+        data["pitch_range"] = [max(0, lo - shift), min(127, hi + shift)]
+    return data
