@@ -122,3 +122,44 @@ def test_temperature_has_an_upper_bound_everywhere(tmp_path):
 
     with pytest.raises(ConfigError, match="between 0 and 3"):
         Studio(tmp_path).submit({"kind": "compose", "temperature": 1e9}, None)
+
+
+# ---- 3. the written key is the key of the music -------------------------------------------------
+
+def test_the_asked_key_is_the_written_key_in_midi_and_musicxml(tmp_path):
+    res = CliRunner().invoke(cli, ["compose", "--key", "D minor", "--musicxml", "--seed", "1", "--tokens", "120",
+                                   "-o", "dm.mid"])
+    assert res.exit_code == 0, res.output
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "dm.mid"))
+    assert [k.key_number for k in pm.key_signature_changes] == [14]  # D minor
+    xml = (tmp_path / "dm.musicxml").read_text()
+    assert "<fifths>-1</fifths>" in xml and "<mode>minor</mode>" in xml
+
+
+def test_the_key_token_is_the_key_asked():
+    import musiclstm as ml
+    from musiclstm.generation.compose import compose
+
+    folk = ml.load("folk")
+    _, ids = compose(folk, tokens=60, seed=1, key="D minor", return_ids=True)
+    o = folk.tokenizer.vocab.offset["KEY"]
+    assert [i - o for i in ids[0] if o <= i < o + 24] == [2 + 12]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_bach_sample_is_written_in_the_key_it_plays(seed):
+    """The bundled bach model names one key and often plays another: the signature follows the notes."""
+    import numpy as np
+
+    import musiclstm as ml
+    from musiclstm.generation.compose import _fifths, compose
+    from musiclstm.io.score import key_fit
+
+    pm = compose(ml.load("bach"), seconds=8, seed=seed)
+    w = np.zeros(12)
+    for ins in pm.instruments:
+        for n in ins.notes:
+            w[n.pitch % 12] += n.end - n.start
+    tonic, minor, _ = key_fit(w)
+    k = pm.key_signature_changes[0].key_number
+    assert _fifths(k % 12, k >= 12) == _fifths(tonic, minor)

@@ -191,6 +191,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
             score = score.crop(end)
         if tempo is not None:
             score.tempos = np.array([[0.0, float(tempo)]])
+        score.key_signatures = written_key(score, key, len(pscore) if pscore is not None else 0)
         if tok.encoding == "grid" and len(score.tracks) > 1:  # name the voices by where they sing, top down
             score = _name_voices_by_height(score)
         if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
@@ -199,6 +200,35 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if return_ids:
         return (out if num > 1 else out[0]), seqs
     return out if num > 1 else out[0]
+
+
+def _fifths(tonic: int, minor: bool) -> int:
+    """A key's place on the circle of fifths (its signature; relative keys share it): 0..11."""
+    return ((int(tonic) - 9 * int(minor)) * 7) % 12
+
+
+def written_key(score: Score, key: str | None, primer_notes: int = 0) -> np.ndarray:
+    """The key signatures to write: the key asked, else the KEY tokens' (as decoded) where the notes agree
+    with them, else the key of the notes (Krumhansl-Schmuckler over the new music): a model that names one
+    key and plays another (the bundled bach) is written in the key it plays."""
+    from ..encodings.grammar import parse_key
+    from ..io.score import key_fit
+
+    if key:
+        tonic, scale = parse_key(key)
+        return np.array([[0.0, tonic, float(scale == "minor")]])
+    new = np.arange(len(score)) >= primer_notes
+    pitched = new & ~np.array([score.tracks[t].is_drum for t in score.track], bool) if len(score) else new
+    if not pitched.any():
+        return score.key_signatures
+    w = np.bincount(score.pitch[pitched] % 12, weights=(score.end - score.start)[pitched], minlength=12)
+    tonic, minor, r = key_fit(w)
+    if np.isnan(r):
+        return score.key_signatures
+    ks = score.key_signatures
+    if len(ks) and _fifths(ks[0, 1], ks[0, 2] > 0) == _fifths(tonic, minor):
+        return ks  # the token's key, as the notes have it (or its relative)
+    return np.array([[0.0, float(tonic), float(minor)]])
 
 
 # A model whose checkpoint does not record its pitch range (the bundled ones predate it) plays within the
