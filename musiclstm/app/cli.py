@@ -514,18 +514,24 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
     if options["temperature"] == 0:
         click.echo("note: --temperature 0 always takes the most likely token; an LSTM's single most likely "
                    "continuation tends to repeat one figure (try 0.5-1.0)", err=True)
-    pms, seqs = run(model, pscore, num=num, return_ids=True, progress=sys.stderr.isatty(), **options)
-    pms = pms if num > 1 else [pms]
-    record = {**options, **cut, "num": num, "prime": str(prime) if prime else None, "checkpoint": checkpoint,
+    # piece k of --num N is the piece of seed S+k, composed on its own: `--seed S+k` alone remakes it
+    seeds = [options["seed"] + k for k in range(num)]
+    pms, seqs = [], []
+    for s in seeds:
+        pm, ids = run(model, pscore, return_ids=True, progress=sys.stderr.isatty(), **{**options, "seed": s})
+        pms.append(pm)
+        seqs.append(ids[0])
+    record = {**options, **cut, "prime": str(prime) if prime else None, "checkpoint": checkpoint,
               "threads": threads}
-    written = write_pieces([(pm, path, sidecar(model, record, prime, ids))
-                            for pm, ids, path in zip(pms, seqs, targets, strict=True)], force=force, **extras)
+    written = write_pieces([(pm, path, sidecar(model, {**record, "seed": s}, prime, ids))
+                            for pm, ids, path, s in zip(pms, seqs, targets, seeds, strict=True)], force=force,
+                           **extras)
     per = len(written) // num
     primer = f", of which primer {pscore.duration_seconds:.1f} s, {len(pscore)} notes" if pscore is not None else ""
     for k, pm in enumerate(pms):
         click.echo(f"wrote {', '.join(str(p) for p in written[k * per:(k + 1) * per])} "
                    f"({pm.get_end_time():.1f} s, {sum(len(i.notes) for i in pm.instruments)} notes{primer}; "
-                   f"seed {options['seed']})")
+                   f"seed {seeds[k]})")
     if wav:
         click.echo(f"audio by {synthesizer()}")
 
