@@ -179,3 +179,29 @@ def test_each_piece_of_a_batch_has_its_own_seed_that_remakes_it(tmp_path):
         again = r.invoke(cli, ["compose", "--seed", str(s), "--tokens", "40", "-o", f"again-{k}.mid"])
         assert again.exit_code == 0, again.output
         assert (tmp_path / f"again-{k}.mid").read_bytes() == (tmp_path / f"b-{k}.mid").read_bytes(), k
+
+
+# ---- 8. advice that works -------------------------------------------------------------------------
+
+def test_the_transpose_advice_is_taken_by_the_option(tmp_path):
+    import re
+
+    _melody(tmp_path / "high.mid", pitches=(98, 100, 102, 103, 105, 107, 105, 103, 102, 100, 98, 98))
+    r = CliRunner()
+    res = r.invoke(cli, ["harmonize", "high.mid", "--iterations", "1", "--seed", "1"])
+    assert res.exit_code == 1 and "try --transpose" in res.output, res.output
+    advice = re.search(r"--transpose (-?\d+)", res.output).group(1)
+    res = r.invoke(cli, ["harmonize", "high.mid", "--iterations", "1", "--seed", "1", "--transpose", advice])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_key_far_from_the_melody_gets_a_warning(tmp_path):
+    d_major = (74, 76, 78, 79, 81, 79, 78, 76, 74, 73, 74, 76, 78, 76, 74, 74)
+    _melody(tmp_path / "d.mid", pitches=d_major)
+    r = CliRunner()
+    far = r.invoke(cli, ["harmonize", "d.mid", "--key", "Eb minor", "--iterations", "1", "--seed", "1"])
+    assert far.exit_code == 0, far.output
+    assert "warning:" in far.output and "outside Eb minor" in far.output and "D major" in far.output
+    near = r.invoke(cli, ["harmonize", "d.mid", "--key", "D major", "--iterations", "1", "--seed", "1",
+                          "-o", "near.mid"])
+    assert near.exit_code == 0 and "warning" not in near.output, near.output

@@ -550,6 +550,8 @@ def _chorale_command(kind: str, source: Path, out, force, extras, seed, threads,
     h = load(options.pop("checkpoint"))
     info: dict = {}
     pm = run(source, model=h, seed=seed, info=info, **options)
+    for w in info.get("warnings", ()):
+        click.echo(f"warning: {w}", err=True)
     record = {**options, "seed": seed, "threads": threads, "input": str(source)}
     written = write_pieces([(pm, target, sidecar(h, record, source))], force=force, **extras)
     what = {k: v for k, v in info.items() if k in ("melody", "key", "bars", "voices")}
@@ -586,7 +588,7 @@ def _chorale_options(f):
 @click.argument("melody", type=EXISTING)
 @_chorale_options
 @click.option("--key", help="The key to stay in, e.g. 'G major' [the melody's own].")
-@click.option("--transpose", type=click.IntRange(-24, 24), default=0, show_default=True,
+@click.option("--transpose", type=click.IntRange(-48, 48), default=0, show_default=True,
               help="Semitones to move the melody before harmonizing.")
 @click.option("--top-voice", is_flag=True, help="Harmonize the top voice of a melody with chords.")
 def harmonize(melody, out, force, wav, png, musicxml, seed, threads, **options) -> None:

@@ -763,8 +763,10 @@ def make_app(folder: Path, runs=(), *, local: bool = True) -> FastAPI:
             score, about = capped_melody(parse_melody(melody)), {"name": "typed: " + " ".join(melody.split())[:60]}
         if not 1 <= iterations <= MAX_ITERATIONS:
             raise ConfigError(f"iterations must be between 1 and {MAX_ITERATIONS}")
-        if not -24 <= transpose <= 24:
-            raise ConfigError("transpose must be between -24 and 24 semitones")
+        from ..generation.harmonize import MAX_TRANSPOSE
+
+        if not -MAX_TRANSPOSE <= transpose <= MAX_TRANSPOSE:
+            raise ConfigError(f"transpose must be between -{MAX_TRANSPOSE} and {MAX_TRANSPOSE} semitones")
         if key.strip():
             from ..generation.gibbs import parse_key
 
