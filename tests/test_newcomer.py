@@ -205,3 +205,65 @@ def test_a_key_far_from_the_melody_gets_a_warning(tmp_path):
     near = r.invoke(cli, ["harmonize", "d.mid", "--key", "D major", "--iterations", "1", "--seed", "1",
                           "-o", "near.mid"])
     assert near.exit_code == 0 and "warning" not in near.output, near.output
+
+
+# ---- 9. rough edges ---------------------------------------------------------------------------------
+
+def test_info_speaks_in_words():
+    r = CliRunner()
+    harm = r.invoke(cli, ["info", "harmonizer"])
+    assert harm.exit_code == 0 and "epoch 0.00" not in harm.output and "data None" not in harm.output, harm.output
+    folk = r.invoke(cli, ["info", "folk"])
+    assert folk.exit_code == 0 and "unrecorded precision" not in folk.output, folk.output
+    assert '"time": "20' in folk.output and "UTC" in folk.output  # a date, not a unix timestamp
+
+
+def test_resuming_is_said_off_a_terminal(tmp_path):
+    from conftest import scale_corpus
+
+    corpus = scale_corpus(tmp_path / "c", files=4)
+    common = ["train", str(corpus), "--out", str(tmp_path / "run"), "--preset", "tiny", "--seq-len", "16",
+              "--batch-size", "2", "--cache-dir", str(tmp_path / "cache"), "--jobs", "1"]
+    r = CliRunner()
+    first = r.invoke(cli, [*common, "--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    again = r.invoke(cli, [*common, "--max-steps", "3", "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "resuming" in again.output and "at step 2" in again.output, again.output
+
+
+def test_corpus_export_counts_its_skip_reasons_in_one_line(monkeypatch, tmp_path):
+    from musiclstm.data import collections
+
+    report = collections.ExportReport(written=[tmp_path / "a.mid"],
+                                      skipped=[(f"p{i}", f"music21: bad measure {i}") for i in range(100)]
+                                      + [("q", "worker process died"), ("r", "TimeoutError: 60 s")])
+    monkeypatch.setattr(collections, "export", lambda *a, **k: report)
+    res = CliRunner().invoke(cli, ["corpus", "export", "folk", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("\n") == 1, res.output  # no line per skipped piece
+    assert "102 skipped" in res.output and "100 × music21: bad measure N" in res.output
+
+
+def test_the_quick_start_outputs_are_ignored_by_git():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = ["composition.mid", "composition.json", "composition-2.mid", "composition-2.json", "chorale.mid",
+             "chorale.json", "chorale.wav", "chorale.png", "song.mid", "song.json", "mine.mid", "mine.json"]
+    out = subprocess.run(["git", "check-ignore", *names], cwd=root, capture_output=True, text=True).stdout.split()
+    assert sorted(out) == sorted(names)
+
+
+def test_the_notebooks_temporary_folders_stay_under_the_tests_folder(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    from test_notebooks import _execute
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import tempfile\nwork = tempfile.mkdtemp(prefix='musiclstm-')\nQUICK = work")])
+    assert _execute(nb, tmp_path).startswith(str(tmp_path))

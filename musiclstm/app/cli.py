@@ -188,15 +188,23 @@ def info(checkpoint, as_json) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     m, t = report["config"]["model"] or {}, report["config"]["tokenizer"] or {}
-    click.echo(f"{path}\n  step {report['step']} (epoch {report['epoch'] or 0:.2f}), data {report['fingerprint']}")
+    epoch = f" (epoch {report['epoch']:.2f})" if report["epoch"] is not None else ""
+    data = f", data {report['fingerprint']}" if report["fingerprint"] else ""
+    click.echo(f"{path}\n  step {report['step']}{epoch}{data}")
     cell = "harmonizer: bidirectional lstm" if m.get("kind") == "harmonizer" else m.get("cell")
     click.echo(f"  model: {cell} {m.get('layers')}x{m.get('hidden')}, embed {m.get('embed')}, "
                f"vocab {m.get('vocab_size')}; encoding {t.get('encoding')}, styles {t.get('styles') or 'none'}")
-    click.echo(f"  metrics: {json.dumps(report['metrics'])}")
+    metrics = dict(report["metrics"])
+    if isinstance(metrics.get("time"), int | float):  # a unix time: when the metrics were taken, in words
+        import datetime
+
+        metrics["time"] = datetime.datetime.fromtimestamp(metrics["time"], datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC")
+    click.echo(f"  metrics: {json.dumps(metrics)}")
     if report["precision"] or report["world_size"]:  # older checkpoints lack these
         asked = (report["config"]["train"] or {}).get("precision", "?")
-        click.echo(f"  trained in {report['precision'] or 'unrecorded'} precision (--precision {asked}) by "
-                   f"{report['world_size'] or 1} process(es)")
+        how = f"in {report['precision']} precision" if report["precision"] else "before precision was recorded"
+        click.echo(f"  trained {how} (--precision {asked}) by {report['world_size'] or 1} process(es)")
 
 
 @cli.command()
@@ -387,9 +395,23 @@ def corpus_export(name, out_dir, jobs, limit, force, quiet) -> None:
     from ..data.collections import export
 
     r = export(name, out_dir, jobs=jobs, limit=limit, force=force, progress=_quiet(quiet))
-    for piece, why in r.skipped:
-        click.echo(f"skipped {piece}: {why}", err=True)
-    click.echo(f"{len(r.written)} written, {r.existing} already there, {len(r.skipped)} skipped -> {out_dir}")
+    click.echo(f"{len(r.written)} written, {r.existing} already there, {len(r.skipped)} skipped"
+               f"{_reasons(r.skipped)} -> {out_dir}")
+
+
+def _reasons(skipped, most: int = 4) -> str:
+    """' (12 ×: reason; 3 ×: other; ...)': the skip reasons counted, the commonest first, in one line."""
+    import collections
+    import re
+
+    if not skipped:
+        return ""
+    # a reason names its piece's details (bar numbers, offsets): counted by its words
+    counts = collections.Counter(re.sub(r"\b\d+(\.\d+)?\b", "N", why).strip()[:80] for _, why in skipped)
+    parts = [f"{n} × {why}" for why, n in counts.most_common(most)]
+    if len(counts) > most:
+        parts.append(f"{sum(n for _, n in counts.most_common()[most:])} × {len(counts) - most} other reasons")
+    return f" ({'; '.join(parts)})"
 
 
 @corpus.command("fetch")

@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -387,9 +388,9 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     bar = tqdm(total=total, initial=st["step"], desc="training", unit="step", disable=not (progress and is_main),
                dynamic_ncols=True)
     step = st["step"]
-    if resume_blob is not None and is_main and progress:
+    if resume_blob is not None and is_main:  # said on or off a terminal (not a progress bar)
         tqdm.write(f"resuming {out} at step {step:,} of {total:,} (epoch {step / per_epoch:.2f}, "
-                   f"best validation NLL {st['best']:.4f})")
+                   f"best validation NLL {st['best']:.4f})", file=sys.stderr)
     # Ctrl-C only raises a flag: the step in flight completes, so the saved weights, optimizer, step
     # and carried state always belong together, and no KeyboardInterrupt can land inside a library
     # callback (where Python would print "Exception ignored" and carry on training).
