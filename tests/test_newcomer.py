@@ -267,3 +267,96 @@ def test_the_notebooks_temporary_folders_stay_under_the_tests_folder(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import tempfile\nwork = tempfile.mkdtemp(prefix='musiclstm-')\nQUICK = work")])
     assert _execute(nb, tmp_path).startswith(str(tmp_path))
+
+
+# ---- 5. every README example runs ---------------------------------------------------------------
+
+def _readme_commands() -> list[list[str]]:
+    """The musiclstm command lines in README's code blocks, as argument lists after `musiclstm`."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    blocks, lang, lines = [], None, []
+    for line in text.splitlines():  # fenced blocks: bash (or unnamed) ones hold command lines
+        if line.startswith("```"):
+            if lang is None:
+                lang, lines = line[3:].strip(), []
+            else:
+                if lang in ("", "bash", "sh", "console"):
+                    blocks.append(lines)
+                lang = None
+        elif lang is not None:
+            lines.append(line)
+    out = []
+    for block in blocks:
+        for line in block:
+            code = line.split("#")[0].strip()
+            if not code.startswith(("musiclstm", "torchrun", "python", "-m musiclstm")):
+                continue  # a table or output shown in a block
+            for part in code.split("&&"):
+                words = shlex.split(part)
+                if "musiclstm" in words and words[-1] != "...":
+                    out.append(words[words.index("musiclstm") + 1:])
+                elif "musiclstm" in words:  # `... train ...`: the command is checked by its --help
+                    out.append(words[words.index("musiclstm") + 1:-1])
+    return out
+
+
+def _budgeted(args: list[str]) -> list[str]:
+    """Fast commands run as written with a tiny budget; the others (training, downloads, a run that does
+    not exist yet) by their --help, which still checks the command and every option named."""
+    if args[0] == "compose" and "-c" not in args:
+        return [*args, "--seconds", "2"]
+    if args[:2] == ["corpus", "export"]:
+        return [*args, "--limit", "2", "--jobs", "1"]
+    depth = 2 if args[0] in ("corpus", "benchmark") else 1
+    return [*args[:depth], "--help"]
+
+
+def _options_exist(args: list[str]) -> None:
+    """Every --option a README line names is an option of its command."""
+    cmd = cli
+    for word in args[:2 if args[0] in ("corpus", "benchmark") else 1]:
+        cmd = cmd.commands[word]
+    known = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+    for a in args:
+        if a.startswith("-") and not a.lstrip("-").isdigit():
+            assert a.split("=")[0] in known, (args, a)
+
+
+def test_readme_lists_commands():
+    cmds = _readme_commands()
+    assert len(cmds) >= 8 and ["compose"] in cmds
+
+
+@pytest.mark.parametrize("args", _readme_commands(), ids=lambda a: " ".join(a)[:60])
+def test_every_readme_example_runs(args, tmp_path):
+    _options_exist(args)
+    res = CliRunner().invoke(cli, _budgeted(args))
+    assert res.exit_code == 0, (args, res.output)
+
+
+def test_every_instruments_example_in_readme_is_known_to_a_bundled_model():
+    import re
+    from pathlib import Path
+
+    import musiclstm as ml
+    from musiclstm.generation.compose import check_instruments, parse_instruments
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    examples = set(re.findall(r"--instruments ([\w,]+)", text))
+    assert examples
+    models = [ml.load(n) for n in ("folk", "bach", "pop")]
+
+    def known_somewhere(spec):
+        programs, drums = parse_instruments(spec)
+        for m in models:
+            try:
+                check_instruments(m, programs, drums)
+                return True
+            except Exception:
+                pass
+        return False
+
+    assert [e for e in examples if not known_somewhere(e)] == []

@@ -487,7 +487,8 @@ def main() -> None:
 @click.option("--style", help="Conditioning style of the model (see `musiclstm info`); without --checkpoint, "
               "a bundled model's name: bach, folk or pop.")
 @click.option("--key", help="Keep notes in a key, e.g. 'D minor'.")
-@click.option("--instruments", help="e.g. 'piano,strings,drums' or GM program numbers.")
+@click.option("--instruments", help="Names or GM program numbers the model learned (see `musiclstm info`), e.g. "
+              "'piano', or 'violin,viola,cello,contrabass' with --style bach.")
 @click.option("--drums/--no-drums", default=None, help="Allow drums (remi models).")
 @click.option("--tempo", type=click.FloatRange(10, 400), help="Tempo in quarter notes per minute.")
 @click.option("--max-polyphony", type=click.IntRange(1), help="Most notes sounding at once.")
