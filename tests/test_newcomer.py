@@ -360,3 +360,18 @@ def test_every_instruments_example_in_readme_is_known_to_a_bundled_model():
         return False
 
     assert [e for e in examples if not known_somewhere(e)] == []
+
+
+# ---- 6. instruments that can play the part ----------------------------------------------------------
+
+def test_one_instrument_for_four_chorale_voices_is_four_tracks(tmp_path):
+    res = CliRunner().invoke(cli, ["compose", "--style", "bach", "--instruments", "violin", "--seed", "1",
+                                   "--seconds", "8", "-o", "v.mid"])
+    assert res.exit_code == 0, res.output
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "v.mid"))
+    assert len(pm.instruments) >= 3 and all(i.program == 40 for i in pm.instruments)
+    assert any(i.name.startswith("Soprano") for i in pm.instruments)
+    for ins in pm.instruments:  # a voice on each: no violin plays a chord of the whole choir
+        events = sorted([(n.end, -1) for n in ins.notes] + [(n.start, 1) for n in ins.notes])
+        most = max(__import__("itertools").accumulate(d for _, d in events))
+        assert most <= 2, (ins.name, most)

@@ -150,7 +150,8 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if tempo is not None and tok.encoding == "performance":
         raise ConfigError("--tempo needs a remi or grid model (performance timing is in seconds)")
     learned_programs, learned_pitches = learned(model)  # the model writes only what it learned
-    allowed_programs = programs or None
+    voiced = _voicing(programs, learned_programs) if tok.encoding == "remi" else None
+    allowed_programs = (tuple(sorted(voiced)) if voiced else programs) or None
     if allowed_programs is None and learned_programs is not None:
         allowed_programs = tuple(p for p in learned_programs if p < 128)
     if programs is not None:
@@ -189,6 +190,10 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
         score = tok.decode_score(ids)
         if end is not None:  # notes still ringing at the final bar line stop there
             score = score.crop(end)
+        if voiced:  # the chorale voices, each on its own track of the instrument asked for it
+            names = {v: f"{k.title()} ({t})" for k, v in _voice_programs().items() for t in [_gm(voiced[v])]}
+            score.tracks = [Track(voiced.get(t.program, t.program), t.is_drum, names.get(t.program, t.name))
+                            for t in score.tracks]
         if tempo is not None:
             score.tempos = np.array([[0.0, float(tempo)]])
         score.key_signatures = written_key(score, key, len(pscore) if pscore is not None else 0)
@@ -200,6 +205,32 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if return_ids:
         return (out if num > 1 else out[0]), seqs
     return out if num > 1 else out[0]
+
+
+def _voicing(programs, learned_programs) -> dict[int, int] | None:
+    """A model that learned four-part chorales with a program per voice (soprano to bass: violin, viola,
+    cello, contrabass, as `corpus export bach` writes them), asked for some of those instruments: the model
+    writes its four voices, and voice k is then played by the instruments asked, the top voices by the first
+    (`--instruments violin`: four violin tracks, never four voices on one). {voice program: program}; None
+    for anything else."""
+    voices = tuple(sorted(_voice_programs().values()))
+    if not programs or learned_programs is None or not set(voices) <= set(learned_programs):
+        return None
+    if not set(programs) <= set(voices) or tuple(programs) == voices:
+        return None
+    return {v: programs[k * len(programs) // len(voices)] for k, v in enumerate(voices)}
+
+
+def _voice_programs() -> dict[str, int]:
+    from ..data.collections import VOICE_PROGRAMS
+
+    return VOICE_PROGRAMS
+
+
+def _gm(program: int) -> str:
+    import pretty_midi
+
+    return pretty_midi.program_to_instrument_name(program)
 
 
 def _fifths(tonic: int, minor: bool) -> int:
