@@ -5,7 +5,7 @@ A sample's meter comes from the TIMESIG tokens the grammar lets the model write;
 changes meter. This counts, per piece, whether its time signatures name more than one meter, for `--samples`
 pieces composed by a bundled model (`--bars` bars each, seeds 0..N-1) and for the real MIDI files given.
 
-    python bench/meter_changes.py folk ../shared/data/nottingham --samples 20 --bars 8
+    PYTHONPATH=. python bench/meter_changes.py folk ../shared/data/nottingham --samples 20 --bars 8
 
 Measured (2026-12-03, bundled folk, Nottingham's 1,034 MIDI files):
     --samples 40 --bars 16: samples 1/40 change meter; real 14/1,034

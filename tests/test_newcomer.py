@@ -375,3 +375,16 @@ def test_one_instrument_for_four_chorale_voices_is_four_tracks(tmp_path):
         events = sorted([(n.end, -1) for n in ins.notes] + [(n.start, 1) for n in ins.notes])
         most = max(__import__("itertools").accumulate(d for _, d in events))
         assert most <= 2, (ins.name, most)
+
+
+# ---- 7. endings that close ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, seed", [("bach", 0), ("bach", 1), ("folk", 0), ("folk", 1)])
+def test_a_composed_piece_ends_on_the_tonic(name, seed):
+    """The last bar is steered to the tonic triad, its bass to the tonic: evaluate's 'ends on tonic'."""
+    import musiclstm as ml
+    from musiclstm.evaluation.music import ending
+    from musiclstm.generation.compose import compose
+    from musiclstm.io.midi import read
+
+    assert ending(read(compose(ml.load(name), seconds=8, seed=seed)))["last_bass_on_tonic"] == 1.0

@@ -349,6 +349,7 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
             # the model's own ending is welcome in the last bar, never earlier
             near = left() <= (0 if bars is not None else grammar.bar_seconds())
             allowed[:, EOS] &= near.to(allowed.device)
+            _cadence(tok, controls, grammar, ids, allowed, near, tonic_triads)
             if bars is not None:  # the last bar holds music: no end and no closing bar line before its first note
                 unplayed = ((left() <= 0) & grammar.bar_empty()).to(allowed.device)
                 allowed[unplayed, EOS] = False
@@ -365,6 +366,7 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
         allowed[~allowed.any(1), EOS] = True
         return allowed
 
+    tonic_triads: dict[int, torch.Tensor] = {}  # per piece, once its last bar begins: its tonic triad's pitches
     if tokens is not None:
         budget = tokens
     else:  # generous: a dense pop texture takes ~40 tokens a second, a bar ~100
@@ -388,6 +390,47 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
                              f"lower the temperature or ask for --tokens")
     ends = grammar.end_quarters() if tokens is None else None
     return seqs, (ends.tolist() if ends is not None else [None] * len(seqs))
+
+
+def _cadence(tok, controls: Controls, grammar, ids: torch.Tensor, allowed: torch.Tensor, near: torch.Tensor,
+             triads: dict[int, torch.Tensor]) -> None:
+    """The last bar closes on the tonic: its pitched notes are drawn from the tonic triad of the piece's key
+    (the key asked, else the key of the notes so far, Krumhansl-Schmuckler on their pitch classes), and the
+    bass of each of its onsets is the tonic (remi writes an onset's notes by program, then upward: its first
+    note is its lowest; a chorale's bass voice is its own program), so the piece ends on a tonic chord in
+    root position, as real pieces do (evaluate's 'ends on tonic')."""
+    if "PITCH" not in tok.vocab.offset or "POSITION" not in tok.vocab.offset or grammar.state is None:
+        return
+    lo, pos = tok.vocab.offset["PITCH"], grammar._rng["POSITION"]
+    bass = max(_voice_programs().values())
+    rows = near.nonzero().flatten().tolist() if near.numel() > 1 else (list(range(len(ids))) if bool(near) else [])
+    for b in rows:
+        if b not in triads:
+            if controls.key:
+                from ..encodings.grammar import parse_key
+
+                tonic, scale = parse_key(controls.key)
+                minor = scale == "minor"
+            else:
+                from ..io.score import key_fit
+
+                row = ids[b].cpu()
+                p = row[(row >= lo) & (row < lo + 128)] - lo
+                if len(p) == 0:
+                    continue
+                tonic, minor, r = key_fit(np.bincount(p.numpy() % 12, minlength=12).astype(float))
+                if np.isnan(r):
+                    continue
+            pcs = {tonic % 12, (tonic + (3 if minor else 4)) % 12, (tonic + 7) % 12}
+            triads[b] = torch.stack([torch.tensor([q % 12 in pcs for q in range(128)]),
+                                     torch.tensor([q % 12 == tonic % 12 for q in range(128)])])
+        row = ids[b].cpu()
+        where_pos = ((row >= pos[0]) & (row < pos[1])).nonzero()
+        where_pitch = ((row >= lo) & (row < lo + 128)).nonzero()
+        first = len(where_pos) and (not len(where_pitch) or where_pitch[-1] < where_pos[-1])
+        program = int(grammar.state["program"][b])
+        root = (first and program not in _voice_programs().values()) or program == bass
+        allowed[b, lo:lo + 128] &= triads[b][int(bool(root))].to(allowed.device)
 
 
 def _progress(show: bool, total, unit: str):
