@@ -198,7 +198,7 @@ def info(checkpoint, as_json) -> None:
     if isinstance(metrics.get("time"), int | float):  # a unix time: when the metrics were taken, in words
         import datetime
 
-        metrics["time"] = datetime.datetime.fromtimestamp(metrics["time"], datetime.timezone.utc).strftime(
+        metrics["time"] = datetime.datetime.fromtimestamp(metrics["time"], datetime.UTC).strftime(
             "%Y-%m-%d %H:%M UTC")
     click.echo(f"  metrics: {json.dumps(metrics)}")
     if report["precision"] or report["world_size"]:  # older checkpoints lack these
