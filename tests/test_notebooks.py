@@ -21,7 +21,12 @@ def _execute(nb, tmp_path) -> str:
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    # the kernel's temporary folders (the notebooks' mkdtemp work folders) go under tmp_path, which pytest
+    # removes: none is left in the system temp folder
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", str(tmp_path / "tmp"))
+        client.execute()  # raises CellExecutionError, naming the cell, on any error
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "a code cell did not run"
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")

@@ -35,6 +35,10 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as e:  # a file or folder the system refused: one line too, never a traceback
+            where = f" {e.filename}" if e.filename else ""
+            click.echo(f"error: cannot use{where}: {e.strerror or e}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -187,15 +191,23 @@ def info(checkpoint, as_json) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     m, t = report["config"]["model"] or {}, report["config"]["tokenizer"] or {}
-    click.echo(f"{path}\n  step {report['step']} (epoch {report['epoch'] or 0:.2f}), data {report['fingerprint']}")
+    epoch = f" (epoch {report['epoch']:.2f})" if report["epoch"] is not None else ""
+    data = f", data {report['fingerprint']}" if report["fingerprint"] else ""
+    click.echo(f"{path}\n  step {report['step']}{epoch}{data}")
     cell = "harmonizer: bidirectional lstm" if m.get("kind") == "harmonizer" else m.get("cell")
     click.echo(f"  model: {cell} {m.get('layers')}x{m.get('hidden')}, embed {m.get('embed')}, "
                f"vocab {m.get('vocab_size')}; encoding {t.get('encoding')}, styles {t.get('styles') or 'none'}")
-    click.echo(f"  metrics: {json.dumps(report['metrics'])}")
+    metrics = dict(report["metrics"])
+    if isinstance(metrics.get("time"), int | float):  # a unix time: when the metrics were taken, in words
+        import datetime
+
+        metrics["time"] = datetime.datetime.fromtimestamp(metrics["time"], datetime.UTC).strftime(
+            "%Y-%m-%d %H:%M UTC")
+    click.echo(f"  metrics: {json.dumps(metrics)}")
     if report["precision"] or report["world_size"]:  # older checkpoints lack these
         asked = (report["config"]["train"] or {}).get("precision", "?")
-        click.echo(f"  trained in {report['precision'] or 'unrecorded'} precision (--precision {asked}) by "
-                   f"{report['world_size'] or 1} process(es)")
+        how = f"in {report['precision']} precision" if report["precision"] else "before precision was recorded"
+        click.echo(f"  trained {how} (--precision {asked}) by {report['world_size'] or 1} process(es)")
 
 
 @cli.command()
@@ -277,6 +289,7 @@ def render(midi, wav, png, out, soundfont, force) -> None:
     pm = to_pretty_midi(read(midi))
     sf = str(soundfont) if soundfont else None
     written = []
+    created = _make_folder(stem)  # as compose and harmonize: a missing output folder is created
     try:
         if wav:
             src = midi if midi.suffix.lower() in (".mid", ".midi") else None
@@ -286,6 +299,7 @@ def render(midi, wav, png, out, soundfont, force) -> None:
     except BaseException:  # all or nothing: remove what this command wrote, then report
         for p in written:
             p.unlink(missing_ok=True)
+        _remove_folders(created)
         raise
     click.echo("wrote " + ", ".join(str(p) for p in targets) + (f" (audio by {synthesizer(sf)})" if wav else ""))
 
@@ -305,6 +319,7 @@ def gates(checkpoint, music, out, layer, units, steps, force) -> None:
     musiclstm gates bach corpora/bach/bwv1.6.mid -o gates.png --layer 1
     """
     from ..evaluation.gates import gate_trace
+    from ..io.outputs import check_targets
     from ..io.plot import save_gates
     from ..models import checkpoint as ck
 
@@ -313,8 +328,14 @@ def gates(checkpoint, music, out, layer, units, steps, force) -> None:
     model = ck.load(checkpoint)
     if layer >= model.net.config.layers:
         raise MusiclstmError(f"--layer {layer}: the model has {model.net.config.layers} layers (0-based)")
+    check_targets([out], force=force)
     trace = gate_trace(model, music, max_steps=steps)
-    save_gates(trace, out, layer=layer, units=units)
+    created = _make_folder(out)  # as compose and harmonize: a missing output folder is created
+    try:
+        save_gates(trace, out, layer=layer, units=units)
+    except BaseException:
+        _remove_folders(created)
+        raise
     click.echo(f"wrote {out} ({len(trace.ids)} steps, layer {layer})")
 
 
@@ -378,9 +399,23 @@ def corpus_export(name, out_dir, jobs, limit, force, quiet) -> None:
     from ..data.collections import export
 
     r = export(name, out_dir, jobs=jobs, limit=limit, force=force, progress=_quiet(quiet))
-    for piece, why in r.skipped:
-        click.echo(f"skipped {piece}: {why}", err=True)
-    click.echo(f"{len(r.written)} written, {r.existing} already there, {len(r.skipped)} skipped -> {out_dir}")
+    click.echo(f"{len(r.written)} written, {r.existing} already there, {len(r.skipped)} skipped"
+               f"{_reasons(r.skipped)} -> {out_dir}")
+
+
+def _reasons(skipped, most: int = 4) -> str:
+    """' (12 ×: reason; 3 ×: other; ...)': the skip reasons counted, the commonest first, in one line."""
+    import collections
+    import re
+
+    if not skipped:
+        return ""
+    # a reason names its piece's details (bar numbers, offsets): counted by its words
+    counts = collections.Counter(re.sub(r"\b\d+(\.\d+)?\b", "N", why).strip()[:80] for _, why in skipped)
+    parts = [f"{n} × {why}" for why, n in counts.most_common(most)]
+    if len(counts) > most:
+        parts.append(f"{sum(n for _, n in counts.most_common()[most:])} × {len(counts) - most} other reasons")
+    return f" ({'; '.join(parts)})"
 
 
 @corpus.command("fetch")
@@ -443,8 +478,8 @@ def main() -> None:
               help="Length in seconds at the piece's tempo, ending at a bar line [30; at most 1800].")
 @click.option("--bars", type=click.IntRange(1, 900), help="Length in bars (remi, grid models; at most 900).")
 @click.option("--tokens", type=click.IntRange(1, 200_000), help="Length in tokens (at most 200,000).")
-@click.option("--temperature", "-t", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="0 = always the most likely token.")
+@click.option("--temperature", "-t", type=click.FloatRange(0, 3), default=1.0, show_default=True,
+              help="0 = always the most likely token; at most 3 (hotter is only noise).")
 @click.option("--top-k", type=click.IntRange(1))
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
 @click.option("--repetition-penalty", type=click.FloatRange(1), default=1.0, show_default=True)
@@ -456,7 +491,8 @@ def main() -> None:
 @click.option("--style", help="Conditioning style of the model (see `musiclstm info`); without --checkpoint, "
               "a bundled model's name: bach, folk or pop.")
 @click.option("--key", help="Keep notes in a key, e.g. 'D minor'.")
-@click.option("--instruments", help="e.g. 'piano,strings,drums' or GM program numbers.")
+@click.option("--instruments", help="Names or GM program numbers the model learned (see `musiclstm info`), e.g. "
+              "'piano', or 'violin,viola,cello,contrabass' with --style bach.")
 @click.option("--drums/--no-drums", default=None, help="Allow drums (remi models).")
 @click.option("--tempo", type=click.FloatRange(10, 400), help="Tempo in quarter notes per minute.")
 @click.option("--max-polyphony", type=click.IntRange(1), help="Most notes sounding at once.")
@@ -482,7 +518,7 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
 
     from ..generation.compose import check_options_agree, prime_score
     from ..generation.compose import compose as run
-    from ..io.outputs import check_targets, output_paths, synthesizer, write_with_sidecars
+    from ..io.outputs import check_targets, output_paths, sidecar, synthesizer, write_pieces
     from ..models import checkpoint as ck
 
     cut = {k: options.pop(k) for k in ("prime_seconds", "prime_bars", "prime_notes")}
@@ -507,18 +543,24 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
     if options["temperature"] == 0:
         click.echo("note: --temperature 0 always takes the most likely token; an LSTM's single most likely "
                    "continuation tends to repeat one figure (try 0.5-1.0)", err=True)
-    pms, seqs = run(model, pscore, num=num, return_ids=True, progress=sys.stderr.isatty(), **options)
-    pms = pms if num > 1 else [pms]
-    record = {**options, **cut, "num": num, "prime": str(prime) if prime else None, "checkpoint": checkpoint,
+    # piece k of --num N is the piece of seed S+k, composed on its own: `--seed S+k` alone remakes it
+    seeds = [options["seed"] + k for k in range(num)]
+    pms, seqs = [], []
+    for s in seeds:
+        pm, ids = run(model, pscore, return_ids=True, progress=sys.stderr.isatty(), **{**options, "seed": s})
+        pms.append(pm)
+        seqs.append(ids[0])
+    record = {**options, **cut, "prime": str(prime) if prime else None, "checkpoint": checkpoint,
               "threads": threads}
-    written = write_with_sidecars(zip(pms, targets, seqs, strict=True), model, record, source=prime,
-                                  source_key="prime", force=force, **extras)
+    written = write_pieces([(pm, path, sidecar(model, {**record, "seed": s}, prime, source_key="prime", ids=ids))
+                            for pm, ids, path, s in zip(pms, seqs, targets, seeds, strict=True)], force=force,
+                           **extras)
     per = len(written) // num
     primer = f", of which primer {pscore.duration_seconds:.1f} s, {len(pscore)} notes" if pscore is not None else ""
     for k, pm in enumerate(pms):
         click.echo(f"wrote {', '.join(str(p) for p in written[k * per:(k + 1) * per])} "
                    f"({pm.get_end_time():.1f} s, {sum(len(i.notes) for i in pm.instruments)} notes{primer}; "
-                   f"seed {options['seed']})")
+                   f"seed {seeds[k]})")
     if wav:
         click.echo(f"audio by {synthesizer()}")
 
@@ -537,6 +579,8 @@ def _chorale_command(kind: str, source: Path, out, force, extras, seed, threads,
     h = load(options.pop("checkpoint"))
     info: dict = {}
     pm = run(source, model=h, seed=seed, info=info, **options)
+    for w in info.get("warnings", ()):
+        click.echo(f"warning: {w}", err=True)
     record = {**options, "seed": seed, "threads": threads, "input": str(source)}
     written = write_with_sidecars([(pm, target, None)], h.model, record, source=source, force=force, **extras)
     what = {k: v for k, v in info.items() if k in ("melody", "key", "bars", "voices")}
@@ -553,7 +597,8 @@ def _chorale_options(f):
         click.option("--out", "-o", type=click.Path(path_type=Path), help="MIDI file to write [INPUT-KIND.mid]."),
         click.option("--checkpoint", "-c", help="A harmonizer checkpoint or run folder [the bundled harmonizer]."),
         click.option("--seed", type=int, help="Random seed [a fresh one each run, recorded in the JSON sidecar]."),
-        click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True),
+        click.option("--temperature", type=click.FloatRange(0, 3), default=0.8, show_default=True,
+                     help="At most 3."),
         click.option("--iterations", type=click.IntRange(1, 10000), default=64, show_default=True,
                      help="Pseudo-Gibbs passes (more: slower, more settled)."),
         click.option("--rules/--no-rules", default=True, show_default=True,
@@ -572,7 +617,7 @@ def _chorale_options(f):
 @click.argument("melody", type=EXISTING)
 @_chorale_options
 @click.option("--key", help="The key to stay in, e.g. 'G major' [the melody's own].")
-@click.option("--transpose", type=click.IntRange(-24, 24), default=0, show_default=True,
+@click.option("--transpose", type=click.IntRange(-48, 48), default=0, show_default=True,
               help="Semitones to move the melody before harmonizing.")
 @click.option("--top-voice", is_flag=True, help="Harmonize the top voice of a melody with chords.")
 def harmonize(melody, out, force, wav, png, musicxml, seed, threads, **options) -> None:
@@ -606,6 +651,24 @@ def infill(piece, out, force, wav, png, musicxml, seed, threads, **options) -> N
     parse_bars(options["bars"]), parse_voices(options["voices"])  # bad ranges fail before any work
     _chorale_command("infill", piece, out, force, dict(wav=wav, png=png, musicxml=musicxml), seed, threads, run,
                      options)
+
+
+def _make_folder(path: Path) -> list[Path]:
+    """Create the folder `path` goes in (every command creates a missing output folder); returns the
+    folders created, deepest first, for `_remove_folders` to undo after a failure."""
+    created = [a for a in Path(path).parents if not a.exists()]
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MusiclstmError(f"cannot create {Path(path).parent}: {e.strerror or e}") from e
+    return created
+
+
+def _remove_folders(created: list[Path]) -> None:
+    import shutil
+
+    for a in created:  # deepest first
+        shutil.rmtree(a, ignore_errors=True)
 
 
 def _free_names(first: Path, num: int) -> list[Path]:

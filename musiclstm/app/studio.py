@@ -480,6 +480,10 @@ class Studio:
     def submit(self, settings: dict, source) -> dict:
         """Queue a piece; `source` is a Score, None, or a function giving the Score (an upload read in the
         job, not in the request)."""
+        from ..generation.sample import MAX_TEMPERATURE
+
+        if not 0 <= settings.get("temperature", 1.0) <= MAX_TEMPERATURE:  # refused before it holds the queue
+            raise ConfigError(f"temperature must be between 0 and {MAX_TEMPERATURE:g}, got {settings['temperature']:g}")
         total, unit = ((settings["iterations"], "passes") if settings["kind"] in ("harmonize", "infill")
                        else (None, "tokens"))
         return self.jobs.submit(settings["kind"], lambda job: self.make(
@@ -760,10 +764,12 @@ def make_app(folder: Path, runs=(), *, local: bool = True) -> FastAPI:
             score, about = capped_melody(parse_melody(melody)), {"name": "typed: " + " ".join(melody.split())[:60]}
         if not 1 <= iterations <= MAX_ITERATIONS:
             raise ConfigError(f"iterations must be between 1 and {MAX_ITERATIONS}")
-        if not -24 <= transpose <= 24:
-            raise ConfigError("transpose must be between -24 and 24 semitones")
+        from ..generation.harmonize import MAX_TRANSPOSE
+
+        if not -MAX_TRANSPOSE <= transpose <= MAX_TRANSPOSE:
+            raise ConfigError(f"transpose must be between -{MAX_TRANSPOSE} and {MAX_TRANSPOSE} semitones")
         if key.strip():
-            from ..generation.gibbs import parse_key
+            from ..theory import parse_key
 
             parse_key(key)
         settings = {"kind": "harmonize", "model": "harmonizer", "key": key.strip(), "seed": seed_of(seed),

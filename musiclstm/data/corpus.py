@@ -131,6 +131,18 @@ class Corpus:
         used = {int(i) - o for p in self.split("train") for i in np.unique(p.ids) if o <= i < o + 129}
         return sorted(used)
 
+    def pitch_range(self) -> list[int] | None:
+        """The lowest and highest pitched note (drums aside) in the training pieces; None when unknown."""
+        v = self.tokenizer.vocab if self.tokenizer is not None else None
+        kind = next((k for k in ("PITCH", "NOTE_ON") if v is not None and k in v.offset), None)
+        if kind is None:
+            return None
+        if self.store is not None:
+            return self.store.meta.get("pitch_range")
+        o = v.offset[kind]
+        used = [int(i) - o for p in self.split("train") for i in np.unique(p.ids) if o <= i < o + 128]
+        return [min(used), max(used)] if used else None
+
     def density_p99(self) -> float | None:
         """99th percentile of notes per second over the training pieces (what a runaway sample exceeds)."""
         c = self._columns()
@@ -142,7 +154,7 @@ class Corpus:
     def to_json(self) -> dict:
         c = self._columns()
         return {"files": len(c["split"]), "tokens": int(c["tokens"].sum()), "hours": sum(c["seconds"].tolist()) / 3600,
-                "programs": self.programs(), "density_p99": self.density_p99(),
+                "programs": self.programs(), "density_p99": self.density_p99(), "pitch_range": self.pitch_range(),
                 "meter_repaired": int(c["repaired"].sum()), "skipped": self.skipped,
                 "duplicates": self.duplicates, "fingerprint": self.fingerprint}
 

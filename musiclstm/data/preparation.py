@@ -440,7 +440,9 @@ def _write_store(items: list[list], roots: list[Path], tokenizer: Tokenizer, cac
 
     v = tokenizer.vocab
     program = (v.offset["PROGRAM"], v.offset["PROGRAM"] + 129) if "PROGRAM" in v.offset else None
-    writer = st.StoreWriter(stores, key, st.token_dtype(tokenizer.vocab_size), note_ranges(tokenizer), program)
+    pitched = next(((v.offset[k], v.offset[k] + 128) for k in ("PITCH", "NOTE_ON") if k in v.offset), None)
+    writer = st.StoreWriter(stores, key, st.token_dtype(tokenizer.vocab_size), note_ranges(tokenizer), program,
+                            pitch_ids=pitched)
     names = sorted({style for _, _, style, _, _ in pieces if style is not None})
     for k, split, style, seconds, repaired in pieces:
         path, _, tune, sha = items[k][:4]

@@ -249,7 +249,7 @@ class StoreWriter:
     """Writes a store into a temporary folder, piece by piece, and publishes it with one rename."""
 
     def __init__(self, stores: Path, key: str, dtype: np.dtype, note_ranges: list[tuple[int, int]],
-                 program_range: tuple[int, int] | None):
+                 program_range: tuple[int, int] | None, *, pitch_ids: tuple[int, int] | None = None):
         self.stores, self.key, self.dtype = Path(stores), key, np.dtype(dtype)
         self.tmp = self.stores / f".{key}.{os.getpid()}.tmp"
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -261,6 +261,7 @@ class StoreWriter:
                                                         "notes", "tune", "style", "sha")}
         self.paths: list[bytes] = []
         self.programs: set[int] = set()
+        self.pitch_ids, self.pitches = pitch_ids, [128, -1]  # the lowest and highest pitch in training pieces
 
     def add(self, split: str, head: list[int], ids: np.ndarray, *, path: str, sha: str, tune: int | None,
             style: int, seconds: float, repaired: bool) -> None:
@@ -283,6 +284,11 @@ class StoreWriter:
         if split == "train" and self.program_range is not None:
             a, b = self.program_range
             self.programs.update(int(i) - a for i in np.unique(ids[(ids >= a) & (ids < b)]))
+        if split == "train" and self.pitch_ids is not None:
+            a, b = self.pitch_ids
+            used = ids[(ids >= a) & (ids < b)]
+            if len(used):
+                self.pitches = [min(self.pitches[0], int(used.min()) - a), max(self.pitches[1], int(used.max()) - a)]
 
     def finish(self, meta: dict) -> Path:
         """Close, write the index and meta, rename into place; returns the store's folder."""
@@ -299,6 +305,7 @@ class StoreWriter:
                      path_offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64))
         np.savez(self.tmp / "index.npz", **index)
         meta = {**meta, "format": FORMAT, "dtype": self.dtype.name, "programs": sorted(self.programs),
+                "pitch_range": self.pitches if self.pitches[1] >= 0 else None,
                 "tokens": {s: self.size[s] for s in SPLITS}, "created": time.time()}
         (self.tmp / "meta.json").write_text(json.dumps(meta))
         final = self.stores / self.key

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..theory import parse_key
 from .grammar import Grammar
 from .tokenizer import EOS
 
@@ -181,6 +182,10 @@ class RemiGrammar(Grammar):
         a[:, self.r("TIMESIG")] = (ph == 1)[:, None]
         if v2:
             a[:, self.r("KEY")] = ((ph == 7) | ((ph == 1) & s["sig"]))[:, None]
+            if c.key:  # the KEY token (the written key signature) is the key asked
+                tonic, minor = parse_key(c.key)
+                a[:, self.r("KEY")] &= torch.arange(self._rng["KEY"][1] - self._rng["KEY"][0])[None] == \
+                    tonic + 12 * int(minor)
         n_pos = self._rng["POSITION"][1] - self._rng["POSITION"][0]
         later = (torch.arange(n_pos)[None] > s["pos"][:, None]) & (torch.arange(n_pos)[None] < s["bar_len"][:, None])
         a[:, self.r("POSITION")] = later & (((ph == 6) | after_bar | tempo_only) & ready)[:, None]

@@ -206,7 +206,8 @@ def _held_out(model, corpus, train_corpus, kw: dict, warn) -> tuple[list, list, 
 def token_bars(tok, seq, score: Score | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For `seq[1:]`, the bar of each token (counted by BAR tokens; a BAR token belongs to the bar it
     opens; -1 before the first), per bar the first bar with the same decoded notes (onset in
-    the bar, pitch, duration; -1 for an empty bar), and per bar its number of (pitched) notes. Needs BAR tokens (remi). `score`: `seq` decoded
+    the bar, pitch, duration; -1 for an empty bar), and per bar its number of (pitched) notes. Needs BAR
+    tokens (remi). `score`: `seq` decoded
     already (else it is decoded here)."""
     target = np.asarray(seq[1:])
     bar_lo = tok.vocab.offset["BAR"]

@@ -152,10 +152,19 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
         raise ConfigError("--bars needs a remi or grid model (performance tokens have no bar lines); use --seconds")
     if tempo is not None and tok.encoding == "performance":
         raise ConfigError("--tempo needs a remi or grid model (performance timing is in seconds)")
-    controls = Controls(key=key, pitch_range=tuple(pitch_range) if pitch_range else None,
+    learned_programs, learned_pitches = learned(model)  # the model writes only what it learned
+    voiced = _voicing(programs, learned_programs) if tok.encoding == "remi" else None
+    allowed_programs = (tuple(sorted(voiced)) if voiced else programs) or None
+    if allowed_programs is None and learned_programs is not None:
+        allowed_programs = tuple(p for p in learned_programs if p < 128)
+    if programs is not None:
+        default_drums = want_drums
+    else:
+        default_drums = 128 in learned_programs if learned_programs is not None else True
+    controls = Controls(key=key, pitch_range=_within(pitch_range, learned_pitches),
                         qpm=tempo if tok.encoding == "remi" else None,
-                        programs=programs if tok.encoding == "remi" and programs else None,
-                        drums=(drums if drums is not None else (want_drums if programs is not None else True)),
+                        programs=allowed_programs if tok.encoding == "remi" else None,
+                        drums=drums if drums is not None else default_drums,
                         max_polyphony=max_polyphony)
     pscore = prime_score(prime, prime_seconds=prime_seconds, prime_bars=prime_bars, prime_notes=prime_notes)
     if style is None and tok.styles and model.meta.get("train", {}).get("styles", "none") != "none":
@@ -184,8 +193,13 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     for score, end in zip(scores, ends, strict=True):
         if end is not None:  # notes still ringing at the final bar line stop there
             score = score.crop(end)
+        if voiced:  # the chorale voices, each on its own track of the instrument asked for it
+            names = {v: f"{k.title()} ({t})" for k, v in _voice_programs().items() for t in [_gm(voiced[v])]}
+            score.tracks = [Track(voiced.get(t.program, t.program), t.is_drum, names.get(t.program, t.name))
+                            for t in score.tracks]
         if tempo is not None:
             score.tempos = np.array([[0.0, float(tempo)]])
+        score.key_signatures = written_key(score, key, len(pscore) if pscore is not None else 0)
         if tok.encoding == "grid" and len(score.tracks) > 1:  # name the voices by where they sing, top down
             score = _name_voices_by_height(score)
         if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
@@ -194,6 +208,88 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if return_ids:
         return (out if num > 1 else out[0]), seqs
     return out if num > 1 else out[0]
+
+
+def _voicing(programs, learned_programs) -> dict[int, int] | None:
+    """A model that learned four-part chorales with a program per voice (soprano to bass: violin, viola,
+    cello, contrabass, as `corpus export bach` writes them), asked for some of those instruments: the model
+    writes its four voices, and voice k is then played by the instruments asked, the top voices by the first
+    (`--instruments violin`: four violin tracks, never four voices on one). {voice program: program}; None
+    for anything else."""
+    voices = tuple(sorted(_voice_programs().values()))
+    if not programs or learned_programs is None or not set(voices) <= set(learned_programs):
+        return None
+    if not set(programs) <= set(voices) or tuple(programs) == voices:
+        return None
+    return {v: programs[k * len(programs) // len(voices)] for k, v in enumerate(voices)}
+
+
+def _voice_programs() -> dict[str, int]:
+    from ..data.collections import VOICE_PROGRAMS
+
+    return VOICE_PROGRAMS
+
+
+def _gm(program: int) -> str:
+    import pretty_midi
+
+    return pretty_midi.program_to_instrument_name(program)
+
+
+def _fifths(tonic: int, minor: bool) -> int:
+    """A key's place on the circle of fifths (its signature; relative keys share it): 0..11."""
+    return ((int(tonic) - 9 * int(minor)) * 7) % 12
+
+
+def written_key(score: Score, key: str | None, primer_notes: int = 0) -> np.ndarray:
+    """The key signatures to write: the key asked, else the KEY tokens' (as decoded) where the notes agree
+    with them, else the key of the notes (Krumhansl-Schmuckler over the new music): a model that names one
+    key and plays another (the bundled bach) is written in the key it plays."""
+    from ..io.score import key_fit
+    from ..theory import parse_key
+
+    if key:
+        tonic, minor = parse_key(key)
+        return np.array([[0.0, tonic, float(minor)]])
+    new = np.arange(len(score)) >= primer_notes
+    pitched = new & ~np.array([score.tracks[t].is_drum for t in score.track], bool) if len(score) else new
+    if not pitched.any():
+        return score.key_signatures
+    w = np.bincount(score.pitch[pitched] % 12, weights=(score.end - score.start)[pitched], minlength=12)
+    tonic, minor, r = key_fit(w)
+    if np.isnan(r):
+        return score.key_signatures
+    ks = score.key_signatures
+    if len(ks) and _fifths(ks[0, 1], ks[0, 2] > 0) == _fifths(tonic, minor):
+        return ks  # the token's key, as the notes have it (or its relative)
+    return np.array([[0.0, float(tonic), float(minor)]])
+
+
+# A model whose checkpoint does not record its pitch range (the bundled ones predate it) plays within the
+# 88 keys of a piano, which hold every pitch the bundled corpora use (and every orchestral instrument's).
+SAFE_PITCH_RANGE = (21, 108)
+
+
+def learned(model: Model) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
+    """The programs (128 = drums; remi only) and pitch range a model saw in training, as its checkpoint
+    records them; the pitch range defaults to SAFE_PITCH_RANGE where the programs are recorded and it is not."""
+    data = model.meta.get("data") or {}
+    programs = data.get("programs") if model.tokenizer.encoding == "remi" else None
+    pitches = data.get("pitch_range") or (SAFE_PITCH_RANGE if programs is not None else None)
+    return (tuple(programs) if programs is not None else None), (tuple(pitches) if pitches else None)
+
+
+def _within(asked, learned_range):
+    """The pitch range asked, kept inside the one the model learned (an error when they do not meet)."""
+    if learned_range is None:
+        return tuple(asked) if asked else None
+    if not asked:
+        return tuple(learned_range)
+    lo, hi = max(asked[0], learned_range[0]), min(asked[1], learned_range[1])
+    if lo > hi:
+        raise ConfigError(f"pitch range {asked[0]}-{asked[1]} is outside the pitches this model learned "
+                          f"({learned_range[0]}-{learned_range[1]})")
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -260,6 +356,7 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
             # the model's own ending is welcome in the last bar, never earlier
             near = left() <= (0 if bars is not None else grammar.bar_seconds())
             allowed[:, EOS] &= near.to(allowed.device)
+            _cadence(tok, controls, grammar, ids, allowed, near, tonic_triads)
             if bars is not None:  # the last bar holds music: no end and no closing bar line before its first note
                 unplayed = ((left() <= 0) & grammar.bar_empty()).to(allowed.device)
                 allowed[unplayed, EOS] = False
@@ -276,6 +373,7 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
         allowed[~allowed.any(1), EOS] = True
         return allowed
 
+    tonic_triads: dict[int, torch.Tensor] = {}  # per piece, once its last bar begins: its tonic triad's pitches
     if tokens is not None:
         budget = tokens
     else:  # generous: a dense pop texture takes ~40 tokens a second, a bar ~100
@@ -299,6 +397,46 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
                              f"lower the temperature or ask for --tokens")
     ends = grammar.end_quarters() if tokens is None else None
     return seqs, (ends.tolist() if ends is not None else [None] * len(seqs))
+
+
+def _cadence(tok, controls: Controls, grammar, ids: torch.Tensor, allowed: torch.Tensor, near: torch.Tensor,
+             triads: dict[int, torch.Tensor]) -> None:
+    """The last bar closes on the tonic: its pitched notes are drawn from the tonic triad of the piece's key
+    (the key asked, else the key of the notes so far, Krumhansl-Schmuckler on their pitch classes), and the
+    bass of each of its onsets is the tonic (remi writes an onset's notes by program, then upward: its first
+    note is its lowest; a chorale's bass voice is its own program), so the piece ends on a tonic chord in
+    root position, as real pieces do (evaluate's 'ends on tonic')."""
+    if "PITCH" not in tok.vocab.offset or "POSITION" not in tok.vocab.offset or grammar.state is None:
+        return
+    lo, pos = tok.vocab.offset["PITCH"], grammar._rng["POSITION"]
+    bass = max(_voice_programs().values())
+    rows = near.nonzero().flatten().tolist() if near.numel() > 1 else (list(range(len(ids))) if bool(near) else [])
+    for b in rows:
+        if b not in triads:
+            if controls.key:
+                from ..theory import parse_key
+
+                tonic, minor = parse_key(controls.key)
+            else:
+                from ..io.score import key_fit
+
+                row = ids[b].cpu()
+                p = row[(row >= lo) & (row < lo + 128)] - lo
+                if len(p) == 0:
+                    continue
+                tonic, minor, r = key_fit(np.bincount(p.numpy() % 12, minlength=12).astype(float))
+                if np.isnan(r):
+                    continue
+            pcs = {tonic % 12, (tonic + (3 if minor else 4)) % 12, (tonic + 7) % 12}
+            triads[b] = torch.stack([torch.tensor([q % 12 in pcs for q in range(128)]),
+                                     torch.tensor([q % 12 == tonic % 12 for q in range(128)])])
+        row = ids[b].cpu()
+        where_pos = ((row >= pos[0]) & (row < pos[1])).nonzero()
+        where_pitch = ((row >= lo) & (row < lo + 128)).nonzero()
+        first = len(where_pos) and (not len(where_pitch) or where_pitch[-1] < where_pos[-1])
+        program = int(grammar.state["program"][b])
+        root = (first and program not in _voice_programs().values()) or program == bass
+        allowed[b, lo:lo + 128] &= triads[b][int(bool(root))].to(allowed.device)
 
 
 def _progress(show: bool, total, unit: str):

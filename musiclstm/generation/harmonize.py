@@ -110,6 +110,17 @@ def _melody(score: Score, top_voice: bool) -> tuple[Score, str]:
     return s, note
 
 
+MAX_TRANSPOSE = 48  # semitones --transpose takes (four octaves: any melody that fits the soprano range)
+FAR_KEY = 0.25  # a --key that leaves more of the melody's notes (by duration) outside its scale gets a warning
+
+
+def _outside(line: Score, pcs: set[int]) -> float:
+    """The share of the melody's duration on pitch classes outside `pcs`."""
+    d = line.end - line.start
+    out = np.array([int(p) % 12 not in pcs for p in line.pitch], bool)
+    return float(d[out].sum() / max(d.sum(), 1e-9))
+
+
 def melody_key(score: Score, line: Score) -> tuple[int, bool]:
     """The key a melody is written in: the file's first key signature, else Krumhansl-Schmuckler on the line."""
     if len(score.key_signatures):
@@ -133,19 +144,30 @@ def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, it
     t0 = time.time()
     score = melody if isinstance(melody, Score) else read(melody)
     line, note = _melody(score, top_voice)
+    if not -MAX_TRANSPOSE <= int(transpose) <= MAX_TRANSPOSE:
+        raise ConfigError(f"transpose must be between -{MAX_TRANSPOSE} and {MAX_TRANSPOSE} semitones")
     line.pitch = line.pitch + int(transpose)
     h = load(model)
     lo, hi = h.ranges[0]
     if line.pitch.min() < lo or line.pitch.max() > hi:
         shift = lo - int(line.pitch.min()) if line.pitch.min() < lo else hi - int(line.pitch.max())
         octave = int(math.copysign(12 * math.ceil(abs(shift) / 12), shift))
-        hint = f"; try --transpose {int(transpose) + octave}" if hi - lo >= np.ptp(line.pitch) else ""
+        fits = hi - lo >= np.ptp(line.pitch) and abs(int(transpose) + octave) <= MAX_TRANSPOSE
+        hint = f"; try --transpose {int(transpose) + octave}" if fits else ""  # only advice the option takes
         raise ConfigError(f"the melody spans MIDI {line.pitch.min()}-{line.pitch.max()}, outside the soprano "
                           f"range {lo}-{hi}{hint}")
     T = int(np.round(line.end.max() * STEPS))
     if T > 4 * STEPS * 400:
         raise ConfigError(f"the melody lasts {T / STEPS:g} quarters; harmonize takes at most 1600")
-    tonic, minor = parse_key(key) if key else melody_key(score, line)
+    own = melody_key(score, line)
+    if len(score.key_signatures):  # the file's key signature moves with the melody
+        own = ((own[0] + int(transpose)) % 12, own[1])
+    tonic, minor = parse_key(key) if key else own
+    outside = _outside(line, scale(tonic, minor))
+    warnings = []
+    if key and outside > FAR_KEY:
+        warnings.append(f"{outside:.0%} of the melody's notes are outside {key_name(tonic, minor)} (the melody "
+                        f"reads as {key_name(*own)}); the harmony keeps to both")
     pcs = scale(tonic, minor) | {int(p) % 12 for p in line.pitch}
     pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
     for st, en, p in zip(line.start, line.end, line.pitch, strict=True):
@@ -160,7 +182,7 @@ def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, it
     result = _assemble(line, out, h.cells, score)
     if info is not None:
         info.update(key=key_name(tonic, minor), key_given=bool(key), melody=note, seconds=time.time() - t0,
-                    steps=T, notes=int(len(result)))
+                    steps=T, notes=int(len(result)), warnings=warnings)
     return to_pretty_midi(result)
 
 

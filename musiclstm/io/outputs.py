@@ -54,8 +54,8 @@ def write_wav(pm, wav_path: Path, *, midi_path: Path | None = None, soundfont: s
     samples = pm.synthesize(fs=rate)
     peak = float(np.abs(samples).max()) if len(samples) else 0.0
     pcm = (samples * (0.9 * 32767 / peak if peak > 0 else 0)).astype(np.int16)
-    try:
-        with wave.open(str(wav_path), "wb") as w:
+    try:  # the file opened first: wave.open on a path it cannot create leaves a half-made Wave_write behind
+        with open(wav_path, "wb") as f, wave.open(f, "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(rate)

@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -330,8 +331,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     def meta(step: int) -> dict:
         return {"step": step, "epoch": step / per_epoch, "train": asdict(cfg), "fingerprint": corpus.fingerprint,
                 "metrics": st["history"][-1] if st["history"] else {}, "best_val_nll": st["best"],
-                "data": {k: v for k, v in corpus.to_json().items() if k in ("files", "tokens", "hours", "programs",
-                                                                             "density_p99")},
+                "data": _data_meta(corpus, cfg),
                 "world_size": world, "precision": resolve_precision(cfg.precision, device), "torch": torch.__version__}
 
     def save_last(step: int) -> None:
@@ -393,9 +393,9 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     bar = tqdm(total=total, initial=st["step"], desc="training", unit="step", disable=not (progress and is_main),
                dynamic_ncols=True)
     step = st["step"]
-    if resume_blob is not None and is_main and progress:
+    if resume_blob is not None and is_main:  # said on or off a terminal (not a progress bar)
         tqdm.write(f"resuming {out} at step {step:,} of {total:,} (epoch {step / per_epoch:.2f}, "
-                   f"best validation NLL {st['best']:.4f})")
+                   f"best validation NLL {st['best']:.4f})", file=sys.stderr)
     # Ctrl-C only raises a flag: the step in flight completes, so the saved weights, optimizer, step
     # and carried state always belong together, and no KeyboardInterrupt can land inside a library
     # callback (where Python would print "Exception ignored" and carry on training).
@@ -557,3 +557,15 @@ def _sample(net: MusicLSTM, tokenizer: Tokenizer, cfg: TrainConfig, path: Path, 
     ids = generate(net, max_tokens=cfg.sample_tokens, temperature=1.0, seed=cfg.seed, device=device)[0]
     write_midi(tokenizer.decode_score(ids), path, force=True)
     net.train()
+
+
+def _data_meta(corpus, cfg) -> dict:
+    """What a checkpoint records of its data: size, programs, note density and the pitch range it learned
+    (widened by --augment's transpositions), so that compose offers nothing the model never saw."""
+    data = {k: v for k, v in corpus.to_json().items() if k in ("files", "tokens", "hours", "programs", "density_p99",
+                                                                 "pitch_range")}
+    shift = int(getattr(cfg, "augment_transpose", 0) or 0)
+    if data.get("pitch_range"):
+        lo, hi = data["pitch_range"]
+        data["pitch_range"] = [max(0, lo - shift), min(127, hi + shift)]
+    return data
