@@ -411,6 +411,8 @@ def _cadence(tok, controls: Controls, grammar, ids: torch.Tensor, allowed: torch
     lo, pos = tok.vocab.offset["PITCH"], grammar._rng["POSITION"]
     bass = max(_voice_programs().values())
     rows = near.nonzero().flatten().tolist() if near.numel() > 1 else (list(range(len(ids))) if bool(near) else [])
+    if "REPEAT" in tok.vocab.offset and rows:  # remi 3: the closing bar is written out, not a copy of another
+        allowed[rows, grammar.r("REPEAT")] = False
     for b in rows:
         if b not in triads:
             if controls.key:
