@@ -133,42 +133,61 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     check_options(temperature, top_k, top_p, repetition_penalty)
     check_options_agree(seconds=seconds, bars=bars, tokens=tokens, prime=prime, prime_seconds=prime_seconds,
                         prime_bars=prime_bars, prime_notes=prime_notes)
+    _check_lengths(num, seconds, bars, tokens)
+    tok = model.tokenizer
+    programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
+    if instruments or drums:  # `--drums` alone asks for drums too
+        check_instruments(model, programs or (), bool(want_drums or drums))
+    controls = _controls(tok, key=key, pitch_range=pitch_range, tempo=tempo, bars=bars, programs=programs,
+                         drums=(drums if drums is not None else (want_drums if programs is not None else True)),
+                         max_polyphony=max_polyphony)
+    pscore = prime_score(prime, prime_seconds=prime_seconds, prime_bars=prime_bars, prime_notes=prime_notes)
+    if style is None and tok.styles and model.meta.get("train", {}).get("styles", "none") != "none":
+        style = tok.styles[0]
+    prime_ids = tok.encode(pscore, style=style, eos=False) if pscore is not None else \
+        tok.frame([], style=style, eos=False).tolist()
+    length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
+    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                   max_tokens=max_tokens, progress=progress)
+    seqs, ends, scores = _draw(model, controls, prime_ids, length, seed, num, options)
+    out = [to_pretty_midi(_finish(tok, score, end, tempo, programs)) for score, end in zip(scores, ends, strict=True)]
+    if return_ids:
+        return (out if num > 1 else out[0]), seqs
+    return out if num > 1 else out[0]
+
+
+def _check_lengths(num: int, seconds, bars, tokens) -> None:
     if num < 1:
         raise ConfigError("num must be >= 1")
     for name, value, cap in (("seconds", seconds, MAX_SECONDS), ("bars", bars, MAX_BARS),
                              ("tokens", tokens, MAX_TOKENS)):
         if value is not None and not 0 < value <= cap:
             raise ConfigError(f"--{name} must be between 0 and {cap:,} (got {value})")
-    tok = model.tokenizer
-    programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
-    if instruments or drums:  # `--drums` alone asks for drums too
-        check_instruments(model, programs or (), bool(want_drums or drums))
+
+
+def _controls(tok, *, key, pitch_range, tempo, bars, programs, drums, max_polyphony) -> Controls:
+    """The grammar's controls for this encoding; options it cannot honour are one-line errors."""
     if tempo is not None and not 10 <= tempo <= 400:
         raise ConfigError("tempo must be between 10 and 400 qpm")
     if bars is not None and tok.encoding == "performance":
         raise ConfigError("--bars needs a remi or grid model (performance tokens have no bar lines); use --seconds")
     if tempo is not None and tok.encoding == "performance":
         raise ConfigError("--tempo needs a remi or grid model (performance timing is in seconds)")
-    controls = Controls(key=key, pitch_range=tuple(pitch_range) if pitch_range else None,
-                        qpm=tempo if tok.encoding == "remi" else None,
-                        programs=programs if tok.encoding == "remi" and programs else None,
-                        drums=(drums if drums is not None else (want_drums if programs is not None else True)),
-                        max_polyphony=max_polyphony)
-    pscore = prime_score(prime, prime_seconds=prime_seconds, prime_bars=prime_bars, prime_notes=prime_notes)
-    if style is None and tok.styles and model.meta.get("train", {}).get("styles", "none") != "none":
-        style = tok.styles[0]
-    if pscore is not None:
-        prime_ids = tok.encode(pscore, style=style, eos=False)
-    else:
-        prime_ids = tok.frame([], style=style, eos=False).tolist()
-    length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
-    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                   max_tokens=max_tokens, progress=progress)
+    return Controls(key=key, pitch_range=tuple(pitch_range) if pitch_range else None,
+                    qpm=tempo if tok.encoding == "remi" else None,
+                    programs=programs if tok.encoding == "remi" and programs else None,
+                    drums=drums, max_polyphony=max_polyphony)
+
+
+def _draw(model: Model, controls: Controls, prime_ids: list[int], length: Length, seed: int, num: int,
+          options: dict) -> tuple[list, list, list[Score]]:
+    """`num` pieces (ids, where each ends, its Score: each decoded once). A draw far denser than anything
+    in the training data (a rare runaway: hundreds of notes a second) is drawn again from a seed derived
+    from the one given, so the same command still gives the same music."""
+    tok = model.tokenizer
     seqs, ends = _sample(model, controls, prime_ids, length, seed=seed, batch=num, **options)
-    # a draw far denser than anything in the training data (a rare runaway: hundreds of notes a second)
-    # is drawn again from a seed derived from the one given, so the same command still gives the same music
     limit = model.meta.get("data", {}).get("density_p99")
-    scores = [tok.decode_score(ids) for ids in seqs]  # each sample is decoded once
+    scores = [tok.decode_score(ids) for ids in seqs]
     for attempt in range(1, 4):
         bad = [i for i, score in enumerate(scores) if limit and _density(score) > 2 * limit]
         if not bad:
@@ -177,20 +196,20 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
                                     batch=len(bad), **{**options, "progress": False})
         for i, ids, end in zip(bad, again, again_ends, strict=True):
             seqs[i], ends[i], scores[i] = ids, end, tok.decode_score(ids)
-    out = []
-    for score, end in zip(scores, ends, strict=True):
-        if end is not None:  # notes still ringing at the final bar line stop there
-            score = score.crop(end)
-        if tempo is not None:
-            score.tempos = np.array([[0.0, float(tempo)]])
-        if tok.encoding == "grid" and len(score.tracks) > 1:  # name the voices by where they sing, top down
-            score = _name_voices_by_height(score)
-        if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
-            score.tracks = [Track(programs[i % len(programs)], False, t.name) for i, t in enumerate(score.tracks)]
-        out.append(to_pretty_midi(score))
-    if return_ids:
-        return (out if num > 1 else out[0]), seqs
-    return out if num > 1 else out[0]
+    return seqs, ends, scores
+
+
+def _finish(tok, score: Score, end: float | None, tempo: float | None, programs) -> Score:
+    """A drawn piece as written: cut at its last bar line, at the tempo asked, its voices named and voiced."""
+    if end is not None:  # notes still ringing at the final bar line stop there
+        score = score.crop(end)
+    if tempo is not None:
+        score.tempos = np.array([[0.0, float(tempo)]])
+    if tok.encoding == "grid" and len(score.tracks) > 1:  # name the voices by where they sing, top down
+        score = _name_voices_by_height(score)
+    if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
+        score.tracks = [Track(programs[i % len(programs)], False, t.name) for i, t in enumerate(score.tracks)]
+    return score
 
 
 @dataclass(frozen=True)
