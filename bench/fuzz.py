@@ -5,7 +5,7 @@
 Every file of DATA/edge plus `--count` mutated copies of real files (byte flips, truncations,
 inserted, duplicated and deleted chunks, damaged header and track-length fields, runs of 0xFF in
 variable-length numbers; chosen and placed by a seeded generator, so a seed names a set of files)
-goes through `musiclstm.data.preparation._prepare_one`, the per-file step of `musiclstm train`'s preparation (read with
+goes through `musiclstm.data.tokenizing._prepare_one`, the per-file step of `musiclstm train`'s preparation (read with
 `midi.read`, encode, write the cache entry). Each file must either read or raise `MidiReadError`
 (reported as a skip reason), within 10 s, with the worker's memory under 1 GB.
 
@@ -83,7 +83,7 @@ def worker(encoding: str, cache: str) -> None:
     """Read paths from stdin, one per line; answer each with one JSON line."""
     import resource
 
-    from musiclstm.data.preparation import _prepare_one
+    from musiclstm.data.tokenizing import _prepare_one
     from musiclstm.encodings.tokenizer import Tokenizer
 
     tok = Tokenizer(encoding).to_dict()

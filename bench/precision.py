@@ -16,7 +16,7 @@ Quality is the last weights' NLL on the corpus's validation pieces, scored in fp
 `compose` and `evaluate` run the model); the run's own validation in its training precision is
 printed beside it.
 
-Decision rule (the one musiclstm.training.lm.resolve_precision applies with CPU_BF16_AUTO): `--precision
+Decision rule (the one musiclstm.training.loop.resolve_precision applies with CPU_BF16_AUTO): `--precision
 auto` is bf16 on CPUs with native bf16 (AVX512-BF16 or AMX) when, on every preset, bf16 is at least
 10 % faster, its NLL on the same seconds is no worse than fp32's, and on the same steps no more than
 1 % worse; fp32 elsewhere (without native bf16, PyTorch emulates it, slower than fp32). The bench
@@ -42,7 +42,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E40
 from musiclstm import data  # noqa: E402
 from musiclstm.encodings.tokenizer import Tokenizer  # noqa: E402
 from musiclstm.models import checkpoint
-from musiclstm.training.lm import CPU_BF16_AUTO, PRESETS, TrainConfig, evaluate_nll, native_bf16, train  # noqa: E402
+from musiclstm.training.config import PRESETS, TrainConfig  # noqa: E402
+from musiclstm.training.lm import evaluate_nll, train  # noqa: E402
+from musiclstm.training.loop import CPU_BF16_AUTO, native_bf16  # noqa: E402
 
 FASTER, SAME_STEPS_WORSE = 1.10, 0.01  # bf16: >= 10 % faster; NLL no worse on equal seconds, <= 1 % on equal steps
 
@@ -141,7 +143,7 @@ def main() -> None:
         verdict = "bf16" if ok else "fp32"
         agree = "agrees" if (verdict == "bf16") == CPU_BF16_AUTO else "DISAGREES; change CPU_BF16_AUTO"
         print(f"decision: {rule}: {'yes' if ok else 'no'} -> --precision auto on CPUs with native bf16: {verdict} "
-              f"(musiclstm.training.lm.CPU_BF16_AUTO = {CPU_BF16_AUTO}: {agree})")
+              f"(musiclstm.training.loop.CPU_BF16_AUTO = {CPU_BF16_AUTO}: {agree})")
 
 
 if __name__ == "__main__":

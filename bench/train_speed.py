@@ -52,7 +52,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E40
 
 from musiclstm import data  # noqa: E402
 from musiclstm.encodings.tokenizer import Tokenizer  # noqa: E402
-from musiclstm.training.lm import PRESETS, TrainConfig, train  # noqa: E402
+from musiclstm.training.config import PRESETS, TrainConfig  # noqa: E402
+from musiclstm.training.lm import train  # noqa: E402
 
 
 def run_train(corpus: Path, max_steps: int, args, tmp: Path) -> tuple[float, list[float], list[dict]]:

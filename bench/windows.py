@@ -44,7 +44,8 @@ import torch.nn.functional as F  # noqa: E402
 from musiclstm import data  # noqa: E402
 from musiclstm.encodings.tokenizer import Tokenizer  # noqa: E402
 from musiclstm.models import checkpoint
-from musiclstm.training.lm import PRESETS, TrainConfig, train  # noqa: E402
+from musiclstm.training.config import PRESETS, TrainConfig  # noqa: E402
+from musiclstm.training.lm import train  # noqa: E402
 
 MODES = ("tbptt", "random")
 

@@ -21,7 +21,7 @@ import torch
 
 import musiclstm as ml
 
-train_mod = importlib.import_module("musiclstm.training.lm")
+train_mod = importlib.import_module("musiclstm.training.loop")  # the shared loop: its clock and lr_at
 
 TINY = dict(preset="tiny", embed=16, hidden=32, layers=1, seq_len=16, batch_size=2, warmup_steps=2, epochs=2,
             sample_tokens=0, jobs=1, progress=False, cache=False, eval_every=16)

@@ -15,7 +15,8 @@ from musiclstm import data
 from musiclstm.app.cli import cli
 from musiclstm.encodings.tokenizer import BOS, EOS, Tokenizer
 from musiclstm.evaluation import benchmark as bm
-from musiclstm.evaluation.evaluate import KneserNey, evaluate, longest_copy, overlap_area, repeat_probe
+from musiclstm.evaluation.evaluate import KneserNey, evaluate, repeat_probe
+from musiclstm.evaluation.samples import longest_copy, overlap_area
 from musiclstm.io.score import Score
 from musiclstm.models import checkpoint as ck
 from musiclstm.training.lm import train

@@ -16,7 +16,7 @@ import musiclstm as ml
 from musiclstm.app.cli import cli
 from musiclstm.models import checkpoint
 
-train_mod = importlib.import_module("musiclstm.training.lm")
+loop_mod = importlib.import_module("musiclstm.training.loop")
 
 TINY = dict(preset="tiny", embed=16, hidden=32, layers=2, seq_len=32, batch_size=4, warmup_steps=2,
             sample_tokens=0, jobs=1, progress=False, cache=False, max_steps=4, eval_every=2)
@@ -32,10 +32,10 @@ def corpus(tmp_path_factory) -> Path:
     (False, False, "bf16", "bf16"), (True, False, "fp16", "fp32"), (False, True, "auto", "bf16"),
 ])
 def test_what_auto_means_where(monkeypatch, native, cuda, asked, want):
-    monkeypatch.setattr(train_mod, "native_bf16", lambda: native)
+    monkeypatch.setattr(loop_mod, "native_bf16", lambda: native)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     device = torch.device("cuda" if cuda else "cpu")
-    assert train_mod.resolve_precision(asked, device) == want
+    assert loop_mod.resolve_precision(asked, device) == want
 
 
 def test_bf16_trains_without_nan_and_the_checkpoint_records_it(corpus, tmp_path):

@@ -16,7 +16,7 @@ import torch
 
 import musiclstm as ml
 from musiclstm import data
-from musiclstm.data import preparation as prepare_mod
+from musiclstm.data import tokenizing as prepare_mod  # the per-file step and the cache
 from musiclstm.data.windows import PieceWindows, Windows
 from musiclstm.encodings.tokenizer import BOS, EOS, PAD
 

@@ -19,6 +19,7 @@ from musiclstm.encodings.tokenizer import BOS, EOS, PAD
 from musiclstm.models import checkpoint
 
 train_mod = importlib.import_module("musiclstm.training.lm")  # the module (musiclstm.train is also the function)
+loop_mod = importlib.import_module("musiclstm.training.loop")  # the loop both model kinds share
 
 TINY = dict(preset="tiny", embed=16, hidden=32, layers=1, seq_len=32, batch_size=4, warmup_steps=2,
             sample_tokens=0, jobs=1, progress=False)
@@ -77,17 +78,17 @@ def _straight_and_interrupted(corpus, tmp_path, monkeypatch, stop_at: int, total
     ml.train(corpus, straight, cache_dir=tmp_path / "cache", max_steps=total, eval_every=4, **TINY)
 
     out = tmp_path / "split"
-    real_lr = train_mod.lr_at
+    real_lr = loop_mod.lr_at
 
     def lr_then_ctrl_c(step, cfg, n, *elapsed):  # Ctrl-C arrives while step `stop_at` is being computed
         if step == stop_at:
             os.kill(os.getpid(), signal.SIGINT)
         return real_lr(step, cfg, n, *elapsed)
 
-    monkeypatch.setattr(train_mod, "lr_at", lr_then_ctrl_c)
+    monkeypatch.setattr(loop_mod, "lr_at", lr_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         ml.train(corpus, out, cache_dir=tmp_path / "cache", max_steps=total, eval_every=4, **TINY)
-    monkeypatch.setattr(train_mod, "lr_at", real_lr)
+    monkeypatch.setattr(loop_mod, "lr_at", real_lr)
     return straight, out
 
 
@@ -119,10 +120,10 @@ def test_nan_validation_never_becomes_best_and_stops_the_run(corpus, tmp_path, m
 
 def test_anneal_by_time_ends_the_decay_at_max_time():
     cfg = train_mod.TrainConfig.build("tiny", warmup_steps=10, max_steps=10_000, max_time=100.0, anneal_by_time=True)
-    assert train_mod.lr_at(50, cfg, 10_000, elapsed=100.0) == pytest.approx(0.1 * cfg.lr)  # the clock says: done
-    assert train_mod.lr_at(50, cfg, 10_000, elapsed=0.0) > 0.99 * cfg.lr  # the step count says: just begun
+    assert loop_mod.lr_at(50, cfg, 10_000, elapsed=100.0) == pytest.approx(0.1 * cfg.lr)  # the clock says: done
+    assert loop_mod.lr_at(50, cfg, 10_000, elapsed=0.0) > 0.99 * cfg.lr  # the step count says: just begun
     plain = train_mod.TrainConfig.build("tiny", warmup_steps=10, max_time=100.0)
-    assert train_mod.lr_at(50, plain, 10_000, elapsed=100.0) > 0.99 * plain.lr
+    assert loop_mod.lr_at(50, plain, 10_000, elapsed=100.0) > 0.99 * plain.lr
 
 
 def test_report_counts_one_beat_meters_and_lists_programs(tmp_path):

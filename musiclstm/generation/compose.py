@@ -23,6 +23,8 @@ from ..models.checkpoint import Model
 from .sample import check_options, generate
 
 MAX_SECONDS, MAX_BARS, MAX_TOKENS = 1800, 900, 200_000  # 30 minutes of music; beyond, an error (not a silent cut)
+SAFE_PITCH_RANGE = (21, 108)
+
 INSTRUMENT_ALIASES = {"piano": 0, "epiano": 4, "harpsichord": 6, "organ": 19, "guitar": 24, "bass": 32,
                       "violin": 40, "cello": 42, "strings": 48, "choir": 52, "trumpet": 56, "brass": 61,
                       "sax": 65, "oboe": 68, "clarinet": 71, "flute": 73}
@@ -136,22 +138,11 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     check_options(temperature, top_k, top_p, repetition_penalty)
     check_options_agree(seconds=seconds, bars=bars, tokens=tokens, prime=prime, prime_seconds=prime_seconds,
                         prime_bars=prime_bars, prime_notes=prime_notes)
-    if num < 1:
-        raise ConfigError("num must be >= 1")
-    for name, value, cap in (("seconds", seconds, MAX_SECONDS), ("bars", bars, MAX_BARS),
-                             ("tokens", tokens, MAX_TOKENS)):
-        if value is not None and not 0 < value <= cap:
-            raise ConfigError(f"--{name} must be between 0 and {cap:,} (got {value})")
+    _check_lengths(num, seconds, bars, tokens)
     tok = model.tokenizer
     programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
     if instruments or drums:  # `--drums` alone asks for drums too
         check_instruments(model, programs or (), bool(want_drums or drums))
-    if tempo is not None and not 10 <= tempo <= 400:
-        raise ConfigError("tempo must be between 10 and 400 qpm")
-    if bars is not None and tok.encoding == "performance":
-        raise ConfigError("--bars needs a remi or grid model (performance tokens have no bar lines); use --seconds")
-    if tempo is not None and tok.encoding == "performance":
-        raise ConfigError("--tempo needs a remi or grid model (performance timing is in seconds)")
     learned_programs, learned_pitches = learned(model)  # the model writes only what it learned
     voiced = _voicing(programs, learned_programs) if tok.encoding == "remi" else None
     allowed_programs = (tuple(sorted(voiced)) if voiced else programs) or None
@@ -161,26 +152,58 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
         default_drums = want_drums
     else:
         default_drums = 128 in learned_programs if learned_programs is not None else True
-    controls = Controls(key=key, pitch_range=_within(pitch_range, learned_pitches),
-                        qpm=tempo if tok.encoding == "remi" else None,
-                        programs=allowed_programs if tok.encoding == "remi" else None,
-                        drums=drums if drums is not None else default_drums,
-                        max_polyphony=max_polyphony)
+    controls = _controls(tok, key=key, pitch_range=_within(pitch_range, learned_pitches), tempo=tempo, bars=bars,
+                         programs=allowed_programs, drums=drums if drums is not None else default_drums,
+                         max_polyphony=max_polyphony)
     pscore = prime_score(prime, prime_seconds=prime_seconds, prime_bars=prime_bars, prime_notes=prime_notes)
     if style is None and tok.styles and model.meta.get("train", {}).get("styles", "none") != "none":
         style = tok.styles[0]
-    if pscore is not None:
-        prime_ids = tok.encode(pscore, style=style, eos=False)
-    else:
-        prime_ids = tok.frame([], style=style, eos=False).tolist()
+    prime_ids = tok.encode(pscore, style=style, eos=False) if pscore is not None else \
+        tok.frame([], style=style, eos=False).tolist()
     length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                    max_tokens=max_tokens, progress=progress, cache=cache)
+    seqs, ends, scores = _draw(model, controls, prime_ids, length, seed, num, options)
+    primer_notes = len(pscore) if pscore is not None else 0
+    out = [to_pretty_midi(_finish(tok, score, end, tempo, programs, voiced=voiced, key=key, primer_notes=primer_notes))
+           for score, end in zip(scores, ends, strict=True)]
+    if return_ids:
+        return (out if num > 1 else out[0]), seqs
+    return out if num > 1 else out[0]
+
+
+def _check_lengths(num: int, seconds, bars, tokens) -> None:
+    if num < 1:
+        raise ConfigError("num must be >= 1")
+    for name, value, cap in (("seconds", seconds, MAX_SECONDS), ("bars", bars, MAX_BARS),
+                             ("tokens", tokens, MAX_TOKENS)):
+        if value is not None and not 0 < value <= cap:
+            raise ConfigError(f"--{name} must be between 0 and {cap:,} (got {value})")
+
+
+def _controls(tok, *, key, pitch_range, tempo, bars, programs, drums, max_polyphony) -> Controls:
+    """The grammar's controls for this encoding; options it cannot honour are one-line errors."""
+    if tempo is not None and not 10 <= tempo <= 400:
+        raise ConfigError("tempo must be between 10 and 400 qpm")
+    if bars is not None and tok.encoding == "performance":
+        raise ConfigError("--bars needs a remi or grid model (performance tokens have no bar lines); use --seconds")
+    if tempo is not None and tok.encoding == "performance":
+        raise ConfigError("--tempo needs a remi or grid model (performance timing is in seconds)")
+    return Controls(key=key, pitch_range=tuple(pitch_range) if pitch_range else None,
+                    qpm=tempo if tok.encoding == "remi" else None,
+                    programs=programs if tok.encoding == "remi" and programs else None,
+                    drums=drums, max_polyphony=max_polyphony)
+
+
+def _draw(model: Model, controls: Controls, prime_ids: list[int], length: Length, seed: int, num: int,
+          options: dict) -> tuple[list, list, list[Score]]:
+    """`num` pieces (ids, where each ends, its Score: each decoded once). A draw far denser than anything
+    in the training data (a rare runaway: hundreds of notes a second) is drawn again from a seed derived
+    from the one given, so the same command still gives the same music."""
+    tok = model.tokenizer
     seqs, ends = _sample(model, controls, prime_ids, length, seed=seed, batch=num, **options)
-    # a draw far denser than anything in the training data (a rare runaway: hundreds of notes a second)
-    # is drawn again from a seed derived from the one given, so the same command still gives the same music
     limit = model.meta.get("data", {}).get("density_p99")
-    scores = [tok.decode_score(ids) for ids in seqs]  # each sample is decoded once
+    scores = [tok.decode_score(ids) for ids in seqs]
     for attempt in range(1, 4):
         bad = [i for i, score in enumerate(scores) if limit and _density(score) > 2 * limit]
         if not bad:
@@ -189,25 +212,27 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
                                     batch=len(bad), **{**options, "progress": False})
         for i, ids, end in zip(bad, again, again_ends, strict=True):
             seqs[i], ends[i], scores[i] = ids, end, tok.decode_score(ids)
-    out = []
-    for score, end in zip(scores, ends, strict=True):
-        if end is not None:  # notes still ringing at the final bar line stop there
-            score = score.crop(end)
-        if voiced:  # the chorale voices, each on its own track of the instrument asked for it
-            names = {v: f"{k.title()} ({t})" for k, v in _voice_programs().items() for t in [_gm(voiced[v])]}
-            score.tracks = [Track(voiced.get(t.program, t.program), t.is_drum, names.get(t.program, t.name))
-                            for t in score.tracks]
-        if tempo is not None:
-            score.tempos = np.array([[0.0, float(tempo)]])
-        score.key_signatures = written_key(score, key, len(pscore) if pscore is not None else 0)
-        if tok.encoding == "grid" and len(score.tracks) > 1:  # name the voices by where they sing, top down
-            score = _name_voices_by_height(score)
-        if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
-            score.tracks = [Track(programs[i % len(programs)], False, t.name) for i, t in enumerate(score.tracks)]
-        out.append(to_pretty_midi(score))
-    if return_ids:
-        return (out if num > 1 else out[0]), seqs
-    return out if num > 1 else out[0]
+    return seqs, ends, scores
+
+
+def _finish(tok, score: Score, end: float | None, tempo: float | None, programs, *, voiced=None, key=None,
+            primer_notes: int = 0) -> Score:
+    """A drawn piece as written: cut at its last bar line, at the tempo asked, in the key it plays (or the key
+    asked), its voices named and voiced."""
+    if end is not None:  # notes still ringing at the final bar line stop there
+        score = score.crop(end)
+    if voiced:  # the chorale voices, each on its own track of the instrument asked for it
+        names = {v: f"{k.title()} ({t})" for k, v in _voice_programs().items() for t in [_gm(voiced[v])]}
+        score.tracks = [Track(voiced.get(t.program, t.program), t.is_drum, names.get(t.program, t.name))
+                        for t in score.tracks]
+    if tempo is not None:
+        score.tempos = np.array([[0.0, float(tempo)]])
+    score.key_signatures = written_key(score, key, primer_notes)
+    if tok.encoding == "grid" and len(score.tracks) > 1:  # name the voices by where they sing, top down
+        score = _name_voices_by_height(score)
+    if programs and tok.encoding != "remi":  # one-stream encodings: voice the tracks as asked
+        score.tracks = [Track(programs[i % len(programs)], False, t.name) for i, t in enumerate(score.tracks)]
+    return score
 
 
 def _voicing(programs, learned_programs) -> dict[int, int] | None:
@@ -245,12 +270,12 @@ def written_key(score: Score, key: str | None, primer_notes: int = 0) -> np.ndar
     """The key signatures to write: the key asked, else the KEY tokens' (as decoded) where the notes agree
     with them, else the key of the notes (Krumhansl-Schmuckler over the new music): a model that names one
     key and plays another (the bundled bach) is written in the key it plays."""
+    from ..encodings.grammar import parse_key
     from ..io.score import key_fit
-    from ..theory import parse_key
 
     if key:
-        tonic, minor = parse_key(key)
-        return np.array([[0.0, tonic, float(minor)]])
+        tonic, scale = parse_key(key)
+        return np.array([[0.0, tonic, float(scale == "minor")]])
     new = np.arange(len(score)) >= primer_notes
     pitched = new & ~np.array([score.tracks[t].is_drum for t in score.track], bool) if len(score) else new
     if not pitched.any():
@@ -263,11 +288,6 @@ def written_key(score: Score, key: str | None, primer_notes: int = 0) -> np.ndar
     if len(ks) and _fifths(ks[0, 1], ks[0, 2] > 0) == _fifths(tonic, minor):
         return ks  # the token's key, as the notes have it (or its relative)
     return np.array([[0.0, float(tonic), float(minor)]])
-
-
-# A model whose checkpoint does not record its pitch range (the bundled ones predate it) plays within the
-# 88 keys of a piano, which hold every pitch the bundled corpora use (and every orchestral instrument's).
-SAFE_PITCH_RANGE = (21, 108)
 
 
 def learned(model: Model) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
@@ -290,6 +310,7 @@ def _within(asked, learned_range):
         raise ConfigError(f"pitch range {asked[0]}-{asked[1]} is outside the pitches this model learned "
                           f"({learned_range[0]}-{learned_range[1]})")
     return lo, hi
+
 
 
 @dataclass(frozen=True)

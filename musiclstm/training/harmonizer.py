@@ -4,14 +4,14 @@ Random cells of each chorale window are replaced by MASK and the loss is the NLL
 cells. Masks are of four kinds: the lower voices with the soprano given (harmonizing), any voice
 (general context), the lower voices from a random step on (what a left-to-right reading sees), and
 blocks of beats in some voices (infilling). Pieces are transposed at random to the keys the voice
-ranges allow. `train` reuses the project's TrainConfig, schedule, Ctrl-C flag and checkpoints.
+ranges allow. `train` runs the shared loop (`loop.run_loop`) with the harmonizer's batches, loss and
+validation; its config shares `BaseTrainConfig` with the LSTM's.
 May import: errors, encodings, data, models, training (the shared loop). Not: generation, evaluation, app.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MusiclstmError
+from ..models import checkpoint
 from ..models.harmonizer import STEPS, Cells, Harmonizer, HarmonizerConfig
+from .config import HARMONIZER_UNUSED, HarmonizerTrainConfig
+from .loop import run_loop
 
 
 def melody_signature(soprano: np.ndarray, n: int = 8) -> tuple[int, ...]:
@@ -156,118 +159,120 @@ def _validate(net, grids, idx, cells, L: int = 512) -> float:
     return total / max(1, n)
 
 
-# TrainConfig fields that a harmonizer's training does not use (refused by the command line)
-UNUSED = ("encoding", "windows", "styles", "cell", "tie_weights", "augment_stretch", "precision", "device",
-          "sample_tokens", "cache")
+UNUSED = HARMONIZER_UNUSED  # TrainConfig fields a harmonizer's training does not use (refused by the command line)
 
 
 def train(corpus, out, *, holdout=None, force: bool = False, progress: bool = True, cache_dir=None,
           preset: str = "small", config_file=None, callback=None, **options) -> Path:
     """Train a harmonizer on the four-part chorales in `corpus`; returns `out`/best.pt.
 
-    Options are `TrainConfig` fields (embed, hidden, layers, dropout, seq_len = steps per window,
-    batch_size, lr, max_steps, max_time, anneal_by_time, eval_every, patience, seed, val_fraction,
-    augment_transpose: at most this many semitones, to keys the voice ranges allow; not those in
-    `UNUSED`). `holdout`: a JSB Chorales .json whose test chorales are left out and whose valid ones
-    validate (see `split_by_melody`). Writes last.pt, best.pt, metrics.jsonl and config.json into `out`.
+    Options are `HarmonizerTrainConfig` fields (embed, hidden, layers, dropout, seq_len = steps per
+    window, batch_size, lr, max_steps, max_time, anneal_by_time, eval_every, patience, seed,
+    val_fraction, augment_transpose: at most this many semitones, to keys the voice ranges allow).
+    `holdout`: a JSB Chorales .json whose test chorales are left out and whose valid ones validate
+    (see `split_by_melody`). Writes last.pt, best.pt, metrics.jsonl and config.json into `out`.
     """
-    from tqdm.auto import tqdm
-
-    from ..encodings.tokenizer import Tokenizer
-    from ..models import checkpoint
-    from .lm import TrainConfig, _Interrupt, lr_at
-
     out = Path(out)
     if (out / "last.pt").exists() and not force:
         raise MusiclstmError(f"{out} already holds a run; use --force to start over")
-    cfg = TrainConfig.build(preset, config_file, **{"encoding": "grid", "embed": 64, "seq_len": 128, "dropout": 0.2,
-                                                    "augment_transpose": 6, "cache": False, "sample_tokens": 0,
-                                                    **{k: v for k, v in options.items() if v is not None}})
-    torch.manual_seed(cfg.seed)
-    tokenizer = Tokenizer("grid", hold=True)
-    cells = Cells(tokenizer)
-    grids, names, splits = _grids(corpus, tokenizer, cache_dir, cfg.val_fraction, cfg.jobs)
-    if len(grids) < 2:
-        raise MusiclstmError(f"{corpus}: fewer than two four-part pieces to train a harmonizer on")
-    train_idx, valid_idx, left_out = split_by_melody(grids, cells, holdout, splits)
-    ranges = voice_ranges([grids[i] for i in train_idx], cells)
-    wide = [i for i in train_idx if not in_range(grids[i], cells, ranges)]
-    train_idx = [i for i in train_idx if i not in wide]
-    shifts = {i: [k for k in _shifts(grids[i], cells, ranges) if abs(k) <= cfg.augment_transpose] or [0]
-              for i in train_idx}
-    net = Harmonizer(HarmonizerConfig(tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout))
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    steps_in = sum(len(grids[i]) for i in train_idx)
-    per_epoch = max(1, steps_in // (cfg.batch_size * cfg.seq_len))
-    total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
-    eval_every = cfg.eval_every or per_epoch
-    out.mkdir(parents=True, exist_ok=True)
-    for old in ("metrics.jsonl", "best.pt", "last.pt"):
-        (out / old).unlink(missing_ok=True)
-    data_info = {"files": len(grids), "train": len(train_idx), "valid": len(valid_idx), "left_out": left_out,
-                 "out_of_range": [Path(names[i]).name for i in wide],
-                 "steps": steps_in, "holdout": Path(holdout).name if holdout else None}
-    (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "data": data_info, "ranges": ranges}, indent=2))
-    weights = np.array([len(grids[i]) for i in train_idx], float)
-    weights /= weights.sum()
-    rng = np.random.default_rng(cfg.seed)
-    best, bad, history = float("inf"), 0, []
+    cfg = HarmonizerTrainConfig.build(preset, config_file, **{"embed": 64, "seq_len": 128, "dropout": 0.2,
+                                                              "augment_transpose": 6,
+                                                              **{k: v for k, v in options.items() if v is not None}})
+    return _HarmonizerRun(corpus, out, cfg, holdout, cache_dir, progress, callback).run()
 
-    def meta(step: int) -> dict:
-        return {"step": step, "train": asdict(cfg), "data": data_info, "ranges": ranges, "best_val_nll": best,
-                "metrics": history[-1] if history else {}, "torch": torch.__version__}
 
-    if progress:
-        tqdm.write(f"harmonizer: {len(train_idx)} training and {len(valid_idx)} validation chorales"
-                   + (f", {left_out} left out (the content of a chorale of the test split of "
-                      f"{Path(holdout).name})" if holdout else "")
-                   + f"; {net.num_parameters():,} parameters")
-    bar = tqdm(total=total, desc="training", unit="step", disable=not progress, dynamic_ncols=True)
-    t0, step, loss_sum, loss_n = time.time(), 0, 0.0, 0
-    stop = _Interrupt()
-    with stop:
-        while step < total and not stop.flag:
-            if cfg.max_time is not None and time.time() - t0 > cfg.max_time:
-                break
-            idx = rng.choice(train_idx, size=cfg.batch_size, p=weights).tolist()
-            x, beat, valid = _batch(grids, idx, cfg.seq_len, cells, shifts, gen)
-            mask = _masks(len(x), cfg.seq_len, valid, gen)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg, total, time.time() - t0)
-            loss = _loss(net, x, beat, mask)
-            if not math.isfinite(loss.item()):
-                raise MusiclstmError(f"training diverged at step {step}: the loss is {loss.item()}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-            bar.update(1)
-            if step % eval_every == 0 or step == total:
-                val = _validate(net, grids, valid_idx, cells) if valid_idx else float("nan")
-                row = {"step": step, "train_nll": round(loss_sum / loss_n, 5), "val_nll": round(val, 5),
-                       "seconds": round(time.time() - t0, 1)}
-                history.append(row)
-                loss_sum, loss_n = 0.0, 0
-                with open(out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                if not valid_idx or val < best:
-                    best, bad = (val if valid_idx else best), 0
-                    checkpoint.save(out / "best.pt", net, tokenizer, meta(step))
-                else:
-                    bad += 1
-                checkpoint.save(out / "last.pt", net, tokenizer, meta(step))
-                bar.set_postfix(loss=f"{row['train_nll']:.3f}", val=f"{val:.3f}", best=f"{best:.3f}")
-                if callback is not None:
-                    callback(dict(row))
-                if bad >= cfg.patience:
-                    break
-    bar.close()
-    if not (out / "best.pt").exists():
-        checkpoint.save(out / "best.pt", net, tokenizer, meta(step))
-    if stop.flag:
-        checkpoint.save(out / "last.pt", net, tokenizer, meta(step))
-        raise KeyboardInterrupt
-    return out / "best.pt"
+class _HarmonizerRun:
+    """One harmonizer training run: its chorales, network and progress, and the hooks of the shared loop."""
+
+    def __init__(self, corpus, out: Path, cfg: HarmonizerTrainConfig, holdout, cache_dir, progress: bool, callback):
+        from ..encodings.tokenizer import Tokenizer
+
+        self.out, self.cfg, self.holdout, self.progress, self.callback = out, cfg, holdout, progress, callback
+        torch.manual_seed(cfg.seed)
+        self.tokenizer = Tokenizer("grid", hold=True)
+        self.cells = cells = Cells(self.tokenizer)
+        grids, names, splits = _grids(corpus, self.tokenizer, cache_dir, cfg.val_fraction, cfg.jobs)
+        if len(grids) < 2:
+            raise MusiclstmError(f"{corpus}: fewer than two four-part pieces to train a harmonizer on")
+        train_idx, self.valid_idx, left_out = split_by_melody(grids, cells, holdout, splits)
+        self.ranges = ranges = voice_ranges([grids[i] for i in train_idx], cells)
+        wide = [i for i in train_idx if not in_range(grids[i], cells, ranges)]
+        self.grids, self.train_idx = grids, [i for i in train_idx if i not in wide]
+        self.shifts = {i: [k for k in _shifts(grids[i], cells, ranges) if abs(k) <= cfg.augment_transpose] or [0]
+                       for i in self.train_idx}
+        self.net = Harmonizer(HarmonizerConfig(self.tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers,
+                                               cfg.dropout))
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        steps_in = sum(len(grids[i]) for i in self.train_idx)
+        per_epoch = max(1, steps_in // (cfg.batch_size * cfg.seq_len))
+        self.total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
+        self.eval_every = cfg.eval_every or per_epoch
+        self.data_info = {"files": len(grids), "train": len(self.train_idx), "valid": len(self.valid_idx),
+                          "left_out": left_out, "out_of_range": [Path(names[i]).name for i in wide],
+                          "steps": steps_in, "holdout": Path(holdout).name if holdout else None}
+        weights = np.array([len(grids[i]) for i in self.train_idx], float)
+        self.weights = weights / weights.sum()
+        self.rng = np.random.default_rng(cfg.seed)
+        self.best, self.bad, self.history = float("inf"), 0, []
+        self.t0 = time.time()
+
+    def meta(self, step: int) -> dict:
+        return {"step": step, "train": asdict(self.cfg), "data": self.data_info, "ranges": self.ranges,
+                "best_val_nll": self.best, "metrics": self.history[-1] if self.history else {},
+                "torch": torch.__version__}
+
+    def step_loss(self, step: int) -> tuple[torch.Tensor, int]:
+        """The loop's model-specific part: chorale windows (transposed), masked cells, their NLL."""
+        idx = self.rng.choice(self.train_idx, size=self.cfg.batch_size, p=self.weights).tolist()
+        x, beat, valid = _batch(self.grids, idx, self.cfg.seq_len, self.cells, self.shifts, self.gen)
+        mask = _masks(len(x), self.cfg.seq_len, valid, self.gen)
+        return _loss(self.net, x, beat, mask), int(mask.sum())
+
+    def diverged(self, step: int, loss_value: float) -> None:
+        raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value}; lower --lr")
+
+    def validate(self, step: int, train_loss: float, tok_s: float) -> bool:
+        """Score the validation chorales, record the row, save last.pt (and best.pt); True: stop early."""
+        val = _validate(self.net, self.grids, self.valid_idx, self.cells) if self.valid_idx else float("nan")
+        row = {"step": step, "train_nll": round(train_loss, 5), "val_nll": round(val, 5),
+               "seconds": round(time.time() - self.t0, 1)}
+        self.history.append(row)
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if not self.valid_idx or val < self.best:
+            self.best, self.bad = (val if self.valid_idx else self.best), 0
+            checkpoint.save(self.out / "best.pt", self.net, self.tokenizer, self.meta(step))
+        else:
+            self.bad += 1
+        checkpoint.save(self.out / "last.pt", self.net, self.tokenizer, self.meta(step))
+        self.bar.set_postfix(loss=f"{row['train_nll']:.3f}", val=f"{val:.3f}", best=f"{self.best:.3f}")
+        if self.callback is not None:
+            self.callback(dict(row))
+        return self.bad >= self.cfg.patience
+
+    def run(self) -> Path:
+        from tqdm.auto import tqdm
+
+        out, cfg = self.out, self.cfg
+        out.mkdir(parents=True, exist_ok=True)
+        for old in ("metrics.jsonl", "best.pt", "last.pt"):
+            (out / old).unlink(missing_ok=True)
+        (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "data": self.data_info,
+                                                     "ranges": self.ranges}, indent=2))
+        if self.progress:
+            tqdm.write(f"harmonizer: {len(self.train_idx)} training and {len(self.valid_idx)} validation chorales"
+                       + (f", {self.data_info['left_out']} left out (the content of a chorale of the test split "
+                          f"of {Path(self.holdout).name})" if self.holdout else "")
+                       + f"; {self.net.num_parameters():,} parameters")
+        self.bar = tqdm(total=self.total, desc="training", unit="step", disable=not self.progress, dynamic_ncols=True)
+        self.t0 = time.time()
+        end = run_loop(self.net, self.opt, cfg, step=0, total=self.total, eval_every=self.eval_every,
+                       step_loss=self.step_loss, validate=self.validate, diverged=self.diverged, bar=self.bar)
+        self.bar.close()
+        if not (out / "best.pt").exists():
+            checkpoint.save(out / "best.pt", self.net, self.tokenizer, self.meta(end.step))
+        if end.interrupted:
+            checkpoint.save(out / "last.pt", self.net, self.tokenizer, self.meta(end.step))
+            raise KeyboardInterrupt
+        return out / "best.pt"

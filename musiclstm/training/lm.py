@@ -1,25 +1,26 @@
-"""Training: `train(corpus, out, **options)` from MIDI folders to a self-contained checkpoint.
+"""Training the left-to-right LSTM: `train(corpus, out, **options)` from MIDI folders to a self-contained checkpoint.
 
 The loop is the word-language-model recipe (stateful truncated BPTT, gradient clipping, AdamW)
 with a warmup + cosine schedule, early stopping on validation NLL, atomic checkpoints, exact
-resume, and PyTorch DDP when started under `torchrun`. It knows nothing about music: it sees the
-token streams that `data.prepare` makes.
+resume, and PyTorch DDP when started under `torchrun`. The loop itself is `loop.run_loop`, shared
+with the harmonizer; here are the LSTM's batches, loss, validation and checkpoints. It knows nothing
+about music: it sees the token streams that `data.prepare` makes.
 
 Under DDP every stop (Ctrl-C, `max_time`, early stopping, a NaN loss) is decided by all ranks
 together, `last.pt` keeps each rank's random generators and carried LSTM state (gathered to rank 0,
 under resume["ranks"]), and a run resumes only with the number of processes it was started with.
-May import: errors, io, encodings, data, models, generation (a sample per validation), training. Not: evaluation, app.
+May import: errors, io, encodings, data, models, generation (a sample per validation), training.
+Not: evaluation, app.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -31,149 +32,10 @@ from ..encodings.tokenizer import PAD, Tokenizer
 from ..errors import ConfigError, MusiclstmError
 from ..models import checkpoint
 from ..models.lstm import ModelConfig, MusicLSTM
+from .config import PRESETS, TrainConfig
+from .loop import agree, autocast, mean_over_ranks, pick_device, resolve_precision, run_loop
 
-PRESETS = {  # model sizes and schedules; any field can be overridden
-    "tiny": dict(embed=64, hidden=128, layers=2, seq_len=128, batch_size=16, lr=3e-3),
-    "small": dict(embed=256, hidden=256, layers=2, seq_len=256, batch_size=32, lr=2e-3),
-    "medium": dict(embed=256, hidden=512, layers=3, seq_len=256, batch_size=64, lr=1e-3),
-    "large": dict(embed=512, hidden=1024, layers=3, seq_len=512, batch_size=64, lr=5e-4),
-}
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs besides the data. Stored in every checkpoint."""
-
-    encoding: str = "remi"  #: performance, remi or grid
-    preset: str = "small"  #: tiny, small, medium or large (see PRESETS)
-    embed: int = 256  #: embedding width
-    hidden: int = 256  #: LSTM state size per layer
-    layers: int = 2  #: LSTM layers
-    dropout: float = 0.1  #: dropout between layers and before the output
-    cell: str = "lstm"  #: lstm, gru or rnn
-    tie_weights: bool = False  #: share embedding and output weights (needs embed == hidden)
-    seq_len: int = 256  #: tokens per training window
-    batch_size: int = 32  #: windows per step (per process under torchrun)
-    lr: float = 2e-3  #: peak learning rate (AdamW)
-    weight_decay: float = 0.01  #: AdamW weight decay
-    warmup_steps: int = 100  #: linear warmup, then cosine decay to 10 % of `lr`
-    grad_clip: float = 1.0  #: gradient norm clipping
-    epochs: int = 20  #: passes over the training stream
-    max_steps: int | None = None  #: stop after this many optimizer steps
-    max_time: float | None = None  #: stop after this many seconds of training
-    anneal_by_time: bool = False  #: with max_time: the cosine decay follows the clock, so a run on a busy
-    #: machine still ends at the lowest learning rate (a resumed run is then not bit-exact)
-    windows: str = "pieces"  #: pieces (each piece from a fresh state, carried within it), tbptt (one stream) or random
-    val_fraction: float = 0.1  #: share of files held out, by content hash (a csv split wins)
-    eval_every: int | None = None  #: steps between validations (default: once an epoch)
-    patience: int = 5  #: stop after this many validations without improvement
-    augment_transpose: int = 0  #: random transposition in [-n, n] semitones, per lane, held for an epoch
-    augment_stretch: float = 0.0  #: random tempo stretch by a factor in [1/(1+s), 1+s], per lane and epoch
-    styles: str = "none"  #: conditioning: none, folder (top sub-folder name) or corpus (corpus name)
-    precision: str = "auto"  #: auto (bf16 on GPUs and CPUs with native bf16, else fp32), fp32, bf16 or fp16 (CUDA)
-    device: str = "auto"  #: auto, cpu, cuda, cuda:N or mps
-    seed: int = 0  #: seeds initialisation, window order and samples
-    jobs: int | None = None  #: worker processes for preparation (default: all cores)
-    sample_tokens: int = 256  #: length of the sample MIDI written at each validation (0: none)
-    cache: bool = True  #: at the end, tune the continuous cache (musiclstm.models.cache) on up to 40 validation pieces
-
-    @classmethod
-    def build(cls, preset: str = "small", config_file: str | os.PathLike | None = None, **overrides) -> TrainConfig:
-        """Defaults, then the preset, then a TOML file, then explicit overrides (None = not given)."""
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        values = {**PRESETS[preset], "preset": preset}
-        if config_file is not None:
-            import tomllib
-
-            try:
-                values.update(tomllib.loads(Path(config_file).read_text()))
-            except (OSError, tomllib.TOMLDecodeError) as e:
-                raise ConfigError(f"cannot read config {config_file}: {e}") from e
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        names = {f.name for f in fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        cfg = cls(**values)
-        cfg.check()
-        return cfg
-
-    def check(self) -> None:
-        if self.windows not in ("pieces", "tbptt", "random"):
-            raise ConfigError("windows must be pieces, tbptt or random")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError("precision must be auto, fp32, bf16 or fp16")
-        if self.styles not in ("none", "folder", "corpus"):
-            raise ConfigError("styles must be none, folder or corpus")
-        if min(self.seq_len, self.batch_size, self.epochs) < 1 or self.lr <= 0:
-            raise ConfigError("seq_len, batch_size and epochs must be >= 1 and lr > 0")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError("val_fraction must be in [0, 1)")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available")
-    return torch.device(name)
-
-
-# `--precision auto` on a CPU with native bf16: bf16 autocast. bench/precision.py measured it faster and
-# no worse on such a CPU (see README, "Precision"); set False to keep fp32 there.
-CPU_BF16_AUTO = True
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic in hardware (AVX512-BF16 or AMX), where bf16 autocast pays;
-    elsewhere PyTorch emulates it, slower than fp32."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # an older or other build: read the flags
-        try:
-            flags = Path("/proc/cpuinfo").read_text().split()
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """What `precision` (auto, fp32, bf16, fp16) means on `device`: fp32, bf16 or fp16 (CUDA only).
-
-    auto is bf16 on CUDA GPUs that have it and on CPUs with native bf16 (`native_bf16`, with
-    `CPU_BF16_AUTO`), fp32 elsewhere. The choice is recorded in each checkpoint's meta["precision"].
-    """
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if device.type == "cpu" and CPU_BF16_AUTO and native_bf16() else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        return "fp32"  # fp16 autocast is CUDA's mixed precision (with a grad scaler elsewhere); not on CPU
-    return precision
-
-
-def _autocast(device: torch.device, precision: str):
-    p = resolve_precision(precision, device)
-    if p in ("bf16", "fp16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
-    return torch.autocast(device.type, enabled=False)
-
-
-def lr_at(step: int, cfg: TrainConfig, total: int, elapsed: float = 0.0) -> float:
-    """Linear warmup, then cosine decay to 10 % of `cfg.lr` by step `total` (or by `max_time` seconds of
-    `elapsed` training, whichever is sooner, with `anneal_by_time`)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    if cfg.anneal_by_time and cfg.max_time:
-        progress = max(progress, min(1.0, elapsed / cfg.max_time))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+__all__ = ["PRESETS", "TrainConfig", "evaluate_nll", "train"]
 
 
 @torch.no_grad()
@@ -185,7 +47,7 @@ def evaluate_nll(net: MusicLSTM, sequences: list, cfg: TrainConfig, device: torc
     for i in range(win.batches_per_epoch):
         x, y, reset = win.get(i)
         state = _reset(state, reset.to(device))
-        with _autocast(device, cfg.precision):
+        with autocast(device, cfg.precision):
             logits, state = net(x.to(device), state)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), ignore_index=PAD,
                                  reduction="sum").item()
@@ -202,6 +64,12 @@ def _reset(state, reset: torch.Tensor):
     return tuple(s.detach() * keep for s in state) if isinstance(state, tuple) else state.detach() * keep
 
 
+def _detach(state):
+    if state is None:
+        return None
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
 def train(corpus, out, *, resume: bool = False, force: bool = False, progress: bool = True,
           cache_dir=None, config_file=None, preset: str = "small", callback=None, **options) -> Path:
     """Prepare `corpus` (a folder, a file, or a list of them), train, and return the best checkpoint path.
@@ -214,21 +82,10 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
     last.pt, best.pt, config.json, metrics.jsonl, loss.png, data_report.json and samples/.
     """
     out = Path(out)
-    if isinstance(corpus, data.Corpus):
-        corpora = corpus
-    else:
-        corpora = data.as_paths(corpus)
+    corpora = corpus if isinstance(corpus, data.Corpus) else data.as_paths(corpus)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    resume_blob = None
-    if resume:
-        last = out / "last.pt"
-        if not last.is_file():
-            raise MusiclstmError(f"nothing to resume: {last} does not exist")
-        resume_blob = checkpoint.read(last)
-        saved_world = resume_blob["meta"].get("world_size", 1)
-        if saved_world != world:  # lanes, generators and carried states are per process: no re-sharding
-            raise ConfigError(f"{last} was trained by {saved_world} process(es) and cannot resume with {world}; "
-                              f"resume with the same number (torchrun --nproc_per_node, times nodes)")
+    resume_blob = _resume_blob(out, world) if resume else None
+    if resume_blob is not None:
         saved = resume_blob["meta"]["train"]
         cfg = replace(TrainConfig(**saved), **{k: v for k, v in options.items()
                                                if v is not None and k in ("epochs", "max_steps", "max_time",
@@ -245,9 +102,8 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
     owns_group = world > 1 and not torch.distributed.is_initialized()  # a caller's group is left to the caller
     if owns_group:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
     try:
-        best = _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir, callback)
+        best = _Run(corpora, out, cfg, device, rank, world, resume_blob, progress, cache_dir, callback).run()
         if world > 1:
             torch.distributed.barrier()  # rank 0 may still be writing files; leave together
         return best
@@ -256,111 +112,169 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
             torch.distributed.destroy_process_group()
 
 
-def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress, cache_dir, callback) -> Path:
-    from tqdm.auto import tqdm
+def _resume_blob(out: Path, world: int) -> dict:
+    """The run's last.pt, read to resume it (with the number of processes it was started with)."""
+    last = out / "last.pt"
+    if not last.is_file():
+        raise MusiclstmError(f"nothing to resume: {last} does not exist")
+    blob = checkpoint.read(last)
+    saved_world = blob["meta"].get("world_size", 1)
+    if saved_world != world:  # lanes, generators and carried states are per process: no re-sharding
+        raise ConfigError(f"{last} was trained by {saved_world} process(es) and cannot resume with {world}; "
+                          f"resume with the same number (torchrun --nproc_per_node, times nodes)")
+    return blob
 
-    torch.manual_seed(cfg.seed)
-    if isinstance(corpora, data.Corpus):  # prepared by the caller, with its tokenizer
-        corpus, tokenizer = corpora, corpora.tokenizer
-    else:
-        if resume_blob is not None:
-            tokenizer = Tokenizer.from_dict(resume_blob["meta"]["tokenizer"])
+
+class _Run:
+    """One training run of the LSTM: its data, network, optimizer and progress, and the hooks of the
+    shared loop (the batch and its loss, what a validation records and saves)."""
+
+    def __init__(self, corpora, out: Path, cfg: TrainConfig, device, rank: int, world: int, resume_blob,
+                 progress: bool, cache_dir, callback):
+        self.out, self.cfg, self.device, self.rank, self.world = out, cfg, device, rank, world
+        self.is_main, self.resume_blob, self.progress, self.callback = rank == 0, resume_blob, progress, callback
+        torch.manual_seed(cfg.seed)
+        self.tokenizer, self.corpus = self._data(corpora, cache_dir)
+        if resume_blob is not None and resume_blob["meta"].get("fingerprint") != self.corpus.fingerprint:
+            raise MusiclstmError("the corpus changed since this run started (data fingerprint differs); "
+                                 "start a new run instead of --resume")
+        self.valid_seqs = self.corpus.sequences("valid")  # pieces laid end to end, memory-mapped from the store
+        train_seqs = self.corpus.sequences("train")
+        if cfg.windows == "pieces":
+            self.windows = data.PieceWindows(train_seqs, cfg.batch_size, cfg.seq_len, rank=rank, world=world,
+                                             seed=cfg.seed)
+        else:
+            self.windows = data.Windows(train_seqs.tokens, cfg.batch_size, cfg.seq_len, cfg.windows, rank, world)
+        self.per_epoch = self.windows.batches_per_epoch
+        self.total = min(cfg.epochs * self.per_epoch, cfg.max_steps or 10**12)
+        self.eval_every = cfg.eval_every or self.per_epoch
+        self._network()
+        self.best: dict = {}  # the best weights so far and their meta (what best.pt holds)
+
+    def _data(self, corpora, cache_dir):
+        """The tokenizer (its styles found before training) and the prepared corpus."""
+        cfg = self.cfg
+        if isinstance(corpora, data.Corpus):  # prepared by the caller, with its tokenizer
+            return corpora.tokenizer, corpora
+        if self.resume_blob is not None:
+            tokenizer = Tokenizer.from_dict(self.resume_blob["meta"]["tokenizer"])
         else:  # styles come from sub-folders or corpus names; the tokenizer must know them before training
             found = sorted({data.style_of(f, Path(c), cfg.styles) for c in corpora
                             for f in data.find_files(Path(c))}) if cfg.styles != "none" else []
             tokenizer = Tokenizer(cfg.encoding, styles=tuple(s for s in found if s))
         # every rank tokenizes its share into the shared cache; rank 0 writes the token store, the others wait
         corpus = data.prepare(corpora, tokenizer, val_fraction=cfg.val_fraction, styles=cfg.styles, jobs=cfg.jobs,
-                              cache_dir=cache_dir, progress=progress and is_main, rank=rank, world=world)
-    if resume_blob is not None and resume_blob["meta"].get("fingerprint") != corpus.fingerprint:
-        raise MusiclstmError("the corpus changed since this run started (data fingerprint differs); "
-                             "start a new run instead of --resume")
-    valid_seqs = corpus.sequences("valid")  # pieces laid end to end, memory-mapped from the token store
-    if cfg.windows == "pieces":
-        windows = data.PieceWindows(corpus.sequences("train"), cfg.batch_size, cfg.seq_len, rank=rank, world=world,
-                                    seed=cfg.seed)
-    else:
-        windows = data.Windows(corpus.sequences("train").tokens, cfg.batch_size, cfg.seq_len, cfg.windows, rank,
-                               world)
-    per_epoch = windows.batches_per_epoch
-    total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
-    eval_every = cfg.eval_every or per_epoch
+                              cache_dir=cache_dir, progress=self.progress and self.is_main, rank=self.rank,
+                              world=self.world)
+        return tokenizer, corpus
 
-    mcfg = ModelConfig(tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.cell, cfg.tie_weights)
-    net = MusicLSTM(mcfg).to(device)
-    if rank:  # the same initial weights on every rank (DDP checks), then a dropout stream of each rank's own
-        torch.manual_seed(cfg.seed * 1000 + rank)
-    # the fused kernel: one pass over all parameters (0.8 vs 3.9 ms a step for the small preset on one
-    # CPU thread; PyTorch's default on CPU is a Python loop over the tensors)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            fused=device.type in ("cpu", "cuda"))
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    st = {"step": 0, "best": float("inf"), "bad_evals": 0, "history": []}
-    carry = None
-    best: dict = {}  # the best weights so far and their meta (what best.pt holds)
-    if resume_blob is not None:
-        net.load_state_dict(resume_blob["weights"])
-        r = resume_blob["resume"]
-        opt.load_state_dict(r["optimizer"])
-        st = json.loads(r["progress"])
-        mine = r["ranks"][rank] if "ranks" in r else r  # a file from before per-rank state: one process's
-        gen.set_state(mine["generator"])
+    def _network(self) -> None:
+        """The network, its optimizer, the batch generator and the progress, fresh or resumed."""
+        cfg, rank = self.cfg, self.rank
+        self.mcfg = ModelConfig(self.tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.cell,
+                                cfg.tie_weights)
+        self.net = MusicLSTM(self.mcfg).to(self.device)
+        if rank:  # the same initial weights on every rank (DDP checks), then a dropout stream of each rank's own
+            torch.manual_seed(cfg.seed * 1000 + rank)
+        # the fused kernel: one pass over all parameters (0.8 vs 3.9 ms a step for the small preset on one
+        # CPU thread; PyTorch's default on CPU is a Python loop over the tensors)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     fused=self.device.type in ("cpu", "cuda"))
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+        self.st = {"step": 0, "best": float("inf"), "bad_evals": 0, "history": []}
+        self.carry = None
+        if self.resume_blob is not None:
+            self._restore(self.resume_blob)
+        self.model = torch.nn.parallel.DistributedDataParallel(self.net) if self.world > 1 else self.net
+
+    def _restore(self, blob: dict) -> None:
+        self.net.load_state_dict(blob["weights"])
+        r = blob["resume"]
+        self.opt.load_state_dict(r["optimizer"])
+        self.st = json.loads(r["progress"])
+        mine = r["ranks"][self.rank] if "ranks" in r else r  # a file from before per-rank state: one process's
+        self.gen.set_state(mine["generator"])
         torch.set_rng_state(mine["torch_rng"])
-        if "cuda_rng" in mine and device.type == "cuda":
-            torch.cuda.set_rng_state(mine["cuda_rng"], device)
-        if "carry_h" in mine and cfg.windows != "random":
-            h = mine["carry_h"].to(device)
-            carry = (h, mine["carry_c"].to(device)) if "carry_c" in mine else h
-    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+        if "cuda_rng" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
+        if "carry_h" in mine and self.cfg.windows != "random":
+            h = mine["carry_h"].to(self.device)
+            self.carry = (h, mine["carry_c"].to(self.device)) if "carry_c" in mine else h
 
-    if is_main:
+    def _prepare_out(self) -> None:
+        """The run folder: config, data report; a fresh run (--force) clears the previous run's files."""
+        out = self.out
         out.mkdir(parents=True, exist_ok=True)
         (out / "samples").mkdir(exist_ok=True)
         for stale in out.glob(".*.tmp"):  # left by a process killed while writing a checkpoint
             stale.unlink(missing_ok=True)
-        if resume_blob is None:  # a fresh run (--force): nothing of the previous run's may mix in
+        if self.resume_blob is None:  # a fresh run (--force): nothing of the previous run's may mix in
             for old in [out / n for n in ("metrics.jsonl", "best.pt", "last.pt", "loss.png")] + \
                     list((out / "samples").glob("*.mid")):
                 old.unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(mcfg),
-                                                     "tokenizer": tokenizer.to_dict()}, indent=2))
-        (out / "data_report.json").write_text(json.dumps(corpus.to_json(), indent=2))
-        if progress and resume_blob is None:  # a resumed run said it all when it started
-            tqdm.write(corpus.report())
+        (out / "config.json").write_text(json.dumps({"train": asdict(self.cfg), "model": asdict(self.mcfg),
+                                                     "tokenizer": self.tokenizer.to_dict()}, indent=2))
+        (out / "data_report.json").write_text(json.dumps(self.corpus.to_json(), indent=2))
 
-    def meta(step: int) -> dict:
-        return {"step": step, "epoch": step / per_epoch, "train": asdict(cfg), "fingerprint": corpus.fingerprint,
-                "metrics": st["history"][-1] if st["history"] else {}, "best_val_nll": st["best"],
-                "data": _data_meta(corpus, cfg),
-                "world_size": world, "precision": resolve_precision(cfg.precision, device), "torch": torch.__version__}
+    def meta(self, step: int) -> dict:
+        st = self.st
+        return {"step": step, "epoch": step / self.per_epoch, "train": asdict(self.cfg),
+                "fingerprint": self.corpus.fingerprint, "metrics": st["history"][-1] if st["history"] else {},
+                "best_val_nll": st["best"],
+                "data": _data_meta(self.corpus, self.cfg),
+                "world_size": self.world, "precision": resolve_precision(self.cfg.precision, self.device),
+                "torch": torch.__version__}
 
-    def save_last(step: int) -> None:
+    def save_last(self, step: int) -> None:
         """last.pt: weights, optimizer and progress (the same on every rank) and, under "ranks", each
         rank's own random generators and carried state, gathered to rank 0 (a collective: every rank
         calls it at the same step)."""
-        mine = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
-        if device.type == "cuda":
-            mine["cuda_rng"] = torch.cuda.get_rng_state(device)
-        if carry is not None:
-            h, c = carry if isinstance(carry, tuple) else (carry, None)
+        mine = {"generator": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            mine["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.carry is not None:
+            h, c = self.carry if isinstance(self.carry, tuple) else (self.carry, None)
             mine["carry_h"] = h.detach().cpu()
             if c is not None:
                 mine["carry_c"] = c.detach().cpu()
         ranks = [mine]
-        if world > 1:
-            ranks = [None] * world if is_main else None
+        if self.world > 1:
+            ranks = [None] * self.world if self.is_main else None
             torch.distributed.gather_object(mine, ranks, dst=0)
-        if is_main:
-            r = {"optimizer": opt.state_dict(), "progress": json.dumps(st), "ranks": ranks}
-            checkpoint.save(out / "last.pt", net, tokenizer, meta(step), r)
+        if self.is_main:
+            r = {"optimizer": self.opt.state_dict(), "progress": json.dumps(self.st), "ranks": ranks}
+            checkpoint.save(self.out / "last.pt", self.net, self.tokenizer, self.meta(step), r)
 
-    def validate(step: int, train_loss: float, tok_s: float) -> bool:
-        nonlocal carry
-        val = _mean_over_ranks(evaluate_nll(net, valid_seqs, cfg, device) if valid_seqs else float("nan"),
-                               world, device)
-        row = {"step": step, "epoch": round(step / per_epoch, 3), "train_nll": round(train_loss, 5),
-               "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5), "lr": lr_at(step, cfg, total),
-               "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
+    def step_loss(self, step: int) -> tuple[torch.Tensor, int]:
+        """The loop's model-specific part: the next windows, augmented, through the network; the loss."""
+        x, y, reset = self.windows.get(step % self.per_epoch, self.gen, step // self.per_epoch)
+        x, y = _augment(self.tokenizer, self.cfg, x, y, step // self.per_epoch)
+        x, y = x.to(self.device), y.to(self.device)
+        state = _reset(self.carry, reset.to(self.device))
+        with autocast(self.device, self.cfg.precision):
+            logits, self.new_carry = self.model(x, state)  # (B, T, V)
+        n_targets = int((y != PAD).sum())
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD,
+                               reduction="sum") / max(1, n_targets)
+        return loss, n_targets
+
+    def after_step(self) -> None:
+        self.carry = _detach(self.new_carry) if self.cfg.windows != "random" else None
+        self.st["step"] += 1
+
+    def diverged(self, step: int, loss_value: float) -> None:
+        self.save_last(step)
+        raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value} "
+                             f"(last.pt holds step {step}; lower --lr)")
+
+    def validate(self, step: int, train_loss: float, tok_s: float) -> bool:
+        """Score the validation pieces, record the row, save last.pt (and best.pt); True: stop early."""
+        cfg, st, valid_seqs = self.cfg, self.st, self.valid_seqs
+        val = mean_over_ranks(evaluate_nll(self.net, valid_seqs, cfg, self.device) if valid_seqs else float("nan"),
+                              self.world, self.device)
+        row = {"step": step, "epoch": round(step / self.per_epoch, 3), "train_nll": round(train_loss, 5),
+               "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5),
+               "lr": _lr_now(step, cfg, self.total), "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
         st["history"].append(row)
         if math.isnan(val) and valid_seqs:  # a validation set that scores NaN: the run has diverged
             raise MusiclstmError(f"training diverged at step {step}: validation NLL is NaN "
@@ -370,150 +284,78 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             st["best"], st["bad_evals"] = (val if valid_seqs else st["best"]), 0
         else:
             st["bad_evals"] += 1
-        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val:.3f}", best=f"{st['best']:.3f}",
-                        tok_s=f"{tok_s:,.0f}")
-        if is_main:
-            with open(out / "metrics.jsonl", "a") as fh:
+        self.bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val:.3f}", best=f"{st['best']:.3f}",
+                             tok_s=f"{tok_s:,.0f}")
+        if self.is_main:
+            with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-        save_last(step)  # on every rank: it gathers each rank's state
-        if is_main:
+        self.save_last(step)  # on every rank: it gathers each rank's state
+        if self.is_main:
             if improved:
-                best["meta"] = meta(step)
-                checkpoint.save(out / "best.pt", net, tokenizer, best["meta"])
-                if cfg.cache and valid_seqs:  # the weights the cache is tuned on at the end, kept in memory
-                    best["weights"] = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-            _plot(out, st["history"])
-            _sample(net, tokenizer, cfg, out / "samples" / f"step{step:07d}.mid", device)
-            if callback is not None:
-                callback(dict(row))
-        return _agree([st["bad_evals"] >= cfg.patience], world, device)[0]
+                self._save_best(step)
+            _plot(self.out, st["history"])
+            _sample(self.net, self.tokenizer, cfg, self.out / "samples" / f"step{step:07d}.mid", self.device)
+            if self.callback is not None:
+                self.callback(dict(row))
+        return agree([st["bad_evals"] >= cfg.patience], self.world, self.device)[0]
 
-    net.train()
-    t0, tokens, loss_sum, loss_n = time.time(), 0, 0.0, 0
-    bar = tqdm(total=total, initial=st["step"], desc="training", unit="step", disable=not (progress and is_main),
-               dynamic_ncols=True)
-    step = st["step"]
-    if resume_blob is not None and is_main:  # said on or off a terminal (not a progress bar)
-        tqdm.write(f"resuming {out} at step {step:,} of {total:,} (epoch {step / per_epoch:.2f}, "
-                   f"best validation NLL {st['best']:.4f})", file=sys.stderr)
-    # Ctrl-C only raises a flag: the step in flight completes, so the saved weights, optimizer, step
-    # and carried state always belong together, and no KeyboardInterrupt can land inside a library
-    # callback (where Python would print "Exception ignored" and carry on training).
-    # Under DDP every stop is decided by all ranks together (an all-reduce of the flags): a rank that
-    # left the loop alone, a step before the others, would leave them waiting in a collective forever.
-    stop = _Interrupt()
-    with stop:
-        while step < total:
-            out_of_time = cfg.max_time is not None and time.time() - t0 > cfg.max_time
-            if any(_agree([stop.flag, out_of_time], world, device)):
-                break
-            x, y, reset = windows.get(step % per_epoch, gen, step // per_epoch)
-            x, y = _augment(tokenizer, cfg, x, y, step // per_epoch)
-            x, y = x.to(device), y.to(device)
-            state = _reset(carry, reset.to(device))
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg, total, time.time() - t0)
-            with _autocast(device, cfg.precision):
-                logits, new_carry = model(x, state)  # (B, T, V)
-            n_targets = int((y != PAD).sum())
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD,
-                                   reduction="sum") / max(1, n_targets)
-            loss_value = _mean_over_ranks(loss.item(), world, device)  # a NaN on any rank is a NaN on all
-            if not math.isfinite(loss_value):
-                save_last(step)
-                raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value} "
-                                     f"(last.pt holds step {step}; lower --lr)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            carry = _detach(new_carry) if cfg.windows != "random" else None
-            step += 1  # weights, step and carry now agree
-            st["step"] = step
-            tokens += n_targets * world
-            loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
-            tok_s = tokens / max(1e-9, time.time() - t0)
-            bar.update(1)
-            if step % eval_every == 0 or step == total:
-                if validate(step, loss_sum / loss_n, tok_s):
-                    break
-                loss_sum, loss_n = 0.0, 0
-            elif step % 10 == 0:
-                last_val = st["history"][-1]["val_nll"] if st["history"] else float("nan")
-                bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{last_val:.3f}", tok_s=f"{tok_s:,.0f}")
-        interrupted = _agree([stop.flag], world, device)[0]  # a Ctrl-C on any rank during the last step
-    if interrupted:
-        save_last(step)
-        bar.close()
-        raise KeyboardInterrupt
-    bar.close()
-    if not st["history"] or st["history"][-1]["step"] != step:
-        validate(step, loss_sum / max(1, loss_n), tokens / max(1e-9, time.time() - t0))
-    if cfg.cache and valid_seqs and is_main and (out / "best.pt").exists():
+    def _save_best(self, step: int) -> None:
+        self.best["meta"] = self.meta(step)
+        checkpoint.save(self.out / "best.pt", self.net, self.tokenizer, self.best["meta"])
+        if self.cfg.cache and self.valid_seqs:  # the weights the cache is tuned on at the end, kept in memory
+            self.best["weights"] = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
+
+    def run(self) -> Path:
+        from tqdm.auto import tqdm
+
+        if self.is_main:
+            self._prepare_out()
+            if self.progress and self.resume_blob is None:  # a resumed run said it all when it started
+                tqdm.write(self.corpus.report())
+        step, total = self.st["step"], self.total
+        self.net.train()
+        self.bar = tqdm(total=total, initial=step, desc="training", unit="step",
+                        disable=not (self.progress and self.is_main), dynamic_ncols=True)
+        if self.resume_blob is not None and self.is_main:  # said on or off a terminal (not a progress bar)
+            tqdm.write(f"resuming {self.out} at step {step:,} of {total:,} (epoch {step / self.per_epoch:.2f}, "
+                       f"best validation NLL {self.st['best']:.4f})", file=sys.stderr)
+        end = run_loop(self.net, self.opt, self.cfg, step=step, total=total, eval_every=self.eval_every,
+                       step_loss=self.step_loss, after_step=self.after_step, validate=self.validate,
+                       diverged=self.diverged, bar=self.bar, world=self.world, device=self.device)
+        if end.interrupted:
+            self.save_last(end.step)
+            self.bar.close()
+            raise KeyboardInterrupt
+        self.bar.close()
+        if not self.st["history"] or self.st["history"][-1]["step"] != end.step:
+            self.validate(end.step, end.train_loss, end.tokens_per_s)
+        self._tune_cache()
+        return self.out / "best.pt"
+
+    def _tune_cache(self) -> None:
+        """The end of the run: the continuous cache tuned on up to 40 validation pieces, best.pt saved once."""
+        if not (self.cfg.cache and self.valid_seqs and self.is_main and (self.out / "best.pt").exists()):
+            return
         from .tune import save_tuned, tune_checkpoint
 
-        if "weights" in best:  # tuned on the best weights in memory and saved once
-            tuned = MusicLSTM(mcfg).to(device)
-            tuned.load_state_dict(best["weights"])
-            c = save_tuned(out / "best.pt", tuned, tokenizer, best["meta"], valid_seqs[:40])
+        pieces = self.valid_seqs[:40]
+        if "weights" in self.best:  # tuned on the best weights in memory and saved once
+            tuned = MusicLSTM(self.mcfg).to(self.device)
+            tuned.load_state_dict(self.best["weights"])
+            c = save_tuned(self.out / "best.pt", tuned, self.tokenizer, self.best["meta"], pieces)
         else:  # a resumed run whose best weights are those of an earlier process
-            c = tune_checkpoint(out / "best.pt", valid_seqs[:40])
-        if progress:
-            tqdm.write(f"continuous cache tuned on {min(40, len(valid_seqs))} validation pieces: "
+            c = tune_checkpoint(self.out / "best.pt", pieces)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"continuous cache tuned on {min(40, len(self.valid_seqs))} validation pieces: "
                        f"lam {c.lam}, theta {c.theta}")
-    return out / "best.pt"
 
 
-def _agree(flags: list[bool], world: int, device: torch.device) -> list[bool]:
-    """Each flag, True on every rank if it is True on any (an all-reduce under DDP; as given alone)."""
-    if world == 1:
-        return [bool(f) for f in flags]
-    t = torch.tensor([float(f) for f in flags], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+def _lr_now(step: int, cfg: TrainConfig, total: int) -> float:
+    from .loop import lr_at
 
-
-def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
-    """The mean of `value` over all ranks, the same on each (a NaN anywhere gives NaN everywhere)."""
-    if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return t.item() / world
-
-
-class _Interrupt:
-    """While active, SIGINT (Ctrl-C) sets `flag` instead of raising; a second Ctrl-C raises at once."""
-
-    def __init__(self):
-        self.flag = False
-        self._old = None
-
-    def _handle(self, signum, frame):
-        if self.flag:
-            raise KeyboardInterrupt
-        self.flag = True
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
-
-
-def _detach(state):
-    if state is None:
-        return None
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+    return lr_at(step, cfg, total)
 
 
 def _augment(tokenizer: Tokenizer, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, epoch: int):
@@ -536,10 +378,6 @@ def _augment(tokenizer: Tokenizer, cfg: TrainConfig, x: torch.Tensor, y: torch.T
     if cfg.augment_stretch:
         x, y = stretch(tokenizer, x, f), stretch(tokenizer, y, f)
     return x, y
-
-
-
-
 
 
 def _plot(out: Path, history: list[dict]) -> None:
