@@ -41,7 +41,9 @@ def test_bach_plays_the_string_quartet_it_knows(tmp_path):
     assert res.exit_code == 0, res.output
     pm = pretty_midi.PrettyMIDI("q.mid")
     assert sorted(i.program for i in pm.instruments if i.notes) == [40, 41, 42, 43]
-    assert pm.get_end_time() >= 10 - 1e-6
+    ts = pm.time_signature_changes[-1]
+    bar = ts.numerator * 4 / ts.denominator * 60 / pm.get_tempo_changes()[1][-1]  # seconds
+    assert pm.get_end_time() >= 10 - bar - 1e-6  # into its last bar (the model may close the piece within it)
 
 
 def _bars_with_music(pm) -> int:
