@@ -195,6 +195,18 @@ def _prepare_one(args: tuple) -> tuple[str, str, str | None, float, bool]:
     return (sha, "", e.error, 0.0, False) if e.error is not None else (sha, where[0], None, e.seconds, e.repaired)
 
 
+def _worker_context():
+    """Workers are not forked from this process, whose torch threads (and, under DDP, gloo) are running by
+    now: a fork server started clean (preloading the readers) forks them, or spawn where there is none."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _tokenize_all(todo: list[tuple[str, int | None]], cache: _Cache, jobs: int, progress: bool) -> list[tuple]:
     """`_tokenize_chunk` over (path, tune) pairs in `jobs` worker processes, a chunk (and a pack) per task."""
     from tqdm.auto import tqdm
@@ -211,10 +223,11 @@ def _tokenize_all(todo: list[tuple[str, int | None]], cache: _Cache, jobs: int, 
     else:
         from ..io import midi
 
-        midi.warm_up()  # the readers' imports, once here: forked workers inherit them
+        midi.warm_up()  # the readers' imports, once here (and once in the fork server)
         size = max(16, min(256, len(todo) // (jobs * 8)))
         chunks = [(cache.tok_dict, cache.dir, todo[i:i + size]) for i in range(0, len(todo), size)]
-        with ProcessPoolExecutor(jobs, initializer=_set_known, initargs=tuple(known)) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_set_known,
+                                 initargs=tuple(known)) as pool:
             for part in pool.map(_tokenize_chunk, chunks):
                 out += part
                 bar.update(len(part))
@@ -305,7 +318,10 @@ def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 
     if store is None:
         made = _build(roots, tokenizer, key, stores, val_fraction=val_fraction, styles=styles, jobs=jobs,
                       cache_dir=cache_dir, progress=progress, rank=rank, world=world)
-        store = _wait(lambda: st.find(stores, key), "rank 0 to write the token store")
+        store = st.find(stores, key) if world == 1 else \
+            _wait(lambda: st.find(stores, key), "rank 0 to write the token store")
+        if store is None:
+            raise MusiclstmError(f"could not open the token store just written in {stores / key}")
     m = store.meta
     corpus = Corpus(None, m["skipped"], m["duplicates"], m["fingerprint"], tokenizer, store=store)
     corpus.tokenized = made
