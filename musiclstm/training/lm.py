@@ -348,6 +348,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         if world > 1:
             ranks = [None] * world if is_main else None
             torch.distributed.gather_object(mine, ranks, dst=0)
+        st["elapsed"] = elapsed()
         if is_main:
             r = {"optimizer": opt.state_dict(), "progress": json.dumps(st), "ranks": ranks}
             checkpoint.save(out / "last.pt", net, tokenizer, meta(step), r)
@@ -357,7 +358,7 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         val = _mean_over_ranks(evaluate_nll(net, valid_seqs, cfg, device) if valid_seqs else float("nan"),
                                world, device)
         row = {"step": step, "epoch": round(step / per_epoch, 3), "train_nll": round(train_loss, 5),
-               "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5), "lr": lr_at(step, cfg, total),
+               "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5), "lr": opt.param_groups[0]["lr"],  # the rate applied
                "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
         st["history"].append(row)
         if math.isnan(val) and valid_seqs:  # a validation set that scores NaN: the run has diverged
@@ -385,6 +386,11 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
 
     net.train()
     t0, tokens, loss_sum, loss_n = time.time(), 0, 0.0, 0
+    spent = float(st.get("elapsed", 0.0))  # training seconds before a resume: the budget and the clock go on
+
+    def elapsed() -> float:
+        """Seconds of training of this run, across resumes (what --max-time and --anneal-by-time count)."""
+        return spent + time.time() - t0
     bar = tqdm(total=total, initial=st["step"], desc="training", unit="step", disable=not (progress and is_main),
                dynamic_ncols=True)
     step = st["step"]
@@ -399,43 +405,52 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     stop = _Interrupt()
     with stop:
         while step < total:
-            out_of_time = cfg.max_time is not None and time.time() - t0 > cfg.max_time
+            out_of_time = cfg.max_time is not None and elapsed() > cfg.max_time
             if any(_agree([stop.flag, out_of_time], world, device)):
                 break
             x, y, reset = windows.get(step % per_epoch, gen, step // per_epoch)
             x, y = _augment(tokenizer, cfg, x, y, step // per_epoch)
             x, y = x.to(device), y.to(device)
             state = _reset(carry, reset.to(device))
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg, total, time.time() - t0)
-            with _autocast(device, cfg.precision):
-                logits, new_carry = model(x, state)  # (B, T, V)
             n_targets = int((y != PAD).sum())
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD,
-                                   reduction="sum") / max(1, n_targets)
-            loss_value = _mean_over_ranks(loss.item(), world, device)  # a NaN on any rank is a NaN on all
-            if not math.isfinite(loss_value):
-                save_last(step)
-                raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value} "
-                                     f"(last.pt holds step {step}; lower --lr)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            carry = _detach(new_carry) if cfg.windows != "random" else None
+            # real targets on all ranks together, and the ranks' mean clock (one learning rate on every rank)
+            n_all, clock = _sum_over_ranks([n_targets, elapsed()], world, device)
+            n_all, clock = int(n_all), clock / world
+            if n_all == 0:  # only padding on every rank (the end of an epoch): no step moves the weights
+                carry = _detach(state) if cfg.windows != "random" else None
+            else:
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, cfg, total, clock)
+                with _autocast(device, cfg.precision):
+                    logits, new_carry = model(x, state)  # (B, T, V)
+                nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD, reduction="sum")
+                # each real target weighs the same on every rank: DDP averages the ranks' gradients, so each
+                # rank divides its sum by the mean number of targets per rank
+                loss = nll / (n_all / world)
+                nll_all = _sum_over_ranks([nll.item()], world, device)[0]  # a NaN on any rank is a NaN on all
+                loss_value = nll_all / n_all
+                if not math.isfinite(loss_value):
+                    save_last(step)
+                    raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value} "
+                                         f"(last.pt holds step {step}; lower --lr)")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                carry = _detach(new_carry) if cfg.windows != "random" else None
+                loss_sum, loss_n = loss_sum + nll_all, loss_n + n_all  # train_nll: nats per real target
             step += 1  # weights, step and carry now agree
             st["step"] = step
-            tokens += n_targets * world
-            loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
+            tokens += n_all
             tok_s = tokens / max(1e-9, time.time() - t0)
             bar.update(1)
             if step % eval_every == 0 or step == total:
-                if validate(step, loss_sum / loss_n, tok_s):
+                if validate(step, loss_sum / max(1, loss_n), tok_s):
                     break
                 loss_sum, loss_n = 0.0, 0
             elif step % 10 == 0:
                 last_val = st["history"][-1]["val_nll"] if st["history"] else float("nan")
-                bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{last_val:.3f}", tok_s=f"{tok_s:,.0f}")
+                bar.set_postfix(loss=f"{loss_sum / max(1, loss_n):.3f}", val=f"{last_val:.3f}", tok_s=f"{tok_s:,.0f}")
         interrupted = _agree([stop.flag], world, device)[0]  # a Ctrl-C on any rank during the last step
     if interrupted:
         save_last(step)
@@ -461,6 +476,15 @@ def _agree(flags: list[bool], world: int, device: torch.device) -> list[bool]:
     t = torch.tensor([float(f) for f in flags], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
+
+
+def _sum_over_ranks(values: list[float], world: int, device: torch.device) -> list[float]:
+    """Each value summed over all ranks, the same on each (as given alone)."""
+    if world == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
 
 
 def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
