@@ -132,6 +132,20 @@ def test_style_names_a_bundled_model_in_any_case(tmp_path):
     assert res.exit_code == 1 and "bach" in res.output and "folk" in res.output and "pop" in res.output
 
 
+def test_a_folder_named_like_a_bundled_model_does_not_shadow_it(tmp_path):
+    for name in ("bach", "folk", "default"):  # e.g. `musiclstm corpus export bach bach`
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "000.mid").write_bytes(b"MThd")
+    res = CliRunner().invoke(cli, ["compose", "--style", "bach", "--tokens", "40", "-o", "b.mid"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b.json").read_text())["checkpoint"].endswith("bach.pt")
+    res = CliRunner().invoke(cli, ["compose", "--tokens", "40", "-o", "f.mid"])  # the bundled default
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "f.json").read_text())["checkpoint"].endswith("folk.pt")
+    res = CliRunner().invoke(cli, ["compose", "-c", "bach", "--tokens", "40", "-o", "c.mid"])  # -c: a path
+    assert res.exit_code == 1 and "no best.pt or last.pt in bach" in res.output
+
+
 def test_wrote_says_how_much_is_primer(run):  # noqa: F811
     res = CliRunner().invoke(cli, ["compose", "-c", str(run), "--seconds", "2", "--prime-notes", "60 64 67"])
     assert res.exit_code == 0, res.output
