@@ -308,3 +308,35 @@ def test_preparation_workers_are_not_forked_from_a_process_running_torch(tmp_pat
     c = data.prepare([folder], ml.Tokenizer("remi"), jobs=2, cache_dir=tmp_path / "cache", progress=False)
     assert len(c.pieces) == 70
     assert seen and seen[0] is not None and seen[0].get_start_method() in ("forkserver", "spawn")
+
+
+def test_preparation_never_reads_more_of_a_file_than_the_cap(corpus, tmp_path, monkeypatch):
+    from musiclstm.io import midi
+
+    monkeypatch.setattr(midi, "MAX_FILE_BYTES", 4096)  # the cap, made small: a 64 MB file would do the same
+    big = corpus / "big.mid"
+    big.write_bytes((corpus / "000.mid").read_bytes() + b"\0" * 10_000)
+    reads, real_open = [], open
+
+    class Spy:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def read(self, n=-1):
+            data = self.fh.read(n)
+            reads.append(len(data))
+            return data
+
+    monkeypatch.setattr(prepare_mod, "open", lambda p, mode="r", *a, **k: Spy(real_open(p, mode, *a, **k)),
+                        raising=False)
+    c = _prepare(corpus, tmp_path / "cache")
+    assert (str(big), "file is 0 MB (limit 0 MB)") in c.skipped
+    assert max(reads) <= 4097
+    with pytest.raises(ml.MidiReadError, match="limit"):
+        midi.read(big.read_bytes())  # bytes are capped as paths are

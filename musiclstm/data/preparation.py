@@ -135,11 +135,16 @@ def _tokenize(path: str, tune: int | None, tok_dict: dict, known=()) -> tuple[st
     content is in the cache already), or ("", reason, None) when the file cannot be read. A tune of an ABC
     book has the sha of the file's content and its number, so it is cached (and split) alone. A file that
     does not parse gets an entry with the reason: parsing is deterministic for a content and reader version."""
+    from ..io.midi import MAX_FILE_BYTES
+
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_FILE_BYTES + 1)  # never a whole huge file in memory
     except OSError as e:
         return "", f"cannot read: {e.strerror or e}", None
+    if len(data) > MAX_FILE_BYTES:
+        size = os.path.getsize(path)
+        return "", f"file is {size / 2**20:.0f} MB (limit {MAX_FILE_BYTES // 2**20} MB)", None
     sha = hashlib.sha1(data if tune is None else data + f"\0X:{tune}".encode()).hexdigest()
     if sha in known:
         return sha, None, None
