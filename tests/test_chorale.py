@@ -163,6 +163,13 @@ def test_infill_refuses_bad_requests(tiny, tmp_path):
         musiclstm.infill(tmp_path / "m.mid", "1", model=tiny)
 
 
+def test_infill_has_the_length_cap_harmonize_has(tmp_path):
+    four_part(tmp_path / "long.mid", bars=C.MAX_QUARTERS // 4 + 1, qpm=600)
+    # refused before any model is loaded (a missing one would be the error otherwise) or any grid is built
+    with pytest.raises(ConfigError, match=f"infill takes at most {C.MAX_QUARTERS}"):
+        musiclstm.infill(tmp_path / "long.mid", "1", model=tmp_path / "no-such-model.pt")
+
+
 def test_gibbs_never_touches_fixed_cells(tiny):
     h = C.load(tiny)
     rng = np.random.default_rng(0)
