@@ -57,6 +57,23 @@ def test_render_wav_without_fluidsynth(tmp_path, no_fluidsynth):
     assert "t.wav, t.png" in res.output and "sine synthesizer" in res.output
 
 
+def test_render_force_keeps_the_old_files_when_the_new_ones_fail(tmp_path, no_fluidsynth, monkeypatch):
+    import musiclstm.io.plot
+
+    _tune(tmp_path / "t.mid", 3)
+    (tmp_path / "t.wav").write_bytes(b"old wav")
+    (tmp_path / "t.png").write_bytes(b"old png")
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(musiclstm.io.plot, "save_piano_roll", broken)
+    res = CliRunner().invoke(cli, ["render", "t.mid", "--wav", "--png", "--force"])
+    assert res.exit_code == 1 and "No space left" in res.output and "Traceback" not in res.output
+    assert (tmp_path / "t.wav").read_bytes() == b"old wav" and (tmp_path / "t.png").read_bytes() == b"old png"
+    assert not list(tmp_path.glob(".musiclstm-*"))
+
+
 def test_a_failure_writes_nothing(run, tmp_path, monkeypatch):  # noqa: F811
     import musiclstm.io.plot
 

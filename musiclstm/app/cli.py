@@ -272,17 +272,26 @@ def render(midi, wav, png, out, soundfont, force) -> None:
     check_targets(targets, force=force)
     pm = to_pretty_midi(read(midi))
     sf = str(soundfont) if soundfont else None
-    written = []
+    import shutil
+    import tempfile
+
+    # all or nothing, and an old file replaced only by a new one: each file is written into a hidden folder
+    # beside the target and moved into place once every one exists (as compose writes its outputs)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".musiclstm-", dir=stem.parent))
     try:
+        staged = []
         if wav:
             src = midi if midi.suffix.lower() in (".mid", ".midi") else None
-            written.append(write_wav(pm, stem.with_suffix(".wav"), midi_path=src, soundfont=sf))
+            staged.append(write_wav(pm, stage / stem.with_suffix(".wav").name, midi_path=src, soundfont=sf))
         if png:
-            written.append(save_piano_roll(pm, stem.with_suffix(".png")))
-    except BaseException:  # all or nothing: remove what this command wrote, then report
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+            staged.append(save_piano_roll(pm, stage / stem.with_suffix(".png").name))
+        for src_file, dst in zip(staged, targets, strict=True):
+            os.replace(src_file, dst)
+    except OSError as e:
+        raise MusiclstmError(f"cannot write {e.filename or targets[0]}: {e.strerror or e}") from e
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     click.echo("wrote " + ", ".join(str(p) for p in targets) + (f" (audio by {synthesizer(sf)})" if wav else ""))
 
 
