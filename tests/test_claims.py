@@ -40,11 +40,12 @@ def test_readme_names_exactly_the_rows_ours_beats():
     assert "above every published row" in section
 
 
-# The published figures transcribed here from the papers themselves, not from the code's PUBLISHED (which the
-# README and the code must both agree with): Huang et al. 2018, "Music Transformer", table 1 (JSB, 16th grid,
-# validation NLL per note token); Boulanger-Lewandowski et al. 2012 (ICML), table 1; Bai et al. 2018, "An
-# Empirical Evaluation of Generic Convolutional and Recurrent Networks", table 2; Fraccaro et al. 2016 (SRNN);
-# Gu et al. 2015 (NASMC); Vohra et al. 2015 (DBN-LSTM): JSB Chorales, quarter-note frames, test NLL per frame.
+# The published figures written out here from their sources (docs/measurements.md lists them), not read from
+# the code's PUBLISHED, which the code and the README must both agree with: Huang et al. 2018, "Music
+# Transformer" (JSB, 16th grid, validation NLL per note token); Boulanger-Lewandowski et al. 2012; Bai et al.
+# 2018, "An Empirical Evaluation of Generic Convolutional and Recurrent Networks for Sequence Modeling";
+# Fraccaro et al. 2016 (SRNN); Gu et al. 2015 (NASMC); Vohra et al. 2015 (DBN-LSTM): JSB Chorales,
+# quarter-note frames, test NLL per frame.
 SOURCES = {
     "16th": {"Coconet": 0.436, "Transformer": 0.417, "Music Transformer (relative attention)": 0.335},
     "quarter": {"LSTM (Bai et al. 2018)": 8.45, "GRU (Bai et al. 2018)": 8.43, "TCN (Bai et al. 2018)": 8.10,

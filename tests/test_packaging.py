@@ -63,3 +63,20 @@ def test_ci_fails_in_one_line_when_chromium_cannot_be_installed(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ci: ") and "hromium" in lines[0], r.stderr
     assert ("Unable to locate package chromium" in lines[0]) == (os.getuid() == 0)  # the cause, as apt said it
+
+
+def test_every_document_cited_is_in_the_repository():
+    """A fresh clone holds every .md file that the README, the code, the benches and the tests cite."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *root.glob("musiclstm/**/*.py"), *root.glob("bench/*.py"), *root.glob("docs/*.md"),
+             *root.glob("corpora/*.md"), *root.glob("checkpoints/*.md")]
+    missing = set()
+    for f in files:
+        for ref in re.findall(r"[\w./-]*\b[A-Z_]+\.md\b|[\w./-]+/[\w.-]+\.md\b", f.read_text()):
+            name = ref.lstrip("./")
+            if "shared/" in ref or not any((base / name).is_file() or (base / Path(name).name).is_file()
+                                           for base in (root, root / "docs", f.parent)):
+                missing.add(f"{f.relative_to(root)}: {ref}")
+    assert not missing, sorted(missing)
