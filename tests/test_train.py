@@ -314,3 +314,23 @@ def test_a_resumed_run_stops_when_the_whole_budget_is_spent(corpus, tmp_path, mo
     ml.train(corpus, out, resume=True, cache_dir=tmp_path / "cache", progress=False, max_steps=1000)
     again = checkpoint.read(out / "last.pt")
     assert again["meta"]["step"] == first["meta"]["step"]  # the budget was spent: no step more
+
+
+def test_validation_reads_a_fixed_token_budget_not_the_whole_split(corpus, tmp_path, monkeypatch):
+    assert train_mod.TrainConfig().val_tokens == 250_000  # by default: the cost does not grow with the corpus
+    seen, real = [], train_mod.evaluate_nll
+
+    def spy(net, seqs, *a, **k):
+        seen.append(seqs.lengths.tolist())
+        return real(net, seqs, *a, **k)
+
+    monkeypatch.setattr(train_mod, "evaluate_nll", spy)
+    opts = {**TINY, "val_fraction": 0.5, "cache": False}
+    ml.train(corpus, tmp_path / "all", cache_dir=tmp_path / "cache", max_steps=2, val_tokens=0, **opts)
+    everything = seen[-1]
+    assert len(everything) >= 3
+    budget = everything[0] + everything[1]
+    ml.train(corpus, tmp_path / "some", cache_dir=tmp_path / "cache", max_steps=2, val_tokens=budget + 1, **opts)
+    assert seen[-1] == everything[:2]  # the first held-out pieces, in their fixed order, up to the budget
+    ml.train(corpus, tmp_path / "one", cache_dir=tmp_path / "cache", max_steps=2, val_tokens=1, **opts)
+    assert seen[-1] == everything[:1]  # never none

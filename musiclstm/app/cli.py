@@ -96,6 +96,8 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--windows", type=click.Choice(["pieces", "tbptt", "random"]),
               help="pieces: each piece from a fresh state, as compose starts [pieces]; tbptt: one stream; random.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--val-tokens", type=click.IntRange(0),
+              help="Validation scores held-out pieces up to this many tokens [250000; 0: all of them].")
 @click.option("--eval-every", type=click.IntRange(1), help="Steps between validations [an epoch].")
 @click.option("--patience", type=click.IntRange(1), help="Validations without improvement before stopping.")
 @click.option("--augment", "augment_transpose", type=click.IntRange(0, 12),

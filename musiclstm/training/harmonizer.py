@@ -157,7 +157,7 @@ def _validate(net, grids, idx, cells, L: int = 512) -> float:
 
 # TrainConfig fields that a harmonizer's training does not use (refused by the command line)
 UNUSED = ("encoding", "windows", "styles", "cell", "tie_weights", "augment_stretch", "precision", "device",
-          "sample_tokens", "cache")
+          "sample_tokens", "cache", "val_tokens")
 
 
 def train(corpus, out, *, holdout=None, force: bool = False, progress: bool = True, cache_dir=None,

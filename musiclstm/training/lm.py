@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -63,6 +64,8 @@ class TrainConfig:
     #: machine still ends at the lowest learning rate (a resumed run is then not bit-exact)
     windows: str = "pieces"  #: pieces (each piece from a fresh state, carried within it), tbptt (one stream) or random
     val_fraction: float = 0.1  #: share of files held out, by content hash (a csv split wins)
+    val_tokens: int | None = 250_000  #: validation scores the held-out pieces (in their fixed order) up to this
+    #: many tokens, so its cost does not grow with the corpus (0 or None: every held-out piece)
     eval_every: int | None = None  #: steps between validations (default: once an epoch)
     patience: int = 5  #: stop after this many validations without improvement
     augment_transpose: int = 0  #: random transposition in [-n, n] semitones, per lane, held for an epoch
@@ -228,6 +231,7 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
             raise ConfigError(f"{last} was trained by {saved_world} process(es) and cannot resume with {world}; "
                               f"resume with the same number (torchrun --nproc_per_node, times nodes)")
         saved = resume_blob["meta"]["train"]
+        saved = {"val_tokens": None, **saved}  # a run from before the validation budget validated on every piece
         cfg = replace(TrainConfig(**saved), **{k: v for k, v in options.items()
                                                if v is not None and k in ("epochs", "max_steps", "max_time",
                                                                           "patience", "device", "jobs")})
@@ -273,7 +277,8 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     if resume_blob is not None and resume_blob["meta"].get("fingerprint") != corpus.fingerprint:
         raise MusiclstmError("the corpus changed since this run started (data fingerprint differs); "
                              "start a new run instead of --resume")
-    valid_seqs = corpus.sequences("valid")  # pieces laid end to end, memory-mapped from the token store
+    # pieces laid end to end, memory-mapped from the token store; the first of them up to the token budget
+    valid_seqs = _first_tokens(corpus.sequences("valid"), cfg.val_tokens)
     if cfg.windows == "pieces":
         windows = data.PieceWindows(corpus.sequences("train"), cfg.batch_size, cfg.seq_len, rank=rank, world=world,
                                     seed=cfg.seed)
@@ -467,6 +472,14 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
             tqdm.write(f"continuous cache tuned on {min(40, len(valid_seqs))} validation pieces: "
                        f"lam {c.lam}, theta {c.theta}")
     return out / "best.pt"
+
+
+def _first_tokens(seqs: data.Sequences, budget: int | None) -> data.Sequences:
+    """The first pieces of `seqs` whose tokens add up to at most `budget` (at least one piece); all without one."""
+    if not budget or len(seqs) <= 1:
+        return seqs
+    k = int(np.searchsorted(np.cumsum(seqs.lengths), budget, side="right"))
+    return data.Sequences(seqs.tokens, seqs.starts[:max(1, min(k, len(seqs))) + 1])
 
 
 def _agree(flags: list[bool], world: int, device: torch.device) -> list[bool]:
