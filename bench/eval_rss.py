@@ -43,9 +43,9 @@ def main() -> None:
     ap.add_argument("--code", default=str(REPO), help="folder holding the musiclstm package to measure")
     a = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": a.code, "OMP_NUM_THREADS": "1", "MUSICLSTM_CACHE": a.cache}
-    prep = ("import musiclstm as ml; from musiclstm import data; m = ml.load(%r); "
-            "data.prepare([%r], m.tokenizer, val_fraction=m.meta['train'].get('val_fraction', 0.1), jobs=1, "
-            "progress=False)" % (a.checkpoint, a.data))
+    prep = (f"import musiclstm as ml; from musiclstm import data; m = ml.load({a.checkpoint!r}); "
+            f"data.prepare([{a.data!r}], m.tokenizer, val_fraction=m.meta['train'].get('val_fraction', 0.1), "
+            "jobs=1, progress=False)")
     code, _, secs = run([sys.executable, "-c", prep], env)
     print(f"prepared (warm cache) in {secs:.0f} s, exit {code}")
     code, rss, secs = run([sys.executable, "-m", "musiclstm", "evaluate", a.checkpoint, a.data, "--samples",

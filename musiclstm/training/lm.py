@@ -363,7 +363,8 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
         val = _mean_over_ranks(evaluate_nll(net, valid_seqs, cfg, device) if valid_seqs else float("nan"),
                                world, device)
         row = {"step": step, "epoch": round(step / per_epoch, 3), "train_nll": round(train_loss, 5),
-               "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5), "lr": opt.param_groups[0]["lr"],  # the rate applied
+               "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5),
+               "lr": opt.param_groups[0]["lr"],  # the rate the last step applied (with the clock's share)
                "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
         st["history"].append(row)
         if math.isnan(val) and valid_seqs:  # a validation set that scores NaN: the run has diverged
