@@ -340,3 +340,39 @@ def test_preparation_never_reads_more_of_a_file_than_the_cap(corpus, tmp_path, m
     assert max(reads) <= 4097
     with pytest.raises(ml.MidiReadError, match="limit"):
         midi.read(big.read_bytes())  # bytes are capped as paths are
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+import musiclstm as ml
+from musiclstm import data
+c = data.prepare([Path(sys.argv[1])], ml.Tokenizer("remi"), val_fraction=0.3, jobs=1, cache_dir=Path(sys.argv[2]),
+                 progress=False)
+print(c.store.folder, flush=True)
+while not Path(sys.argv[3]).exists():  # a training reading its store, until told to read its next batch
+    time.sleep(0.05)
+print(len(c.sequences("train")[0]), flush=True)
+"""
+
+
+def test_a_store_another_process_is_reading_is_not_pruned(corpus, tmp_path):
+    go = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(corpus), str(tmp_path / "cache"), str(go)],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        folder = Path(proc.stdout.readline().strip())
+        assert folder.is_dir()
+        _age(folder, 3 * 86400)  # not opened for three days, as far as the clock on meta.json says
+        _write(corpus, 1, start=70)  # the corpus gains a file: preparing it again prunes stores of these folders
+        _prepare(corpus, tmp_path / "cache")
+        assert folder.is_dir()
+        go.touch()
+        assert int(proc.stdout.readline()) > 2  # its next batch reads
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _write(corpus, 1, start=80)
+    _prepare(corpus, tmp_path / "cache")  # the reader has gone: now it is pruned
+    assert not folder.exists()
