@@ -334,3 +334,13 @@ def test_validation_reads_a_fixed_token_budget_not_the_whole_split(corpus, tmp_p
     assert seen[-1] == everything[:2]  # the first held-out pieces, in their fixed order, up to the budget
     ml.train(corpus, tmp_path / "one", cache_dir=tmp_path / "cache", max_steps=2, val_tokens=1, **opts)
     assert seen[-1] == everything[:1]  # never none
+
+
+def test_the_cache_is_tuned_on_a_fixed_token_budget(corpus, tmp_path, monkeypatch):
+    import musiclstm.training.tune as tune_mod
+
+    got, real = [], tune_mod.tune_checkpoint
+    monkeypatch.setattr(tune_mod, "tune_checkpoint", lambda path, pieces: (got.append(pieces), real(path, pieces))[1])
+    monkeypatch.setattr(train_mod, "TUNE_TOKENS", 1)  # the budget, made tiny: the first piece alone
+    ml.train(corpus, tmp_path / "run", cache_dir=tmp_path / "cache", max_steps=2, val_fraction=0.5, **TINY)
+    assert len(got) == 1 and len(got[0]) == 1

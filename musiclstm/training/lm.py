@@ -77,6 +77,7 @@ class TrainConfig:
     jobs: int | None = None  #: worker processes for preparation (default: all cores)
     sample_tokens: int = 256  #: length of the sample MIDI written at each validation (0: none)
     cache: bool = True  #: at the end, tune the continuous cache (musiclstm.models.cache) on up to 40 validation pieces
+    #: and TUNE_TOKENS tokens
 
     @classmethod
     def build(cls, preset: str = "small", config_file: str | os.PathLike | None = None, **overrides) -> TrainConfig:
@@ -468,11 +469,16 @@ def _run(corpora, out, cfg, device, rank, world, is_main, resume_blob, progress,
     if cfg.cache and valid_seqs and is_main and (out / "best.pt").exists():
         from .tune import tune_checkpoint
 
-        c = tune_checkpoint(out / "best.pt", valid_seqs[:40])
+        # up to 40 pieces and TUNE_TOKENS tokens: each token of the grid search costs a window of states
+        tuning = _first_tokens(valid_seqs, TUNE_TOKENS)[:40]
+        c = tune_checkpoint(out / "best.pt", tuning)
         if progress:
-            tqdm.write(f"continuous cache tuned on {min(40, len(valid_seqs))} validation pieces: "
+            tqdm.write(f"continuous cache tuned on {len(tuning)} validation pieces: "
                        f"lam {c.lam}, theta {c.theta}")
     return out / "best.pt"
+
+
+TUNE_TOKENS = 20_000  # the continuous cache is tuned on the first validation pieces up to this many tokens
 
 
 def _first_tokens(seqs: data.Sequences, budget: int | None) -> data.Sequences:
