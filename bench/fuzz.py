@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,13 @@ def worker(encoding: str, cache: str) -> None:
 def run(files: list[tuple[Path, str]], *, encoding: str = "remi", timeout: float = 10.0,
         memory_mb: float = 1024) -> dict:
     cache = tempfile.mkdtemp(prefix="fuzzcache-")
+    try:
+        return _run(files, cache, encoding=encoding, timeout=timeout, memory_mb=memory_mb)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # nothing left behind
+
+
+def _run(files: list[tuple[Path, str]], cache: str, *, encoding: str, timeout: float, memory_mb: float) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--encoding", encoding, "--cache", cache]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = None

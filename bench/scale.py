@@ -18,6 +18,9 @@ It then measures, each in its own process on this machine:
   files), peak RSS; validation is a small held-out share (--val-fraction 0.002), no samples, no cache
   tuning: the bench measures memory, not models;
 * the disk the corpus, the cache (entry packs and stores) and the stores take;
+* `musiclstm train CORPUS --preset tiny --max-steps 20 --jobs 2` end to end from a cold cache, as a user
+  types it (default validation, cache tuning, samples), on the small and the big corpus: wall time and peak
+  RSS (`--only-e2e`: these alone);
 and prints each figure beside its goal. Peak RSS is the largest resident set among the process's tree
 (`wait4`'s ru_maxrss); it counts the pages of the memory-mapped store that were read.
 The machine is shared: the CPU-time line says what the cold preparation costs, whatever the load.
@@ -198,6 +201,17 @@ def train(root: Path, cache: Path, run: Path, steps: int, val: float, jobs: int,
     return wall, rss
 
 
+def train_cold(root: Path, cache: Path, run: Path, steps: int, jobs: int) -> tuple[float, int]:
+    """`musiclstm train ROOT --preset tiny --max-steps STEPS --jobs JOBS` end to end as a user types it (default
+    validation, cache tuning, samples and report) from a cold cache: (wall seconds, peak RSS)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    cmd = [sys.executable, "-m", "musiclstm", "train", str(root), "--out", str(run), "--force", "--quiet",
+           "--preset", "tiny", "--max-steps", str(steps), "--jobs", str(jobs)]
+    _, wall, rss = measured(["env", f"MUSICLSTM_CACHE={cache}", *cmd])
+    shutil.rmtree(cache, ignore_errors=True)
+    return wall, rss
+
+
 def grow(root: Path, extra: int, seed: int) -> Path:
     """`extra` new files (variants past the corpus's own numbers) in root/new/, for the incremental run."""
     folder = root / "new"
@@ -224,6 +238,10 @@ def main() -> None:
     ap.add_argument("--val-fraction", type=float, default=0.002,
                     help="held out for validation (default 0.002: the bench measures memory, not models)")
     ap.add_argument("--scratch", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "musiclstm-scale")
+    ap.add_argument("--e2e-steps", type=int, default=20,
+                    help="steps of the end-to-end `musiclstm train --preset tiny` runs from a cold cache (default 20)")
+    ap.add_argument("--only-e2e", action="store_true",
+                    help="only the end-to-end training runs (cold cache) on the small and the big corpus")
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"no source MIDI at {SHARED}")
@@ -234,6 +252,15 @@ def main() -> None:
     small, _ = make_corpus(args.scratch, args.small, args.seed, args.jobs)
     print(f"corpus {big}: {made['files']:,} files ({made['unique']:,} distinct), {made['bytes'] / 2**20:,.0f} MB, "
           f"written in {made['seconds']:.0f} s (reused when present)", flush=True)
+
+    e2e = []  # musiclstm train, end to end from a cold cache, as a user types it: what grows with the corpus
+    for root, count in ((small, args.small), (big, args.files)):
+        wall, rss = train_cold(root, args.scratch / "cache-e2e", args.scratch / "run-e2e", args.e2e_steps, args.jobs)
+        e2e.append((f"musiclstm train --preset tiny --max-steps {args.e2e_steps}, {count:,} files, cold",
+                    f"{wall:.0f} s, peak RSS {rss / 2**20:,.0f} MB", "-", ""))
+        print(f"e2e: {e2e[-1][0]}: {e2e[-1][1]}", flush=True)
+    if args.only_e2e:
+        return
 
     cache = args.scratch / "cache"
     shutil.rmtree(cache, ignore_errors=True)
@@ -280,6 +307,7 @@ def main() -> None:
         ("disk: corpus / entry packs / the corpus's store", f"{mb(made['bytes'])} / {mb(disk_packs)} / "
          f"{mb(disk_store)}", "-", ""),
         ("disk: the whole cache (both stores, manifest)", mb(disk_cache), "-", ""),
+        *e2e,
     ]
     print()
     print(f"python bench/scale.py {' '.join(sys.argv[1:])}".rstrip())

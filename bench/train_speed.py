@@ -29,7 +29,7 @@ first one-step call of train() pays the process's one-time costs (imports, worke
 The four measurements of a repeat run in a rotating order. On a shared machine compare with
 `--threads 1` under `nice`. Goal: musiclstm >= 95 % of the bare loop with the same dropout.
 Medians over --repeats are reported; the machine is noisy (about +-10 % on compute-bound numbers,
-see ../shared/docs/PERFORMANCE.md).
+see docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def main() -> None:
           f"{diff_ratio:.1%} by differenced wall time [medians of the paired per-repeat ratios]; "
           f"against bare + dropout + clip: {clip_ratio:.1%} (wall)")
     if (cfg.hidden, cfg.layers, threads) == (256, 2, 2):
-        print("reference (PERFORMANCE.md, 2x256 nn.LSTM, ~400 tokens, 2 threads fp32): 18,400-24,200 tokens/s")
+        print("reference (docs/measurements.md, 2x256 nn.LSTM, ~400 tokens, 2 threads fp32): 18,400-24,200 tokens/s")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,18 @@ def data_params(files: Sequence[Path]) -> list:
 
 
 @pytest.fixture(scope="session")
+def _test_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("musiclstm-cache")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(_test_cache, monkeypatch):
+    """No test writes into the user's ~/.cache/musiclstm: the default cache is one folder of this test session
+    (a test that passes --cache-dir or sets MUSICLSTM_CACHE itself still gets its own)."""
+    monkeypatch.setenv("MUSICLSTM_CACHE", str(_test_cache))
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real data folder ../shared/data; skips the test when it is absent."""
     if not DATA_DIR.is_dir():

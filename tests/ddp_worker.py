@@ -71,7 +71,31 @@ def main(corpus: str, root: str) -> None:
             (split / "stopped.pt").write_bytes((split / "last.pt").read_bytes())
         torch.distributed.barrier()
         ml.train(corpus, split, resume=True, cache_dir=cache, progress=False)
+    time_budget(corpus, root, cache)
     torch.distributed.destroy_process_group()
+
+
+def time_budget(corpus: str, root: Path, cache: Path) -> None:
+    """A run stopped by its --max-time, resumed: the budget is spent, so the resumed run takes no step.
+    Each rank's clock advances one second each time train reads it."""
+    now = [0.0]
+
+    def tick():
+        now[0] += 1.0
+        return now[0]
+
+    train_mod.time = types.SimpleNamespace(time=tick)
+    try:
+        out = root / "budget"
+        opts = dict(TINY, windows="pieces", max_time=40.0, epochs=50)
+        ml.train(corpus, out, cache_dir=cache, **opts)
+        torch.distributed.barrier()
+        if os.environ["RANK"] == "0":
+            (out / "first.pt").write_bytes((out / "last.pt").read_bytes())
+        torch.distributed.barrier()
+        ml.train(corpus, out, resume=True, cache_dir=cache, progress=False)
+    finally:
+        train_mod.time = time
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ def test_generate_reads_the_cache_stored_with_a_model():
     plain = generate(Model(net, tok, {}), max_tokens=60, seed=3)
     cached = generate(Model(net, tok, {"cache": {"lam": 0.9, "theta": 5.0}}), max_tokens=60, seed=3)
     assert Model(net, tok, {"cache": {"lam": 0.9, "theta": 5.0}}).cache == Cache(0.9, 5.0)
-    assert plain != cached
+    # exactly the draw that the same cache passed by hand gives (not merely some change), which is not the plain one
+    explicit = generate(Model(net, tok, {}), max_tokens=60, seed=3, cache=Cache(0.9, 5.0))
+    assert cached == explicit and explicit != plain
 
 
 def test_compose_samples_without_the_cache_unless_asked():
@@ -79,3 +81,31 @@ def test_compose_samples_without_the_cache_unless_asked():
     _, cached_again = compose(Model(net, tok, meta), cache=True, **kw)
     assert default == plain
     assert cached == cached_again and cached != plain
+
+
+def test_tuning_holds_one_piece_of_logits_at_a_time_and_scores_every_token(monkeypatch):
+    from musiclstm.models import cache as cache_mod
+
+    net = _net()
+    rng = np.random.default_rng(0)
+    pieces = [np.r_[1, rng.integers(3, 40, n), 2] for n in (30, 80, 50)]
+    live, peak, real_states = [0], [0], cache_mod.states
+
+    class Pass(tuple):
+        def __del__(self):
+            live[0] -= 1
+
+    def states(net, ids, *a, **k):
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        return Pass(real_states(net, ids, *a, **k))
+
+    monkeypatch.setattr(cache_mod, "states", states)
+    best, results = cache_mod.tune(net, pieces, lams=(0.0, 0.5), thetas=(10.0, 40.0))
+    assert peak[0] == 1  # never every validation piece's logits at once
+    monkeypatch.setattr(cache_mod, "states", real_states)
+    for (lam, theta), got in results.items():  # the mean NLL per token over all the pieces' tokens
+        c = Cache(lam, theta, 2048, 12)
+        want = np.concatenate([piece_nlls(net, p, c) for p in pieces]).astype(np.float64).mean()
+        assert np.isclose(got, want, rtol=1e-6)
+    assert results[(best.lam, best.theta)] == min(results.values())

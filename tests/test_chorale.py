@@ -164,6 +164,13 @@ def test_infill_refuses_bad_requests(tiny, tmp_path):
         musiclstm.infill(tmp_path / "m.mid", "1", model=tiny)
 
 
+def test_infill_has_the_length_cap_harmonize_has(tmp_path):
+    four_part(tmp_path / "long.mid", bars=C.MAX_QUARTERS // 4 + 1, qpm=600)
+    # refused before any model is loaded (a missing one would be the error otherwise) or any grid is built
+    with pytest.raises(ConfigError, match=f"infill takes at most {C.MAX_QUARTERS}"):
+        musiclstm.infill(tmp_path / "long.mid", "1", model=tmp_path / "no-such-model.pt")
+
+
 def test_gibbs_never_touches_fixed_cells(tiny):
     h = C.load(tiny)
     rng = np.random.default_rng(0)
@@ -179,8 +186,11 @@ def test_gibbs_never_touches_fixed_cells(tiny):
 def test_compose_refuses_a_harmonizer_and_the_lists_keep_kinds_apart(tiny):
     with pytest.raises(CheckpointError, match="is a harmonizer model.*musiclstm harmonize"):
         checkpoint.load(tiny)
-    assert all(checkpoint.kind_of(checkpoint.read(p)["meta"]) == "lm" for p in checkpoint.bundled_models().values())
-    assert set(checkpoint.bundled_models("harmonizer")) <= set(checkpoint.HARMONIZERS)
+    # each bundled file's own meta says its kind, and the lists agree with it (not with the name list alone)
+    kinds = {n: checkpoint.kind_of(checkpoint.read(p)["meta"]) for n, p in checkpoint.bundled_models(None).items()}
+    assert "harmonizer" in kinds.values() and "lm" in kinds.values()
+    assert set(checkpoint.bundled_models("harmonizer")) == {n for n, k in kinds.items() if k == "harmonizer"}
+    assert set(checkpoint.bundled_models()) == {n for n, k in kinds.items() if k == "lm"}
 
 
 def test_holdout_leaves_out_test_chorales_by_content(tmp_path):

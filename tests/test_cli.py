@@ -57,6 +57,23 @@ def test_render_wav_without_fluidsynth(tmp_path, no_fluidsynth):
     assert "t.wav, t.png" in res.output and "sine synthesizer" in res.output
 
 
+def test_render_force_keeps_the_old_files_when_the_new_ones_fail(tmp_path, no_fluidsynth, monkeypatch):
+    import musiclstm.io.plot
+
+    _tune(tmp_path / "t.mid", 3)
+    (tmp_path / "t.wav").write_bytes(b"old wav")
+    (tmp_path / "t.png").write_bytes(b"old png")
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(musiclstm.io.plot, "save_piano_roll", broken)
+    res = CliRunner().invoke(cli, ["render", "t.mid", "--wav", "--png", "--force"])
+    assert res.exit_code == 1 and "No space left" in res.output and "Traceback" not in res.output
+    assert (tmp_path / "t.wav").read_bytes() == b"old wav" and (tmp_path / "t.png").read_bytes() == b"old png"
+    assert not list(tmp_path.glob(".musiclstm-*"))
+
+
 def test_a_failure_writes_nothing(run, tmp_path, monkeypatch):  # noqa: F811
     import musiclstm.io.plot
 
@@ -130,6 +147,20 @@ def test_style_names_a_bundled_model_in_any_case(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["checkpoint"].endswith("bach.pt")
     res = CliRunner().invoke(cli, ["compose", "--style", "Metal"])
     assert res.exit_code == 1 and "bach" in res.output and "folk" in res.output and "pop" in res.output
+
+
+def test_a_folder_named_like_a_bundled_model_does_not_shadow_it(tmp_path):
+    for name in ("bach", "folk", "default"):  # e.g. `musiclstm corpus export bach bach`
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "000.mid").write_bytes(b"MThd")
+    res = CliRunner().invoke(cli, ["compose", "--style", "bach", "--tokens", "40", "-o", "b.mid"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b.json").read_text())["checkpoint"].endswith("bach.pt")
+    res = CliRunner().invoke(cli, ["compose", "--tokens", "40", "-o", "f.mid"])  # the bundled default
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "f.json").read_text())["checkpoint"].endswith("folk.pt")
+    res = CliRunner().invoke(cli, ["compose", "-c", "bach", "--tokens", "40", "-o", "c.mid"])  # -c: a path
+    assert res.exit_code == 1 and "no best.pt or last.pt in bach" in res.output
 
 
 def test_wrote_says_how_much_is_primer(run):  # noqa: F811

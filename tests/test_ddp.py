@@ -28,7 +28,9 @@ def ddp_runs(tmp_path_factory) -> Path:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", OMP_NUM_THREADS="1",
+               # the workers import this checkout's package (tests/ is their sys.path[0], not the repository)
+               PYTHONPATH=os.pathsep.join([str(WORKER.parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]))
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(corpus), str(root)],
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for r in range(2)]
@@ -67,3 +69,11 @@ def test_resuming_with_another_number_of_processes_is_refused(ddp_runs):
     with pytest.raises(ml.ConfigError, match=r"trained by 2 process\(es\) and cannot resume with 1"):
         ml.train(ddp_runs / "corpus", ddp_runs / "pieces-split", resume=True, cache_dir=ddp_runs / "cache",
                  progress=False)
+
+
+def test_a_resumed_time_budget_is_not_started_over(ddp_runs):
+    first = checkpoint.read(ddp_runs / "budget" / "first.pt")
+    again = checkpoint.read(ddp_runs / "budget" / "last.pt")
+    assert 0 < first["meta"]["step"] < 50 * 8  # stopped by the clock, long before its epochs were done
+    assert again["meta"]["step"] == first["meta"]["step"]  # the budget was spent: the resumed run took no step
+

@@ -39,6 +39,25 @@ def test_kneser_ney_is_a_distribution_and_learns():
     assert kn.nlls([1, 11, 3, 10, 4]).mean() > held.mean()
 
 
+def test_kneser_ney_counts_in_numpy_arrays_not_python_dicts():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(3, 300, 2000) for _ in range(100)]  # 200,000 tokens, ~1M distinct n-grams
+    tracemalloc.start()
+    try:
+        kn = KneserNey(5, 300).fit(seqs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Python dicts took ~150 MB here (about 100 bytes an n-gram); numpy arrays take ~30 MB
+    assert peak < 60 * 2**20, peak / 2**20
+    # the same numbers as one context at a time
+    s = np.r_[1, seqs[0][:50]]
+    hist = [1] * 4 + s.tolist()
+    assert np.allclose(kn.nlls(s), [-math.log(kn.prob(hist[i - 4:i], hist[i])) for i in range(5, len(hist))])
+
+
 def test_overlap_area_and_longest_copy():
     rng = np.random.default_rng(1)
     same = [rng.normal(0, 1, 1) for _ in range(40)]

@@ -42,3 +42,41 @@ def test_ruff_targets_the_declared_python():
     ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
     assert ruff["target-version"] == f"py{major}{minor}"
     assert sys.version_info[:2] >= (major, minor)
+
+
+def test_ci_fails_in_one_line_when_chromium_cannot_be_installed(tmp_path):
+    """No green CI over skipped browser tests: without a Chromium, .ci/run installs one or stops, saying why."""
+    import os
+    import shutil
+    import subprocess
+
+    bin_ = tmp_path / "bin"  # a PATH with no browser, whose apt-get fails
+    bin_.mkdir()
+    for tool in ("dirname", "id", "tail"):
+        (bin_ / tool).symlink_to(shutil.which(tool))
+    (bin_ / "apt-get").write_text("#!/bin/sh\necho 'E: Unable to locate package chromium'\nexit 100\n")
+    (bin_ / "apt-get").chmod(0o755)
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([shutil.which("bash"), str(root / ".ci" / "run")], capture_output=True, text=True,
+                       env={"PATH": str(bin_), "HOME": str(tmp_path), "MUSICLSTM_CI_ONLY": "browser"}, timeout=60)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ci: ") and "hromium" in lines[0], r.stderr
+    assert ("Unable to locate package chromium" in lines[0]) == (os.getuid() == 0)  # the cause, as apt said it
+
+
+def test_every_document_cited_is_in_the_repository():
+    """A fresh clone holds every .md file that the README, the code, the benches and the tests cite."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *root.glob("musiclstm/**/*.py"), *root.glob("bench/*.py"), *root.glob("docs/*.md"),
+             *root.glob("corpora/*.md"), *root.glob("checkpoints/*.md")]
+    missing = set()
+    for f in files:
+        for ref in re.findall(r"[\w./-]*\b[A-Z_]+\.md\b|[\w./-]+/[\w.-]+\.md\b", f.read_text()):
+            name = ref.lstrip("./")
+            if "shared/" in ref or not any((base / name).is_file() or (base / Path(name).name).is_file()
+                                           for base in (root, root / "docs", f.parent)):
+                missing.add(f"{f.relative_to(root)}: {ref}")
+    assert not missing, sorted(missing)

@@ -44,6 +44,17 @@ def test_fuzz_slice_reads_or_skips_every_file(data_dir, tmp_path):
     assert s["peak_rss_mb"] < 1024
 
 
+def test_nothing_is_left_behind_in_the_users_cache_or_the_temporary_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    from musiclstm.data.corpus import default_cache_dir
+
+    assert not default_cache_dir().is_relative_to(Path.home() / ".cache")  # tests train into the session's cache
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _fuzz_module().run([])  # the fuzz bench's cache folder goes when it is done
+    assert not list(tmp_path.glob("fuzzcache-*"))
+
+
 def test_mutation_is_seeded(data_dir, tmp_path):
     fuzz = _fuzz_module()
     a = fuzz.make_files(data_dir, tmp_path / "a", 16, seed=5)

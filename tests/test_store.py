@@ -230,3 +230,149 @@ def test_train_prepares_into_the_cache_dir_it_is_given(corpus, tmp_path):
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report["files"] == 10
     assert report["skipped"] == [[str(corpus / "bad.mid"), "not a MIDI file (no MThd header)"]]
+
+
+# ---- a damaged, pruned or abandoned store (issue: reliability, item 2) ---------------------------------------
+
+def _store_dir(c: data.Corpus) -> Path:
+    return Path(c.store.folder)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_damaged_store_is_rebuilt_at_once_with_one_line(corpus, tmp_path, monkeypatch, capsys, damage):
+    first = _prepare(corpus, tmp_path / "cache")
+    folder, train = _store_dir(first), first.sequences("train")[0]
+    del first
+    index = folder / "index.npz"
+    if damage == "missing":
+        index.unlink()
+    else:
+        index.write_bytes(index.read_bytes()[:100])
+    monkeypatch.setenv("MUSICLSTM_PREPARE_TIMEOUT", "0")  # any wait for a store that never comes fails at once
+    again = _prepare(corpus, tmp_path / "cache")
+    assert np.array_equal(again.sequences("train")[0], train)
+    err = capsys.readouterr().err
+    assert err.count("was damaged; rebuilt it") == 1, err
+
+
+def _age(folder: Path, seconds: float) -> None:
+    t = os.path.getmtime(folder / "meta.json") - seconds
+    os.utime(folder / "meta.json", (t, t))
+
+
+def test_a_store_in_use_is_never_pruned_an_idle_one_is_and_abandoned_temporaries_go(corpus, tmp_path):
+    running = _prepare(corpus, tmp_path / "cache")  # a training holding its store open (a lease)
+    in_use = _store_dir(running)
+    _write(corpus, 2, start=50)
+    idle = _store_dir(_prepare(corpus, tmp_path / "cache"))
+    abandoned = in_use.parent / f".{'0' * 24}.999999999.tmp"  # an interrupted preparation (no such process)
+    abandoned.mkdir()
+    (abandoned / "train.bin").write_bytes(b"\0" * 64)
+    for f in (abandoned / "train.bin", abandoned):
+        os.utime(f, (0, 0))
+    _age(in_use, 3 * 86400)
+    _age(idle, 3 * 86400)
+    _write(corpus, 1, start=60)  # the corpus gains a file again: the third preparation prunes
+    _prepare(corpus, tmp_path / "cache")
+    assert in_use.is_dir() and len(running.sequences("train")[0]) > 2  # the run's next batch still reads
+    assert not idle.exists()
+    assert not abandoned.exists()
+
+
+def test_packs_no_store_needs_are_collected_after_a_day(corpus, tmp_path):
+    from musiclstm.data import store as st
+
+    c = _prepare(corpus, tmp_path / "cache")
+    stores = _store_dir(c).parent
+    packs = stores.parent / "packs"
+    orphan = st.write_pack(packs, [("ab" * 20, st.Entry(np.arange(5)))], np.dtype(np.uint16))["ab" * 20][0]
+    kept = sorted(packs.glob("*.idx"))
+    for f in packs.iterdir():
+        os.utime(f, (0, 0))
+    st.prune(stores, _store_dir(c).name, [])
+    assert not Path(orphan).exists() and not Path(orphan).with_suffix(".idx").exists()
+    assert len(list(packs.glob("*.idx"))) == len(kept) - 1  # the packs the store's pieces came from stay
+
+
+def test_preparation_workers_are_not_forked_from_a_process_running_torch(tmp_path, monkeypatch):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    _write(folder, 70)  # enough for the worker pool
+    seen, real = [], prepare_mod.ProcessPoolExecutor
+
+    def spy(*args, **kw):
+        seen.append(kw.get("mp_context"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(prepare_mod, "ProcessPoolExecutor", spy)
+    c = data.prepare([folder], ml.Tokenizer("remi"), jobs=2, cache_dir=tmp_path / "cache", progress=False)
+    assert len(c.pieces) == 70
+    assert seen and seen[0] is not None and seen[0].get_start_method() in ("forkserver", "spawn")
+
+
+def test_preparation_never_reads_more_of_a_file_than_the_cap(corpus, tmp_path, monkeypatch):
+    from musiclstm.io import midi
+
+    monkeypatch.setattr(midi, "MAX_FILE_BYTES", 4096)  # the cap, made small: a 64 MB file would do the same
+    big = corpus / "big.mid"
+    big.write_bytes((corpus / "000.mid").read_bytes() + b"\0" * 10_000)
+    reads, real_open = [], open
+
+    class Spy:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def read(self, n=-1):
+            data = self.fh.read(n)
+            reads.append(len(data))
+            return data
+
+    monkeypatch.setattr(prepare_mod, "open", lambda p, mode="r", *a, **k: Spy(real_open(p, mode, *a, **k)),
+                        raising=False)
+    c = _prepare(corpus, tmp_path / "cache")
+    assert (str(big), "file is 0 MB (limit 0 MB)") in c.skipped
+    assert max(reads) <= 4097
+    with pytest.raises(ml.MidiReadError, match="limit"):
+        midi.read(big.read_bytes())  # bytes are capped as paths are
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+import musiclstm as ml
+from musiclstm import data
+c = data.prepare([Path(sys.argv[1])], ml.Tokenizer("remi"), val_fraction=0.3, jobs=1, cache_dir=Path(sys.argv[2]),
+                 progress=False)
+print(c.store.folder, flush=True)
+while not Path(sys.argv[3]).exists():  # a training reading its store, until told to read its next batch
+    time.sleep(0.05)
+print(len(c.sequences("train")[0]), flush=True)
+"""
+
+
+def test_a_store_another_process_is_reading_is_not_pruned(corpus, tmp_path):
+    go = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(corpus), str(tmp_path / "cache"), str(go)],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        folder = Path(proc.stdout.readline().strip())
+        assert folder.is_dir()
+        _age(folder, 3 * 86400)  # not opened for three days, as far as the clock on meta.json says
+        _write(corpus, 1, start=70)  # the corpus gains a file: preparing it again prunes stores of these folders
+        _prepare(corpus, tmp_path / "cache")
+        assert folder.is_dir()
+        go.touch()
+        assert int(proc.stdout.readline()) > 2  # its next batch reads
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _write(corpus, 1, start=80)
+    _prepare(corpus, tmp_path / "cache")  # the reader has gone: now it is pruned
+    assert not folder.exists()

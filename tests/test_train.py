@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 from pathlib import Path
@@ -223,3 +224,124 @@ def test_compose_lengths_are_exact_at_any_tempo_and_under_a_polyphony_limit(qpm)
     assert (new.count("BAR"), new[-1]) in ((4, "BAR"), (3, "EOS"))
     _, (ids,) = ml.compose(model, tokens=120, seed=2, return_ids=True)
     assert len(ids) == 1 + 120  # BOS and exactly 120 tokens
+
+
+# ---- no step on padding; the clock survives a resume (reliability items 3 and 4) ----------------------------
+
+def test_batches_of_padding_alone_move_no_weight_and_train_nll_is_per_real_token(corpus, tmp_path, monkeypatch):
+    batches, real_get = [], PieceWindows.get
+
+    def get(self, *args, **kw):
+        x, y, reset = real_get(self, *args, **kw)
+        if torch.is_grad_enabled():  # a training batch, not validation's
+            batches.append(int((y != PAD).sum()))
+        return x, y, reset
+
+    steps = []
+    real_step = torch.optim.AdamW.step
+    monkeypatch.setattr(PieceWindows, "get", get)
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (steps.append(1), real_step(self, *a, **k))[1])
+    sums = []  # (nats, real targets) of each training batch the loss saw
+    real_ce = train_mod.F.cross_entropy
+
+    def ce(logits, y, *args, **kw):
+        out = real_ce(logits, y, *args, **kw)
+        if torch.is_grad_enabled():
+            sums.append((out.item(), int((y != PAD).sum())))
+        return out
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", ce)
+    out = tmp_path / "pad"
+    ml.train(corpus, out, cache_dir=tmp_path / "cache", epochs=2, cache=False, **{**TINY, "batch_size": 3})
+    assert 0 in batches  # the corpus makes batches of padding alone (the end of an epoch) ...
+    assert len(steps) == sum(n > 0 for n in batches)  # ... and no optimizer step is taken on them
+    assert all(n > 0 for _, n in sums)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first = [s for s in sums[:sum(n > 0 for n in batches[:rows[0]["step"]])]]
+    assert rows[0]["train_nll"] == pytest.approx(sum(a for a, _ in first) / sum(n for _, n in first), rel=1e-4)
+
+
+def test_a_resumed_time_budget_keeps_its_clock_and_the_logged_lr_is_the_one_applied(corpus, tmp_path, monkeypatch):
+    import types
+
+    now = [1000.0]
+
+    def tick():  # a clock that advances a second each time it is read
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(time=tick, sleep=lambda s: None))
+    seen, real_lr = [], train_mod.lr_at
+
+    def lr(step, cfg, n, elapsed=0.0):
+        if step == 5 and not seen_resume:
+            os.kill(os.getpid(), signal.SIGINT)
+        value = real_lr(step, cfg, n, elapsed)
+        seen.append((step, elapsed, value))
+        return value
+
+    seen_resume = []
+    monkeypatch.setattr(train_mod, "lr_at", lr)
+    out = tmp_path / "clock"
+    opts = {**TINY, "warmup_steps": 1, "max_time": 10_000.0, "anneal_by_time": True, "cache": False}
+    with pytest.raises(KeyboardInterrupt):
+        ml.train(corpus, out, cache_dir=tmp_path / "cache", max_steps=12, eval_every=4, **opts)
+    before = [e for s, e, _ in seen]
+    spent = json.loads(checkpoint.read(out / "last.pt")["resume"]["progress"])["elapsed"]
+    assert spent >= max(before)
+    seen_resume.append(1)
+    seen.clear()
+    ml.train(corpus, out, resume=True, cache_dir=tmp_path / "cache", progress=False)
+    assert seen and min(e for _, e, _ in seen) >= spent  # the clock goes on from where it stopped
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    applied = {s: v for s, _, v in seen}
+    assert rows[-1]["step"] == 12 and rows[-1]["lr"] == applied[max(applied)]  # the rate the last step applied
+
+
+def test_a_resumed_run_stops_when_the_whole_budget_is_spent(corpus, tmp_path, monkeypatch):
+    import types
+
+    now = [0.0]
+
+    def tick():
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(time=tick, sleep=lambda s: None))
+    out = tmp_path / "budget"
+    opts = {**TINY, "max_time": 40.0, "cache": False}
+    ml.train(corpus, out, cache_dir=tmp_path / "cache", max_steps=1000, eval_every=1000, **opts)
+    first = checkpoint.read(out / "last.pt")
+    ml.train(corpus, out, resume=True, cache_dir=tmp_path / "cache", progress=False, max_steps=1000)
+    again = checkpoint.read(out / "last.pt")
+    assert again["meta"]["step"] == first["meta"]["step"]  # the budget was spent: no step more
+
+
+def test_validation_reads_a_fixed_token_budget_not_the_whole_split(corpus, tmp_path, monkeypatch):
+    assert train_mod.TrainConfig().val_tokens == 250_000  # by default: the cost does not grow with the corpus
+    seen, real = [], train_mod.evaluate_nll
+
+    def spy(net, seqs, *a, **k):
+        seen.append(seqs.lengths.tolist())
+        return real(net, seqs, *a, **k)
+
+    monkeypatch.setattr(train_mod, "evaluate_nll", spy)
+    opts = {**TINY, "val_fraction": 0.5, "cache": False}
+    ml.train(corpus, tmp_path / "all", cache_dir=tmp_path / "cache", max_steps=2, val_tokens=0, **opts)
+    everything = seen[-1]
+    assert len(everything) >= 3
+    budget = everything[0] + everything[1]
+    ml.train(corpus, tmp_path / "some", cache_dir=tmp_path / "cache", max_steps=2, val_tokens=budget + 1, **opts)
+    assert seen[-1] == everything[:2]  # the first held-out pieces, in their fixed order, up to the budget
+    ml.train(corpus, tmp_path / "one", cache_dir=tmp_path / "cache", max_steps=2, val_tokens=1, **opts)
+    assert seen[-1] == everything[:1]  # never none
+
+
+def test_the_cache_is_tuned_on_a_fixed_token_budget(corpus, tmp_path, monkeypatch):
+    import musiclstm.training.tune as tune_mod
+
+    got, real = [], tune_mod.tune_checkpoint
+    monkeypatch.setattr(tune_mod, "tune_checkpoint", lambda path, pieces: (got.append(pieces), real(path, pieces))[1])
+    monkeypatch.setattr(train_mod, "TUNE_TOKENS", 1)  # the budget, made tiny: the first piece alone
+    ml.train(corpus, tmp_path / "run", cache_dir=tmp_path / "cache", max_steps=2, val_fraction=0.5, **TINY)
+    assert len(got) == 1 and len(got[0]) == 1

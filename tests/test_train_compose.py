@@ -381,3 +381,12 @@ def test_force_starts_a_clean_run(corpus, tmp_path):
     assert [r["step"] for r in rows] == [3]  # the first run's rows are gone
     assert checkpoint.read(out / "best.pt")["meta"]["step"] == 3
     assert len(list((out / "samples").glob("*.mid"))) == 1
+
+
+def test_one_piece_of_several_short_of_the_length_is_an_error_not_a_silent_cut():
+    folk = ml.load("folk")
+    # seed 1, 6 s, a budget of 40 tokens: three pieces reach 6 s within it, one does not (4 s at 40 tokens)
+    with pytest.raises(ml.MusiclstmError, match="piece 2 of 4: the model wrote 40 tokens without reaching"):
+        compose(folk, seconds=6, num=4, seed=1, max_tokens=40)
+    pieces = compose(folk, seconds=6, num=4, seed=1, max_tokens=200)
+    assert len(pieces) == 4 and all(p.get_end_time() >= 5 for p in pieces)  # ended within the last bar at most

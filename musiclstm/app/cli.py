@@ -103,6 +103,8 @@ def _quiet(quiet: bool) -> bool:
 @click.option("--windows", type=click.Choice(["pieces", "tbptt", "random"]),
               help="pieces: each piece from a fresh state, as compose starts [pieces]; tbptt: one stream; random.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--val-tokens", type=click.IntRange(0),
+              help="Validation scores held-out pieces up to this many tokens [250000; 0: all of them].")
 @click.option("--eval-every", type=click.IntRange(1), help="Steps between validations [an epoch].")
 @click.option("--patience", type=click.IntRange(1), help="Validations without improvement before stopping.")
 @click.option("--augment", "augment_transpose", type=click.IntRange(0, 12),
@@ -288,19 +290,26 @@ def render(midi, wav, png, out, soundfont, force) -> None:
     check_targets(targets, force=force)
     pm = to_pretty_midi(read(midi))
     sf = str(soundfont) if soundfont else None
-    written = []
-    created = _make_folder(stem)  # as compose and harmonize: a missing output folder is created
+    import shutil
+    import tempfile
+
+    # all or nothing, and an old file replaced only by a new one: each file is written into a hidden folder
+    # beside the target and moved into place once every one exists (as compose writes its outputs)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".musiclstm-", dir=stem.parent))
     try:
+        staged = []
         if wav:
             src = midi if midi.suffix.lower() in (".mid", ".midi") else None
-            written.append(write_wav(pm, stem.with_suffix(".wav"), midi_path=src, soundfont=sf))
+            staged.append(write_wav(pm, stage / stem.with_suffix(".wav").name, midi_path=src, soundfont=sf))
         if png:
-            written.append(save_piano_roll(pm, stem.with_suffix(".png")))
-    except BaseException:  # all or nothing: remove what this command wrote, then report
-        for p in written:
-            p.unlink(missing_ok=True)
-        _remove_folders(created)
-        raise
+            staged.append(save_piano_roll(pm, stage / stem.with_suffix(".png").name))
+        for src_file, dst in zip(staged, targets, strict=True):
+            os.replace(src_file, dst)
+    except OSError as e:
+        raise MusiclstmError(f"cannot write {e.filename or targets[0]}: {e.strerror or e}") from e
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     click.echo("wrote " + ", ".join(str(p) for p in targets) + (f" (audio by {synthesizer(sf)})" if wav else ""))
 
 

@@ -141,7 +141,10 @@ def prepare(corpora: list[Path], tokenizer: Tokenizer, *, val_fraction: float = 
     if store is None:
         made = _build(roots, tokenizer, key, stores, val_fraction=val_fraction, styles=styles, jobs=jobs,
                       cache_dir=cache_dir, progress=progress, rank=rank, world=world)
-        store = _wait(lambda: st.find(stores, key), "rank 0 to write the token store")
+        store = st.find(stores, key) if world == 1 else \
+            _wait(lambda: st.find(stores, key), "rank 0 to write the token store")
+        if store is None:
+            raise MusiclstmError(f"could not open the token store just written in {stores / key}")
     m = store.meta
     corpus = Corpus(None, m["skipped"], m["duplicates"], m["fingerprint"], tokenizer, store=store)
     corpus.tokenized = made

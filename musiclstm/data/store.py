@@ -24,6 +24,7 @@ import mmap
 import os
 import shutil
 import struct
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from ..encodings.tokenizer import EOS
+
+try:
+    import fcntl
+except ImportError:  # Windows: no leases; prune then goes by the idle time alone
+    fcntl = None
 
 FORMAT = 1  # bump when the layout of entries or stores changes
 _HEADER = struct.Struct("<4sBBxxd")  # magic, flags, bytes per token, seconds
@@ -214,10 +220,21 @@ class TokenStore:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self._lease = _lease(self.folder)  # a shared lock held while this store is open: `prune` leaves it
         self.meta = json.loads((self.folder / "meta.json").read_text())
         with np.load(self.folder / "index.npz", allow_pickle=False) as z:
             self.index = {k: z[k] for k in z.files}
         self._maps: dict[str, np.ndarray] = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_lease": None}  # a copy in another process holds no lease of its own
+
+    def __del__(self):
+        if getattr(self, "_lease", None) is not None:
+            try:
+                os.close(self._lease)
+            except OSError:
+                pass
 
     def tokens(self, split: str) -> np.ndarray:
         """The split's flat token array, a read-only memory map (an empty array for an empty split)."""
@@ -309,11 +326,35 @@ class StoreWriter:
                 "tokens": {s: self.size[s] for s in SPLITS}, "created": time.time()}
         (self.tmp / "meta.json").write_text(json.dumps(meta))
         final = self.stores / self.key
+        if final.exists() and find(self.stores, self.key) is None:  # a damaged store: replaced, said in one line
+            print(f"musiclstm: the token store {final} was damaged; rebuilt it", file=sys.stderr)
+            aside = self.stores / f".{self.key}.{os.getpid()}.damaged.tmp"
+            try:
+                os.rename(final, aside)
+            except OSError:
+                pass
+            shutil.rmtree(aside, ignore_errors=True)
         try:
             os.rename(self.tmp, final)
         except OSError:  # another process published the same store first: theirs is as good
             shutil.rmtree(self.tmp, ignore_errors=True)
         return final
+
+
+def _lease(folder: Path, exclusive: bool = False) -> int | None:
+    """An open descriptor of the store's meta.json holding a lock on it (shared: a reader; exclusive: prune),
+    or None where locks are not available. Raises BlockingIOError when the other kind is held."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder / "meta.json", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:  # a file system without flock: no lease
+        pass
+    return fd
 
 
 def find(stores: Path, key: str) -> TokenStore | None:
@@ -323,8 +364,8 @@ def find(stores: Path, key: str) -> TokenStore | None:
         return None
     try:
         store = TokenStore(folder)
-    except (OSError, ValueError, KeyError):
-        return None  # damaged: made again
+    except Exception:  # noqa: BLE001 - missing, truncated (BadZipFile), garbled or being pruned: made again
+        return None
     if store.meta.get("format") != FORMAT:
         return None
     try:
@@ -334,16 +375,85 @@ def find(stores: Path, key: str) -> TokenStore | None:
     return store
 
 
-def prune(stores: Path, keep: str, roots: list[str], max_idle: float = 86400.0) -> None:
+def prune(stores: Path, keep: str, roots: list[str], max_idle: float = 86400.0, tmp_idle: float = 3600.0) -> None:
     """Remove stores of the same corpus folders as `keep` that no run has opened for `max_idle` seconds
-    (older versions of a corpus that has since gained or lost files)."""
-    for folder in Path(stores).iterdir() if Path(stores).is_dir() else []:
-        if folder.name == keep or folder.name.startswith("."):
+    (older versions of a corpus that has since gained or lost files) and that no process holds open (its
+    lease), the temporary folders of interrupted preparations (a dead process's, or any idle `tmp_idle`
+    seconds), then the entry packs no store left needs that were written `max_idle` seconds ago."""
+    stores = Path(stores)
+    now = time.time()
+    for folder in stores.iterdir() if stores.is_dir() else []:
+        if folder.name == keep:
+            continue
+        if folder.name.startswith("."):
+            if folder.name.endswith(".tmp") and _abandoned(folder, now, tmp_idle):
+                shutil.rmtree(folder, ignore_errors=True)
             continue
         try:
             meta = json.loads((folder / "meta.json").read_text())
-            idle = time.time() - (folder / "meta.json").stat().st_mtime
+            idle = now - (folder / "meta.json").stat().st_mtime
         except (OSError, ValueError):
             continue
-        if meta.get("roots") == roots and idle > max_idle:
+        if meta.get("roots") != roots or idle <= max_idle:
+            continue
+        try:
+            lock = _lease(folder, exclusive=True)
+        except OSError:  # BlockingIOError: a run is reading it
+            continue
+        try:
             shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            if lock is not None:
+                os.close(lock)
+    _collect_packs(stores, now, max_idle)
+
+
+def _abandoned(folder: Path, now: float, tmp_idle: float) -> bool:
+    """A `.{key}.{pid}[...].tmp` folder whose writer died on this machine, or that nothing wrote to lately."""
+    try:
+        newest = max([folder.stat().st_mtime] + [f.stat().st_mtime for f in folder.iterdir()])
+    except OSError:
+        return False
+    if now - newest > tmp_idle:
+        return True
+    parts = folder.name.split(".")
+    if len(parts) >= 3 and parts[2].isdigit() and now - newest > 60:
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def _collect_packs(stores: Path, now: float, max_idle: float) -> None:
+    """Remove the packs (`../packs`, beside `stores`) older than `max_idle` none of whose entries a store needs."""
+    packs = stores.parent / "packs"
+    if not packs.is_dir():
+        return
+    needed: set[bytes] = set()
+    for folder in stores.iterdir() if stores.is_dir() else []:
+        if folder.name.startswith("."):
+            continue
+        try:
+            with np.load(folder / "index.npz", allow_pickle=False) as z:
+                needed.update(z["sha"].tolist())
+        except Exception:  # noqa: BLE001 - a damaged store needs nothing
+            continue
+    for idx in packs.glob("*.idx"):
+        try:
+            if now - idx.stat().st_mtime <= max_idle:
+                continue
+            blob = idx.read_bytes()
+        except OSError:
+            continue
+        if blob[:4] != _MAGIC or (len(blob) - 4) % _INDEX.itemsize:
+            continue
+        shas = {bytes(s).hex().encode() for s in np.frombuffer(blob, _INDEX, offset=4)["sha"].tolist()}
+        if not shas & needed:
+            for f in (idx, idx.with_suffix(".pack")):
+                try:
+                    f.unlink()
+                except OSError:
+                    pass

@@ -101,11 +101,16 @@ def _tokenize(path: str, tune: int | None, tok_dict: dict, known=()) -> tuple[st
     content is in the cache already), or ("", reason, None) when the file cannot be read. A tune of an ABC
     book has the sha of the file's content and its number, so it is cached (and split) alone. A file that
     does not parse gets an entry with the reason: parsing is deterministic for a content and reader version."""
+    from ..io.midi import MAX_FILE_BYTES
+
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_FILE_BYTES + 1)  # never a whole huge file in memory
     except OSError as e:
         return "", f"cannot read: {e.strerror or e}", None
+    if len(data) > MAX_FILE_BYTES:
+        size = os.path.getsize(path)
+        return "", f"file is {size / 2**20:.0f} MB (limit {MAX_FILE_BYTES // 2**20} MB)", None
     sha = hashlib.sha1(data if tune is None else data + f"\0X:{tune}".encode()).hexdigest()
     if sha in known:
         return sha, None, None
@@ -161,6 +166,18 @@ def _prepare_one(args: tuple) -> tuple[str, str, str | None, float, bool]:
     return (sha, "", e.error, 0.0, False) if e.error is not None else (sha, where[0], None, e.seconds, e.repaired)
 
 
+def _worker_context():
+    """Workers are not forked from this process, whose torch threads (and, under DDP, gloo) are running by
+    now: a fork server started clean (preloading the readers) forks them, or spawn where there is none."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _tokenize_all(todo: list[tuple[str, int | None]], cache: _Cache, jobs: int, progress: bool) -> list[tuple]:
     """`_tokenize_chunk` over (path, tune) pairs in `jobs` worker processes, a chunk (and a pack) per task."""
     from tqdm.auto import tqdm
@@ -177,10 +194,11 @@ def _tokenize_all(todo: list[tuple[str, int | None]], cache: _Cache, jobs: int, 
     else:
         from ..io import midi
 
-        midi.warm_up()  # the readers' imports, once here: forked workers inherit them
+        midi.warm_up()  # the readers' imports, once here (and once in the fork server)
         size = max(16, min(256, len(todo) // (jobs * 8)))
         chunks = [(cache.tok_dict, cache.dir, todo[i:i + size]) for i in range(0, len(todo), size)]
-        with ProcessPoolExecutor(jobs, initializer=_set_known, initargs=tuple(known)) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_set_known,
+                                 initargs=tuple(known)) as pool:
             for part in pool.map(_tokenize_chunk, chunks):
                 out += part
                 bar.update(len(part))

@@ -36,8 +36,9 @@ FILES = {"16th": "Jsb16thSeparated.json", "quarter": "jsb-chorales-quarter.json"
 NAMES = {"16th": "jsb16", "quarter": "jsb_quarter"}  # checkpoint names (bundled, or in --out)
 # The published figures (nats), each with how it was measured: an exact NLL compares with ours
 # directly; a bound or an approximation is lower than the model's true NLL could be shown to be.
-# Sources: ../shared/docs/ANCHORS.md. An "LSTM 0.447" figure circulates for the 16th table without
-# a source and is not listed.
+# Sources (listed in docs/measurements.md): Huang et al. 2018, "Music Transformer" (16th); Bai et al. 2018,
+# Boulanger-Lewandowski et al. 2012, Fraccaro et al. 2016, Gu et al. 2015, Vohra et al. 2015 (quarter).
+# An "LSTM 0.447" figure circulates for the 16th table without a source and is not listed.
 PUBLISHED = {
     "16th": {"Coconet": 0.436, "Transformer": 0.417, "Music Transformer (relative attention)": 0.335},
     "quarter": {"LSTM (Bai et al. 2018)": 8.45, "GRU (Bai et al. 2018)": 8.43, "TCN (Bai et al. 2018)": 8.10,

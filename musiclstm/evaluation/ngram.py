@@ -36,44 +36,63 @@ class KneserNey:
     def fit(self, sequences) -> KneserNey:
         n, V = self.n, self.V
         padded = [np.r_[np.ones(n - 1, np.int64), np.asarray(q, np.int64)] for q in sequences]
-        grams = {m: np.concatenate([self._keys(s, m) for s in padded if len(s) >= m]) for m in range(1, n + 1)}
-        # per n-gram length m: {gram key: count}, {context key: (total, distinct followers)}, discount
+
+        def grams(m: int) -> np.ndarray:  # every m-gram's key, made when needed (not all orders at once)
+            return np.concatenate([self._keys(s, m) for s in padded if len(s) >= m] or [np.zeros(0, np.int64)])
+
+        # per n-gram length m, sorted numpy arrays (no Python dict: a few bytes an n-gram, not ~100): gram
+        # keys and counts; context keys, totals and distinct followers; the discount
         self.counts, self.contexts, self.discount = [], [], []
         for m in range(1, n + 1):
             if m == n:
-                keys, c = np.unique(grams[m], return_counts=True)
+                keys, c = np.unique(grams(m), return_counts=True)
             else:  # continuation counts: distinct (m+1)-grams ending in this m-gram
-                keys, c = np.unique(np.unique(grams[m + 1]) % V ** m, return_counts=True)
+                keys, c = np.unique(np.unique(grams(m + 1)) % V ** m, return_counts=True)
             ctx, inv = np.unique(keys // V, return_inverse=True)
             totals, distinct = np.bincount(inv, weights=c), np.bincount(inv)
             n1, n2 = int((c == 1).sum()), int((c == 2).sum())
             self.discount.append(n1 / (n1 + 2 * n2) if n1 + n2 else 0.75)
-            self.counts.append(dict(zip(keys.tolist(), c.tolist(), strict=True)))
-            pairs = zip(totals.tolist(), distinct.tolist(), strict=True)
-            self.contexts.append(dict(zip(ctx.tolist(), pairs, strict=True)))
+            self.counts.append((keys, c.astype(np.int64)))
+            self.contexts.append((ctx, totals, distinct.astype(np.int64)))
         return self
+
+    @staticmethod
+    def _find(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found, index) of each query key in the sorted `keys`."""
+        i = np.searchsorted(keys, query).clip(max=max(0, len(keys) - 1))
+        found = (keys[i] == query) if len(keys) else np.zeros(len(query), bool)
+        return found, i
+
+    def _probs(self, hist: np.ndarray, w: np.ndarray, top: int | None = None) -> np.ndarray:
+        """P(w[j] | hist[j]) for rows of n-1 preceding ids (hist (N, n-1), w (N,)), from the orders up to `top`."""
+        p = np.full(len(w), 1.0 / self.V)
+        active = np.ones(len(w), bool)
+        for m in range(1, (top or self.n) + 1):  # from the unigram level up to the full context
+            ctx = np.zeros(len(w), np.int64)
+            for j in range(self.n - m, self.n - 1):  # the last m-1 ids of the history
+                ctx = ctx * self.V + hist[:, j]
+            ctx_keys, totals, distinct = self.contexts[m - 1]
+            found, i = self._find(ctx_keys, ctx)
+            active &= found  # an unseen context: the lower order's estimate stands
+            if not active.any():
+                break
+            keys, counts = self.counts[m - 1]
+            has, gi = self._find(keys, ctx * self.V + w)
+            count = np.where(has, counts[gi], 0)
+            total, dist, d = totals[i], distinct[i], self.discount[m - 1]
+            p = np.where(active, np.maximum(count - d, 0.0) / total + d * dist / total * p, p)
+        return p
 
     def prob(self, context: tuple, w: int) -> float:
         """P(w | the last n-1 ids of `context`)."""
-        p, ctx = 1.0 / self.V, 0
-        hist = list(context)[len(context) - (self.n - 1):] if self.n > 1 else []
-        for m in range(1, self.n + 1):  # from the unigram level up to the full context
-            if m > 1:
-                if len(hist) < m - 1:
-                    break
-                ctx = 0
-                for t in hist[len(hist) - (m - 1):]:
-                    ctx = ctx * self.V + t
-            entry = self.contexts[m - 1].get(ctx)
-            if entry is None:
-                break  # an unseen context: the lower order's estimate stands
-            total, distinct = entry
-            d = self.discount[m - 1]
-            p = max(self.counts[m - 1].get(ctx * self.V + w, 0) - d, 0.0) / total + d * distinct / total * p
-        return p
+        hist = [int(t) for t in context][max(0, len(context) - (self.n - 1)):] if self.n > 1 else []
+        row = np.array([[1] * (self.n - 1 - len(hist)) + hist], np.int64).reshape(1, self.n - 1)
+        return float(self._probs(row, np.array([int(w)]), top=len(hist) + 1)[0])
 
     def nlls(self, seq) -> np.ndarray:
         """NLL of seq[1:] given what precedes (seq[0] is BOS), in nats."""
-        s = [1] * (self.n - 1) + [int(t) for t in seq]
+        s = np.r_[np.ones(self.n - 1, np.int64), np.asarray(seq, np.int64)]
         off = self.n - 1
-        return np.array([-math.log(self.prob(s[i - off:i], s[i])) for i in range(off + 1, len(s))])
+        idx = np.arange(off + 1, len(s))
+        hist = s[idx[:, None] - off + np.arange(off)] if off else np.zeros((len(idx), 0), np.int64)
+        return -np.log(self._probs(hist, s[idx]))

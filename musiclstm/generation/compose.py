@@ -413,9 +413,13 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
     finally:
         if bar is not None:
             bar.close()
-    if tokens is None and (left() > 0).any() and all(len(s) - len(prime_ids) >= budget for s in seqs):
-        raise MusiclstmError(f"the model wrote {budget:,} tokens without reaching the length asked; "
-                             f"lower the temperature or ask for --tokens")
+    if tokens is None:  # any piece short of the length at the budget is an error, never a silent cut
+        short = [i for i, (s, more) in enumerate(zip(seqs, (left() > 0).tolist(), strict=True))
+                 if more and len(s) - len(prime_ids) >= budget and s[-1] != EOS]
+        if short:
+            which = "" if batch == 1 else f"piece {short[0] + 1} of {batch}: "
+            raise MusiclstmError(f"{which}the model wrote {budget:,} tokens without reaching the length asked; "
+                                 f"lower the temperature or ask for --tokens")
     ends = grammar.end_quarters() if tokens is None else None
     return seqs, (ends.tolist() if ends is not None else [None] * len(seqs))
 

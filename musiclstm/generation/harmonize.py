@@ -59,6 +59,8 @@ class Loaded:
     model: object = None
 
 
+MAX_QUARTERS = 1600  # the longest melody harmonize and the longest piece infill take (400 bars of 4/4)
+
 def load(model=None) -> Loaded:
     """The bundled harmonizer (None), or a harmonizer checkpoint file / run folder; a `Loaded` passes through.
 
@@ -157,8 +159,8 @@ def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, it
         raise ConfigError(f"the melody spans MIDI {line.pitch.min()}-{line.pitch.max()}, outside the soprano "
                           f"range {lo}-{hi}{hint}")
     T = int(np.round(line.end.max() * STEPS))
-    if T > 4 * STEPS * 400:
-        raise ConfigError(f"the melody lasts {T / STEPS:g} quarters; harmonize takes at most 1600")
+    if T > MAX_QUARTERS * STEPS:
+        raise ConfigError(f"the melody lasts {T / STEPS:g} quarters; harmonize takes at most {MAX_QUARTERS}")
     own = melody_key(score, line)
     if len(score.key_signatures):  # the file's key signature moves with the melody
         own = ((own[0] + int(transpose)) % 12, own[1])
@@ -243,8 +245,10 @@ def infill(piece, bars: str = "1", *, voices: str = "SATB", model=None, seed: in
     on = np.round(s.start * STEPS).astype(int)
     if not np.allclose(s.start * STEPS, on, atol=0.05):
         raise ConfigError(f"{score.source}: notes start off the 16th-note grid; infill works on a 16th grid")
-    h = load(model)
     T = int(np.ceil(s.end.max() * STEPS))
+    if T > MAX_QUARTERS * STEPS:  # the same cap as harmonize: the grid and each Gibbs sweep grow with T
+        raise ConfigError(f"the piece lasts {T / STEPS:g} quarters; infill takes at most {MAX_QUARTERS}")
+    h = load(model)
     pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
     for i in np.argsort(s.start, kind="stable"):
         e = max(int(round(s.end[i] * STEPS)), on[i] + 1)

@@ -59,6 +59,9 @@ def read(source, *, name: str | None = None, tune: int | None = None) -> Score:
             raise MidiReadError(name or "<PrettyMIDI>", f"pretty_midi could not serialize it: {e}") from e
         return _from_bytes(buf.getvalue(), name or "<PrettyMIDI>")
     if isinstance(source, bytes | bytearray):
+        if len(source) > MAX_FILE_BYTES:  # the same cap as for a path
+            raise MidiReadError(name or "<bytes>", f"file is {len(source) / 2**20:.0f} MB "
+                                                   f"(limit {MAX_FILE_BYTES // 2**20} MB)")
         return _from_bytes(bytes(source), name or "<bytes>")
     if not isinstance(source, str | os.PathLike):
         raise MidiReadError(str(name or source), f"expected a path, bytes or PrettyMIDI, got {type(source).__name__}")

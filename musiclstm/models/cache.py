@@ -105,14 +105,15 @@ def tune(net, pieces: list[np.ndarray], lams=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8)
 
     `skip` is fixed, not tuned: the latest notes always predict the next one well (so NLL would
     choose 0), but a sampler that copies them stutters on one pitch; 12 tokens is about four notes."""
-    passes = [states(net, p) for p in pieces]  # the LSTM runs once; only the mixture changes
-    results = {}
-    for theta in thetas:
-        for lam in lams:
-            if lam == 0 and theta != thetas[0]:
-                continue
-            c = Cache(lam, theta, window, skip)
-            results[(lam, theta)] = float(np.concatenate([mixed_nlls(*s, c) for s in passes]).mean())
+    grid = [(lam, theta) for theta in thetas for lam in lams if lam != 0 or theta == thetas[0]]
+    sums, count = dict.fromkeys(grid, 0.0), 0
+    for piece in pieces:  # the LSTM runs once a piece, and one piece's logits are held at a time
+        s = states(net, piece)
+        for lam, theta in grid:
+            sums[(lam, theta)] += float(mixed_nlls(*s, Cache(lam, theta, window, skip)).astype(np.float64).sum())
+        count += len(s[2])
+        del s
+    results = {k: v / max(1, count) for k, v in sums.items()}
     lam, theta = min(results, key=results.get)
     return Cache(lam, theta, window, skip), results
 

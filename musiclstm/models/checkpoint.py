@@ -110,8 +110,13 @@ def save(path: Path, net: MusicLSTM, tokenizer: Tokenizer, meta: dict, resume: d
 
 def resolve(path_or_name: str | os.PathLike | None) -> Path:
     """A checkpoint file, a run folder (its best.pt, else last.pt) or a bundled model's name."""
-    if path_or_name is None:
-        path_or_name = "default"
+    if path_or_name is None:  # the bundled default: never a file or folder of the working directory
+        bundled = bundled_models(None)
+        if "default" in bundled or DEFAULT in bundled:
+            return bundled.get("default", bundled.get(DEFAULT))
+        raise CheckpointError(f"no bundled default model in this install (bundled: "
+                              f"{', '.join(sorted(bundled)) or 'none yet'}); train one with 'musiclstm train' "
+                              "and pass --checkpoint")
     p = Path(path_or_name)
     if p.is_dir():
         for name in ("best.pt", "last.pt"):

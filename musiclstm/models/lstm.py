@@ -2,7 +2,7 @@
 
 Training runs whole windows through `nn.LSTM` (oneDNN / cuDNN kernels); generation calls
 `step`, a fused cell that does one matmul per layer for all four gates, because the library
-kernel costs ~2.8 ms per layer call at batch 1 on CPU (see PERFORMANCE.md).
+kernel costs ~2.8 ms per layer call at batch 1 on CPU (see docs/measurements.md).
 May import: errors. Not: encodings, data, training, generation, evaluation, app.
 """
 

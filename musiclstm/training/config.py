@@ -44,6 +44,8 @@ class BaseTrainConfig:
     anneal_by_time: bool = False  #: with max_time: the cosine decay follows the clock, so a run on a busy
     #: machine still ends at the lowest learning rate (a resumed run is then not bit-exact)
     val_fraction: float = 0.1  #: share of files held out, by content hash (a csv split wins)
+    val_tokens: int | None = 250_000  #: validation scores the held-out pieces (in their fixed order) up to this
+    #: many tokens, so its cost does not grow with the corpus (0 or None: every held-out piece)
     eval_every: int | None = None  #: steps between validations (default: once an epoch)
     patience: int = 5  #: stop after this many validations without improvement
     augment_transpose: int = 0  #: random transposition in [-n, n] semitones

@@ -227,7 +227,10 @@ class _HarmonizerRun:
         idx = self.rng.choice(self.train_idx, size=self.cfg.batch_size, p=self.weights).tolist()
         x, beat, valid = _batch(self.grids, idx, self.cfg.seq_len, self.cells, self.shifts, self.gen)
         mask = _masks(len(x), self.cfg.seq_len, valid, self.gen)
-        return _loss(self.net, x, beat, mask), int(mask.sum())
+        n = int(mask.sum())
+        if n == 0:  # nothing masked in this batch (its cross-entropy would be NaN): no step, never "diverged"
+            return torch.zeros(()), 0
+        return _loss(self.net, x, beat, mask) * n, n
 
     def diverged(self, step: int, loss_value: float) -> None:
         raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value}; lower --lr")

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -87,6 +88,7 @@ def train(corpus, out, *, resume: bool = False, force: bool = False, progress: b
     resume_blob = _resume_blob(out, world) if resume else None
     if resume_blob is not None:
         saved = resume_blob["meta"]["train"]
+        saved = {"val_tokens": None, **saved}  # a run from before the validation budget validated on every piece
         cfg = replace(TrainConfig(**saved), **{k: v for k, v in options.items()
                                                if v is not None and k in ("epochs", "max_steps", "max_time",
                                                                           "patience", "device", "jobs")})
@@ -138,7 +140,8 @@ class _Run:
         if resume_blob is not None and resume_blob["meta"].get("fingerprint") != self.corpus.fingerprint:
             raise MusiclstmError("the corpus changed since this run started (data fingerprint differs); "
                                  "start a new run instead of --resume")
-        self.valid_seqs = self.corpus.sequences("valid")  # pieces laid end to end, memory-mapped from the store
+        # pieces laid end to end, memory-mapped from the store; the first of them up to the token budget
+        self.valid_seqs = _first_tokens(self.corpus.sequences("valid"), cfg.val_tokens)
         train_seqs = self.corpus.sequences("train")
         if cfg.windows == "pieces":
             self.windows = data.PieceWindows(train_seqs, cfg.batch_size, cfg.seq_len, rank=rank, world=world,
@@ -254,9 +257,7 @@ class _Run:
         with autocast(self.device, self.cfg.precision):
             logits, self.new_carry = self.model(x, state)  # (B, T, V)
         n_targets = int((y != PAD).sum())
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD,
-                               reduction="sum") / max(1, n_targets)
-        return loss, n_targets
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD, reduction="sum"), n_targets
 
     def after_step(self) -> None:
         self.carry = _detach(self.new_carry) if self.cfg.windows != "random" else None
@@ -274,7 +275,8 @@ class _Run:
                               self.world, self.device)
         row = {"step": step, "epoch": round(step / self.per_epoch, 3), "train_nll": round(train_loss, 5),
                "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5),
-               "lr": _lr_now(step, cfg, self.total), "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
+               "lr": self.opt.param_groups[0]["lr"],  # the rate the last step applied (with the clock's share)
+               "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
         st["history"].append(row)
         if math.isnan(val) and valid_seqs:  # a validation set that scores NaN: the run has diverged
             raise MusiclstmError(f"training diverged at step {step}: validation NLL is NaN "
@@ -321,7 +323,7 @@ class _Run:
                        f"best validation NLL {self.st['best']:.4f})", file=sys.stderr)
         end = run_loop(self.net, self.opt, self.cfg, step=step, total=total, eval_every=self.eval_every,
                        step_loss=self.step_loss, after_step=self.after_step, validate=self.validate,
-                       diverged=self.diverged, bar=self.bar, world=self.world, device=self.device)
+                       diverged=self.diverged, bar=self.bar, world=self.world, device=self.device, clock=self.st)
         if end.interrupted:
             self.save_last(end.step)
             self.bar.close()
@@ -338,7 +340,8 @@ class _Run:
             return
         from .tune import save_tuned, tune_checkpoint
 
-        pieces = self.valid_seqs[:40]
+        # up to 40 pieces and TUNE_TOKENS tokens: each token of the grid search costs a window of states
+        pieces = _first_tokens(self.valid_seqs, TUNE_TOKENS)[:40]
         if "weights" in self.best:  # tuned on the best weights in memory and saved once
             tuned = MusicLSTM(self.mcfg).to(self.device)
             tuned.load_state_dict(self.best["weights"])
@@ -348,14 +351,9 @@ class _Run:
         if self.progress:
             from tqdm.auto import tqdm
 
-            tqdm.write(f"continuous cache tuned on {min(40, len(self.valid_seqs))} validation pieces: "
+            tqdm.write(f"continuous cache tuned on {len(pieces)} validation pieces: "
                        f"lam {c.lam}, theta {c.theta}")
 
-
-def _lr_now(step: int, cfg: TrainConfig, total: int) -> float:
-    from .loop import lr_at
-
-    return lr_at(step, cfg, total)
 
 
 def _augment(tokenizer: Tokenizer, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, epoch: int):
@@ -407,3 +405,14 @@ def _data_meta(corpus, cfg) -> dict:
         lo, hi = data["pitch_range"]
         data["pitch_range"] = [max(0, lo - shift), min(127, hi + shift)]
     return data
+
+
+TUNE_TOKENS = 20_000  # the continuous cache is tuned on the first validation pieces up to this many tokens
+
+
+def _first_tokens(seqs: data.Sequences, budget: int | None) -> data.Sequences:
+    """The first pieces of `seqs` whose tokens add up to at most `budget` (at least one piece); all without one."""
+    if not budget or len(seqs) <= 1:
+        return seqs
+    k = int(np.searchsorted(np.cumsum(seqs.lengths), budget, side="right"))
+    return data.Sequences(seqs.tokens, seqs.starts[:max(1, min(k, len(seqs))) + 1])

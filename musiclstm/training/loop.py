@@ -143,47 +143,76 @@ class LoopEnd:
     train_loss: float
     tokens_per_s: float
     validated: bool  #: whether the last step was validated
+    elapsed: float = 0.0  #: seconds of training of the run, across resumes
 
 
 def run_loop(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg, *, step: int, total: int, eval_every: int,
              step_loss: Callable[[int], tuple[torch.Tensor, int]], validate: Callable[[int, float, float], bool],
              diverged: Callable[[int, float], None], after_step: Callable[[], None] | None = None,
-             bar=None, world: int = 1, device: torch.device | None = None) -> LoopEnd:
-    """Train from `step` to `total`: set the learning rate (`lr_at`), take `step_loss(step)` -> (loss,
-    targets in it), step AdamW with clipping, validate every `eval_every` steps. Ctrl-C only raises a
-    flag: the step in flight completes, so the saved weights, optimizer and step always belong together."""
+             bar=None, world: int = 1, device: torch.device | None = None, clock: dict | None = None) -> LoopEnd:
+    """Train from `step` to `total`: set the learning rate (`lr_at`), take `step_loss(step)` -> (summed NLL,
+    real targets in it), step AdamW with clipping, validate every `eval_every` steps. A batch of padding alone
+    on every rank moves no weight (it still counts as a step of the data). Each real target weighs the same
+    on every rank, and the training NLL is nats per real target. `clock["elapsed"]` holds the seconds of
+    training before a resume and is kept up to date, so --max-time and --anneal-by-time go on across
+    resumes. Ctrl-C only raises a flag: the step in flight completes, so the saved weights, optimizer and
+    step always belong together."""
     device = device or torch.device("cpu")
+    clock = clock if clock is not None else {}
+    spent = float(clock.get("elapsed", 0.0))
     t0, tokens, loss_sum, loss_n, validated = time.time(), 0, 0.0, 0, False
+
+    def elapsed() -> float:
+        return spent + time.time() - t0
+
     stop = Interrupt()
     with stop:
         while step < total:
-            out_of_time = cfg.max_time is not None and time.time() - t0 > cfg.max_time
+            clock["elapsed"] = elapsed()
+            out_of_time = cfg.max_time is not None and clock["elapsed"] > cfg.max_time
             if any(agree([stop.flag, out_of_time], world, device)):
                 break
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg, total, time.time() - t0)
-            loss, n_targets = step_loss(step)
-            loss_value = mean_over_ranks(loss.item(), world, device)  # a NaN on any rank is a NaN on all
-            if not math.isfinite(loss_value):
-                diverged(step, loss_value)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
+            nll, n_targets = step_loss(step)
+            # real targets on all ranks together, and the ranks' mean clock (one learning rate on every rank)
+            n_all, mean_clock = sum_over_ranks([n_targets, clock["elapsed"]], world, device)
+            n_all = int(n_all)
+            if n_all:
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, cfg, total, mean_clock / world)
+                nll_all = sum_over_ranks([nll.item()], world, device)[0]  # a NaN on any rank is a NaN on all
+                if not math.isfinite(nll_all):
+                    diverged(step, nll_all / n_all)
+                opt.zero_grad(set_to_none=True)
+                # DDP averages the ranks' gradients: each rank divides its sum by the mean targets per rank
+                (nll / (n_all / world)).backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                loss_sum, loss_n = loss_sum + nll_all, loss_n + n_all
             if after_step is not None:
                 after_step()
             step += 1  # weights, step and carried state now agree
-            tokens += n_targets * world
-            loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
+            tokens += n_all
             tok_s = tokens / max(1e-9, time.time() - t0)
             if bar is not None:
                 bar.update(1)
             validated = step % eval_every == 0 or step == total
             if validated:
-                if validate(step, loss_sum / loss_n, tok_s):
+                clock["elapsed"] = elapsed()
+                if validate(step, loss_sum / max(1, loss_n), tok_s):
                     break
                 loss_sum, loss_n = 0.0, 0
             elif step % 10 == 0 and bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tok_s:,.0f}")
+                bar.set_postfix(loss=f"{loss_sum / max(1, loss_n):.3f}", tok_s=f"{tok_s:,.0f}")
         interrupted = agree([stop.flag], world, device)[0]  # a Ctrl-C on any rank during the last step
-    return LoopEnd(step, interrupted, loss_sum / max(1, loss_n), tokens / max(1e-9, time.time() - t0), validated)
+    clock["elapsed"] = elapsed()
+    return LoopEnd(step, interrupted, loss_sum / max(1, loss_n), tokens / max(1e-9, time.time() - t0), validated,
+                   clock["elapsed"])
+
+
+def sum_over_ranks(values: list[float], world: int, device: torch.device) -> list[float]:
+    """Each value summed over all ranks, the same on each (as given alone)."""
+    if world == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
