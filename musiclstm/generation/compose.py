@@ -343,43 +343,41 @@ def _density(score: Score) -> float:
     return len(score) / max(score.duration_seconds, 1.0)
 
 
-def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Length, *, seed: int, batch: int,
-            temperature: float, top_k, top_p, repetition_penalty: float, max_tokens: int | None,
-            progress: bool, cache: bool = False) -> tuple[list[list[int]], list[float | None]]:
-    """Draw `batch` continuations of `prime_ids` under the grammar, of exactly the length asked.
+class _Clock:
+    """The length rules of one draw over its grammar's clocks: how much music is still to come, when a
+    piece ends (the first bar line at or past the length asked; N bars: the bar line after bar N), and
+    the grammar's mask with the ending rules (the model's own end only in the last bar, no empty bars)."""
 
-    Returns the ids and, per piece, where its last bar ends in quarter notes (None: no cut, as with
-    `tokens` or encodings without bar lines)."""
-    tok = model.tokenizer
-    grammar = grammar_for(tok, controls)
-    grammar.follow(prime_ids, batch)  # the clocks start where the new music does
-    start_bars, start_secs = grammar.bars().clone(), grammar.seconds().clone()
-    bars, tokens = length.bars, length.tokens
+    def __init__(self, grammar, tok, length: Length, prime_ids: list[int], batch: int, controls: Controls):
+        grammar.follow(prime_ids, batch)  # the clocks start where the new music does
+        self.grammar, self.tok, self.length, self.controls = grammar, tok, length, controls
+        self.triads: dict[int, torch.Tensor] = {}  # per piece, once its last bar begins: its tonic triad's pitches
+        self.start_bars, self.start_secs = grammar.bars().clone(), grammar.seconds().clone()
 
-    def left() -> torch.Tensor:
+    def left(self) -> torch.Tensor:
         """(B,) how much is still to come: bars (with --bars) or seconds."""
-        if bars is not None:
-            return bars - (grammar.bars() - start_bars).double()
-        return length.seconds - (grammar.seconds() - start_secs)
+        if self.length.bars is not None:
+            return self.length.bars - (self.grammar.bars() - self.start_bars).double()
+        return self.length.seconds - (self.grammar.seconds() - self.start_secs)
 
-    def stop(ids):
-        # the piece ends at the first bar line at or past the length asked (N bars: the bar line after bar N)
-        grammar.advance(ids)  # the clocks follow the new token; the mask waits for the next step
-        if tokens is not None:
+    def stop(self, ids) -> torch.Tensor:
+        self.grammar.advance(ids)  # the clocks follow the new token; the mask waits for the next step
+        if self.length.tokens is not None:
             return torch.zeros(1, dtype=torch.bool)
-        if bars is not None:
-            return left() < 0
-        return (left() <= 0) & grammar.at_bar_line()
+        if self.length.bars is not None:
+            return self.left() < 0
+        return (self.left() <= 0) & self.grammar.at_bar_line()
 
-    def constraint(ids, logits):
+    def constraint(self, ids, logits) -> torch.Tensor:
+        grammar, tok, bars = self.grammar, self.tok, self.length.bars
         allowed = grammar(ids, logits)
-        if tokens is None:
+        if self.length.tokens is None:
             # the model's own ending is welcome in the last bar, never earlier
-            near = left() <= (0 if bars is not None else grammar.bar_seconds())
+            near = self.left() <= (0 if bars is not None else grammar.bar_seconds())
             allowed[:, EOS] &= near.to(allowed.device)
-            _cadence(tok, controls, grammar, ids, allowed, near, tonic_triads)
+            _cadence(tok, self.controls, grammar, ids, allowed, near, self.triads)
             if bars is not None:  # the last bar holds music: no end and no closing bar line before its first note
-                unplayed = ((left() <= 0) & grammar.bar_empty()).to(allowed.device)
+                unplayed = ((self.left() <= 0) & grammar.bar_empty()).to(allowed.device)
                 allowed[unplayed, EOS] = False
                 if "BAR" in tok.vocab.offset:
                     allowed[unplayed, grammar.r("BAR")] = False
@@ -394,7 +392,17 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
         allowed[~allowed.any(1), EOS] = True
         return allowed
 
-    tonic_triads: dict[int, torch.Tensor] = {}  # per piece, once its last bar begins: its tonic triad's pitches
+
+def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Length, *, seed: int, batch: int,
+            temperature: float, top_k, top_p, repetition_penalty: float, max_tokens: int | None,
+            progress: bool, cache: bool = False) -> tuple[list[list[int]], list[float | None]]:
+    """Draw `batch` continuations of `prime_ids` under the grammar, of exactly the length asked.
+
+    Returns the ids and, per piece, where its last bar ends in quarter notes (None: no cut, as with
+    `tokens` or encodings without bar lines)."""
+    tok = model.tokenizer
+    clock = _Clock(grammar_for(tok, controls), tok, length, prime_ids, batch, controls)
+    bars, tokens = length.bars, length.tokens
     if tokens is not None:
         budget = tokens
     else:  # generous: a dense pop texture takes ~40 tokens a second, a bar ~100
@@ -404,23 +412,23 @@ def _sample(model: Model, controls: Controls, prime_ids: list[int], length: Leng
 
     def tick(n: int) -> None:  # every 50 tokens: how much music the slowest piece has so far
         if bar is not None and n % 50 == 0:
-            bar.update(max(0.0, (n if tokens is not None else float(total - left().max())) - bar.n))
+            bar.update(max(0.0, (n if tokens is not None else float(total - clock.left().max())) - bar.n))
 
     try:
         seqs = generate(model, prime_ids, max_tokens=budget, temperature=temperature, top_k=top_k, top_p=top_p,
-                        seed=seed, batch=batch, repetition_penalty=repetition_penalty, constraint=constraint,
-                        stop=stop, progress=tick, cache=None if cache else Cache())
+                        seed=seed, batch=batch, repetition_penalty=repetition_penalty, constraint=clock.constraint,
+                        stop=clock.stop, progress=tick, cache=None if cache else Cache())
     finally:
         if bar is not None:
             bar.close()
     if tokens is None:  # any piece short of the length at the budget is an error, never a silent cut
-        short = [i for i, (s, more) in enumerate(zip(seqs, (left() > 0).tolist(), strict=True))
+        short = [i for i, (s, more) in enumerate(zip(seqs, (clock.left() > 0).tolist(), strict=True))
                  if more and len(s) - len(prime_ids) >= budget and s[-1] != EOS]
         if short:
             which = "" if batch == 1 else f"piece {short[0] + 1} of {batch}: "
             raise MusiclstmError(f"{which}the model wrote {budget:,} tokens without reaching the length asked; "
                                  f"lower the temperature or ask for --tokens")
-    ends = grammar.end_quarters() if tokens is None else None
+    ends = clock.grammar.end_quarters() if tokens is None else None
     return seqs, (ends.tolist() if ends is not None else [None] * len(seqs))
 
 

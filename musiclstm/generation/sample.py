@@ -80,6 +80,16 @@ def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k:
 MAX_TEMPERATURE = 3.0
 
 
+def _read_primer(net, prime: torch.Tensor, memory: Memory | None, device):
+    """One pass over the primer (B, P) from a zero state; returns the logits for the next id and the state."""
+    state = net.zero_state(prime.shape[0], device)
+    if prime.shape[1] > 1:
+        h, state = net.hidden(prime[:, :-1], state)  # warm the state on all but the last primer token
+        if memory is not None:
+            memory.add_states(h, prime[:, 1:])
+    return net.step(prime[:, -1], state)  # (B, V)
+
+
 def check_options(temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float) -> None:
     if not 0 <= temperature <= MAX_TEMPERATURE:
         raise ConfigError(f"temperature must be between 0 and {MAX_TEMPERATURE:g}, got {temperature:g}")
@@ -119,14 +129,9 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
     # token stays the same however long the piece (no growing concatenation)
     buf = torch.empty(batch, P + max_tokens, dtype=torch.long, device=device)
     buf[:, :P] = torch.tensor(prime, dtype=torch.long, device=device)
-    state = net.zero_state(batch, device)
     cache = cache if cache is not None else getattr(model, "cache", None)
     memory = Memory(batch, net.config.hidden, cache, device) if cache is not None and cache.on else None
-    if P > 1:
-        h, state = net.hidden(buf[:, : P - 1], state)  # warm the state on all but the last primer token
-        if memory is not None:
-            memory.add_states(h, buf[:, 1:P])
-    logits, state = net.step(buf[:, P - 1], state)  # (B, V)
+    logits, state = _read_primer(net, buf[:, :P], memory, device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # all uniforms at once (one per sequence and step, drawn even at temperature 0): same seed, same ids
     uniforms = torch.rand(max_tokens, batch, 1, generator=gen).clamp_(min=1e-7).to(device)
@@ -134,10 +139,7 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
     for t in range(max_tokens):
         logits = logits.float() if memory is None else memory.log_probs(logits, net.top(state))
         if repetition_penalty > 1:
-            recent = buf[:, max(0, n - repetition_window): n]  # (B, W)
-            seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, recent, True)
-            logits = torch.where(seen, torch.where(logits > 0, logits / repetition_penalty,
-                                                   logits * repetition_penalty), logits)
+            logits = _penalize(logits, buf[:, max(0, n - repetition_window): n], repetition_penalty)
         if constraint is not None:
             allowed = constraint(buf[:, :n], logits)
             if allowed is not None:
@@ -161,3 +163,10 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
     if eos is not None:  # trim everything after each sequence's first generated EOS
         ids = [s[: P + s[P:].index(eos) + 1] if eos in s[P:] else s for s in ids]
     return ids
+
+
+def _penalize(logits: torch.Tensor, recent: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty: the ids in `recent` (B, W) less likely (logits / penalty, or x penalty
+    where negative)."""
+    seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, recent, True)
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
