@@ -20,6 +20,7 @@ from musiclstm.encodings.tokenizer import BOS, EOS, PAD
 from musiclstm.models import checkpoint
 
 train_mod = importlib.import_module("musiclstm.training.lm")  # the module (musiclstm.train is also the function)
+loop_mod = importlib.import_module("musiclstm.training.loop")  # the one training loop: its clock and rate
 loop_mod = importlib.import_module("musiclstm.training.loop")  # the loop both model kinds share
 
 TINY = dict(preset="tiny", embed=16, hidden=32, layers=1, seq_len=32, batch_size=4, warmup_steps=2,
@@ -270,8 +271,8 @@ def test_a_resumed_time_budget_keeps_its_clock_and_the_logged_lr_is_the_one_appl
         now[0] += 1.0
         return now[0]
 
-    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(time=tick, sleep=lambda s: None))
-    seen, real_lr = [], train_mod.lr_at
+    monkeypatch.setattr(loop_mod, "time", types.SimpleNamespace(time=tick, sleep=lambda s: None))
+    seen, real_lr = [], loop_mod.lr_at
 
     def lr(step, cfg, n, elapsed=0.0):
         if step == 5 and not seen_resume:
@@ -281,7 +282,7 @@ def test_a_resumed_time_budget_keeps_its_clock_and_the_logged_lr_is_the_one_appl
         return value
 
     seen_resume = []
-    monkeypatch.setattr(train_mod, "lr_at", lr)
+    monkeypatch.setattr(loop_mod, "lr_at", lr)
     out = tmp_path / "clock"
     opts = {**TINY, "warmup_steps": 1, "max_time": 10_000.0, "anneal_by_time": True, "cache": False}
     with pytest.raises(KeyboardInterrupt):
@@ -307,7 +308,7 @@ def test_a_resumed_run_stops_when_the_whole_budget_is_spent(corpus, tmp_path, mo
         now[0] += 1.0
         return now[0]
 
-    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(time=tick, sleep=lambda s: None))
+    monkeypatch.setattr(loop_mod, "time", types.SimpleNamespace(time=tick, sleep=lambda s: None))
     out = tmp_path / "budget"
     opts = {**TINY, "max_time": 40.0, "cache": False}
     ml.train(corpus, out, cache_dir=tmp_path / "cache", max_steps=1000, eval_every=1000, **opts)
@@ -340,8 +341,8 @@ def test_validation_reads_a_fixed_token_budget_not_the_whole_split(corpus, tmp_p
 def test_the_cache_is_tuned_on_a_fixed_token_budget(corpus, tmp_path, monkeypatch):
     import musiclstm.training.tune as tune_mod
 
-    got, real = [], tune_mod.tune_checkpoint
-    monkeypatch.setattr(tune_mod, "tune_checkpoint", lambda path, pieces: (got.append(pieces), real(path, pieces))[1])
+    got, real = [], tune_mod.save_tuned
+    monkeypatch.setattr(tune_mod, "save_tuned", lambda *a: (got.append(a[-1]), real(*a))[1])
     monkeypatch.setattr(train_mod, "TUNE_TOKENS", 1)  # the budget, made tiny: the first piece alone
     ml.train(corpus, tmp_path / "run", cache_dir=tmp_path / "cache", max_steps=2, val_fraction=0.5, **TINY)
     assert len(got) == 1 and len(got[0]) == 1

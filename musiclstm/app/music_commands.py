@@ -87,7 +87,7 @@ def compose(checkpoint, out, num, wav, png, musicxml, force, prime, threads, **o
     pscore = prime_score(prime, **cut)  # the primer read and cut once: an empty one is an error here
     model = ck.load(checkpoint)
     options["style"] = _model_style(model, options["style"], bundled=checkpoint is None or checkpoint in
-                                    ck.bundled_models())
+                                    ck.bundled_models() or checkpoint in ck.bundled_models().values())
     if options["temperature"] == 0:
         click.echo("note: --temperature 0 always takes the most likely token; an LSTM's single most likely "
                    "continuation tends to repeat one figure (try 0.5-1.0)", err=True)
@@ -219,9 +219,10 @@ def _bundled_style(checkpoint, style):
     from ..models import checkpoint as ck
 
     if checkpoint is None and style is not None:
-        names = {n.lower(): n for n in ck.bundled_models()}
-        if style.lower() in names:
-            return names[style.lower()], None
+        bundled = ck.bundled_models()
+        names = {n.lower(): n for n in bundled}
+        if style.lower() in names:  # the bundled file itself: a folder of that name here is not looked at
+            return bundled[names[style.lower()]], None
     return checkpoint, style
 
 

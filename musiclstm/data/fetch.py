@@ -15,6 +15,8 @@ unpacks to, the layout musiclstm's readers expect and, where the publisher state
 A failure leaves no DIR (and with `force`, the old DIR untouched); an interrupted download keeps its `.part`
 so the same command continues it. `mirror` (or $MUSICLSTM_FETCH_MIRROR) replaces every URL by
 `<mirror>/<source name>/<file name>`: a local copy of the releases, and the tests' local server.
+
+May import: errors, io, encodings (and data's own corpus). Not: models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations

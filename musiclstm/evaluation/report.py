@@ -44,7 +44,7 @@ def _nll_lines(rs: list[dict], names: list[str]) -> list[str]:
                      f"{x['perplexity']:11.2f}")
     for x, name in zip(rs, names, strict=True):
         if x.get("nll_nats_per_note") is not None:
-            lines.append(f"{('LSTM ' + name).strip():22s}{x['nll_nats_per_note']:11.3f} nats/note "
+            lines.append(f"{('per note ' + name).strip():22s}{x['nll_nats_per_note']:11.3f} nats/note "
                          f"({x['notes']:,} notes)")
     lines.append(f"{'Kneser-Ney ' + str(r['ngram_order']) + '-gram':22s}{r['ngram_nll_nats_per_token']:11.3f}"
                  f"{r['ngram_bits_per_token']:11.3f}{r['ngram_perplexity']:11.2f}")

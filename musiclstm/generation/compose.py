@@ -270,12 +270,12 @@ def written_key(score: Score, key: str | None, primer_notes: int = 0) -> np.ndar
     """The key signatures to write: the key asked, else the KEY tokens' (as decoded) where the notes agree
     with them, else the key of the notes (Krumhansl-Schmuckler over the new music): a model that names one
     key and plays another (the bundled bach) is written in the key it plays."""
-    from ..encodings.grammar import parse_key
     from ..io.score import key_fit
+    from ..theory import parse_key
 
     if key:
-        tonic, scale = parse_key(key)
-        return np.array([[0.0, tonic, float(scale == "minor")]])
+        tonic, minor = parse_key(key)
+        return np.array([[0.0, tonic, float(minor)]])
     new = np.arange(len(score)) >= primer_notes
     pitched = new & ~np.array([score.tracks[t].is_drum for t in score.track], bool) if len(score) else new
     if not pitched.any():

@@ -254,9 +254,12 @@ class _Run:
         x, y = _augment(self.tokenizer, self.cfg, x, y, step // self.per_epoch)
         x, y = x.to(self.device), y.to(self.device)
         state = _reset(self.carry, reset.to(self.device))
+        n_targets = int((y != PAD).sum())
+        if n_targets == 0 and self.world == 1:  # padding alone: nothing to learn (under DDP the ranks agree first)
+            self.new_carry = state
+            return torch.zeros((), device=self.device), 0
         with autocast(self.device, self.cfg.precision):
             logits, self.new_carry = self.model(x, state)  # (B, T, V)
-        n_targets = int((y != PAD).sum())
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=PAD, reduction="sum"), n_targets
 
     def after_step(self) -> None:
