@@ -152,7 +152,8 @@ def test_a_bach_sample_is_written_in_the_key_it_plays(seed):
     import numpy as np
 
     import musiclstm as ml
-    from musiclstm.generation.compose import _fifths, compose
+    from musiclstm.generation.compose import compose
+    from musiclstm.generation.finishing import _fifths
     from musiclstm.io.score import key_fit
 
     pm = compose(ml.load("bach"), seconds=8, seed=seed)
