@@ -109,3 +109,25 @@ def test_tuning_holds_one_piece_of_logits_at_a_time_and_scores_every_token(monke
         want = np.concatenate([piece_nlls(net, p, c) for p in pieces]).astype(np.float64).mean()
         assert np.isclose(got, want, rtol=1e-6)
     assert results[(best.lam, best.theta)] == min(results.values())
+
+
+def test_compose_command_cache_flag_draws_the_cached_mixture(tmp_path, monkeypatch):
+    """`musiclstm compose --cache` writes exactly what compose(cache=True) draws, and records the option."""
+    import json
+
+    import pretty_midi
+    from click.testing import CliRunner
+
+    import musiclstm as ml
+    from musiclstm.app.cli import cli
+    from musiclstm.generation.compose import compose
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["compose", "--tokens", "60", "--seed", "3", "--cache", "-o", "c.mid"])
+    assert res.exit_code == 0, res.output
+    folk = ml.load("folk")
+    want = compose(folk, tokens=60, seed=3, cache=True)
+    got = pretty_midi.PrettyMIDI("c.mid")
+    notes = lambda pm: [(round(n.start, 3), n.pitch) for i in pm.instruments for n in i.notes]  # noqa: E731
+    assert notes(got) == notes(want) and notes(got)
+    assert json.loads((tmp_path / "c.json").read_text())["options"]["cache"] is True
