@@ -18,6 +18,7 @@ from musiclstm import MidiReadError, Score, Tokenizer, Track, read
 from musiclstm.encodings.grid import load_jsb
 from musiclstm.evaluation.metrics import onset_f1
 from musiclstm.io.midi import is_music_file
+from musiclstm.io.score import track_role
 
 pytestmark = pytest.mark.slow
 
@@ -142,14 +143,21 @@ def test_remi_keeps_programs_and_drums_on_multitrack(tokenizers):
     assert len(files) == 12
     for path, score in files:
         used = {k for k in np.unique(score.track).tolist()}
-        # tracks with one program merge into one; a drum track's kit program is not kept (decoded as 0)
-        expected = {(0 if t.is_drum else t.program, t.is_drum) for k, t in enumerate(score.tracks) if k in used}
+        # tracks with one program and role merge into one; a drum track's kit program is not kept (decoded as 0);
+        # roles are written only where a program is shared by tracks of different roles
+        pairs = {(0 if t.is_drum else t.program, t.is_drum, track_role(t)) for k, t in enumerate(score.tracks)
+                 if k in used}
+        shared = len({p[:2] for p in pairs}) < len(pairs)
+        expected = {(p, d) for p, d, _ in pairs}
         ids = tok.encode(score)
         out = tok.decode_score(ids)
         assert {(t.program, t.is_drum) for t in out.tracks} == expected, path.name
+        if shared:
+            assert {(t.program, t.is_drum, track_role(t)) for t in out.tracks} == pairs, path.name
+            expected = pairs
         assert len(out.tracks) == len(expected), path.name
         pm = tok.decode(ids)
-        assert {(i.program, i.is_drum) for i in pm.instruments} == expected, path.name
+        assert {(i.program, i.is_drum) for i in pm.instruments} == {e[:2] for e in expected}, path.name
         assert sum(len(i.notes) for i in pm.instruments) == len(out), path.name
     assert any(t.is_drum for _, s in files for t in s.tracks)
 

@@ -67,7 +67,7 @@ REMI2_TABLE = [
     ("DURATION", 49, 921, "DURATION_384/12"),
 ]
 
-# remi version 3 (the default): 256 REPEAT distances after KEY shift every id from POSITION on by 256
+# remi version 3: 256 REPEAT distances after KEY shift every id from POSITION on by 256
 REMI3_TABLE = [
     ("BAR", 0, 3, "BAR"), ("TIMESIG", 7, 11, "TIMESIG_4/4"), ("KEY", 21, 85, "KEY_Am"),
     ("REPEAT", 0, 88, "REPEAT_1"), ("REPEAT", 7, 95, "REPEAT_8"), ("REPEAT", 255, 343, "REPEAT_256"),
@@ -76,8 +76,16 @@ REMI3_TABLE = [
     ("DURATION", 49, 1177, "DURATION_384/12"),
 ]
 
+# remi version 4 (the default): 6 ROLE tokens before PROGRAM; VELOCITY has 8 levels (32 before)
+REMI4_TABLE = [
+    ("BAR", 0, 3, "BAR"), ("KEY", 21, 85, "KEY_Am"), ("REPEAT", 255, 343, "REPEAT_256"),
+    ("TEMPO", 90, 530, "TEMPO_120"), ("ROLE", 0, 711, "ROLE_other"), ("ROLE", 1, 712, "ROLE_melody"),
+    ("ROLE", 5, 716, "ROLE_drums"), ("PROGRAM", 0, 717, "PROGRAM_0"), ("PITCH", 60, 906, "PITCH_60"),
+    ("DRUM", 36, 1010, "DRUM_36"), ("VELOCITY", 7, 1109, "VELOCITY_7"), ("DURATION", 49, 1159, "DURATION_384/12"),
+]
+
 TABLES = {"performance": (PERFORMANCE_TABLE, 391), "remi-v1": (REMI_TABLE, 898), "remi-v2": (REMI2_TABLE, 922),
-          "remi": (REMI3_TABLE, 1178),
+          "remi-v3": (REMI3_TABLE, 1178), "remi": (REMI4_TABLE, 1160),
           "grid": (GRID_TABLE, 133)}
 CASES = [pytest.param(enc, *row, id=f"{enc}-{row[3]}") for enc, (table, _) in TABLES.items() for row in table]
 
@@ -277,12 +285,14 @@ def test_remi_v2_one_beat_meter_throughout_is_read_as_4_4():
 
 
 def test_old_remi_dicts_load_as_version_1():
-    d = Tokenizer("remi").to_dict()
+    d = Tokenizer("remi", version=3).to_dict()  # old dicts recorded velocity_bins 32
     del d["version"]
     old = Tokenizer.from_dict(d)
     assert old.config.version == 1 and old.vocab_size == 898
     assert Tokenizer.from_dict(Tokenizer("remi", version=2).to_dict()).vocab_size == 922
-    assert Tokenizer.from_dict(Tokenizer("remi").to_dict()).vocab_size == 1178
+    assert Tokenizer.from_dict(Tokenizer("remi", version=3).to_dict()).vocab_size == 1178
+    assert Tokenizer.from_dict(Tokenizer("remi").to_dict()).vocab_size == 1160
+    assert Tokenizer("remi", version=3).config.velocity_bins == 32 and Tokenizer("remi").config.velocity_bins == 8
 
 
 # ---- remi version 3: repeated bars as one token, numbered bars -----------------------------------
@@ -717,3 +727,38 @@ def test_remi_two_meter_changes_inside_one_bar_keep_onsets_and_the_later_meter()
     out = tok.decode_score(tok.encode(s))
     assert sorted(out.start.tolist()) == [0, 2.5, 4, 7]
     assert out.time_signatures[:, 1:].tolist() == [[4, 4], [6, 8]] and out.time_signatures[1, 0] == 4
+
+
+# ---- remi version 4: track roles -----------------------------------------------------------------
+
+def _pop_like() -> Score:
+    """POP909's layout: MELODY, BRIDGE and PIANO, all on program 0, sounding together."""
+    rows = [(0, 1, 72, 0), (1, 2, 74, 0), (0.5, 1.5, 67, 1), (0, 4, 48, 2), (0, 4, 55, 2), (2, 3, 76, 0)]
+    a = np.asarray(rows, dtype=np.float64)
+    return Score(a[:, 0], a[:, 1], a[:, 2], np.full(len(a), 80), a[:, 3],
+                 tracks=[Track(0, False, "MELODY"), Track(0, False, "BRIDGE"), Track(0, False, "PIANO")])
+
+
+def test_roles_keep_tracks_that_share_a_program_apart():
+    tok = Tokenizer("remi")
+    ids = tok.encode(_pop_like())
+    names = tok.names(ids)
+    # one ROLE where the role changes, in the order of the notes (onset, role, pitch)
+    assert [n for n in names if n.startswith("ROLE")] == ["ROLE_melody", "ROLE_accompaniment", "ROLE_counter-melody",
+                                                           "ROLE_melody"]
+    out = tok.decode_score(ids)
+    assert [t.name for t in out.tracks] == ["Melody", "Counter-melody", "Accompaniment"]
+    by_name = {t.name: sorted(out.pitch[out.track == k].tolist()) for k, t in enumerate(out.tracks)}
+    assert by_name == {"Melody": [72, 74, 76], "Counter-melody": [67], "Accompaniment": [48, 55]}
+    assert tok.encode(out) == ids  # the decoded tracks encode to the same tokens
+    v3 = Tokenizer("remi", version=3)
+    assert len(v3.decode_score(v3.encode(_pop_like())).tracks) == 1  # before: one merged stream
+
+
+def test_roles_are_not_written_where_programs_tell_the_tracks_apart():
+    s = _pop_like()
+    s.tracks = [Track(73, False, "MELODY"), Track(48, False, "BRIDGE"), Track(0, False, "PIANO")]
+    tok = Tokenizer("remi")
+    names = tok.names(tok.encode(s))
+    assert not any(n.startswith("ROLE") for n in names)
+    assert names.count("VELOCITY_4") == 1  # velocity 80 in 8 levels, named once

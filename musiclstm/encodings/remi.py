@@ -1,6 +1,13 @@
 """`remi`: beat-relative, multi-track (REMI with programs, after Huang & Yang 2020 and MidiTok).
 
-Version 2 (the default): a bar is BAR [TIMESIG] [KEY] then, per onset, POSITION [TEMPO] and per note
+Version 4 (the default): as version 3, plus ROLE tokens (melody, counter-melody, accompaniment, bass, drums,
+other; from the track names, `io.score.track_role`) in pieces where tracks of different roles share a program,
+so POP909's MELODY, BRIDGE and PIANO, all on program 0, stay three tracks; a ROLE is written only when it
+changes, before [PROGRAM]. VELOCITY has 8 levels by default. Decoding names each track by its role.
+
+Version 3: as version 2, and a bar equal to the bar d back is BAR [TIMESIG] [KEY] REPEAT_d.
+
+Version 2: a bar is BAR [TIMESIG] [KEY] then, per onset, POSITION [TEMPO] and per note
 [PROGRAM] [VELOCITY] PITCH|DRUM DURATION, where PROGRAM and VELOCITY appear only when they differ
 from the previous note's. A one-instrument tune costs about three tokens per note instead of five,
 so a bar eight bars back is within reach of a 512-token window. The first bar always carries
@@ -22,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.score import Score, Track, key_fit
+from ..io.score import ROLES, Score, Track, key_fit
 from .performance import bin_velocity, velocity_bin
 
 DRUMS = 128  # the PROGRAM value of drum tracks
@@ -50,13 +57,17 @@ class Config:
 
     ticks_per_quarter: int = 12  #: grid resolution: 12 holds 16ths (3) and triplets (4)
     max_bar_quarters: int = 8  #: the longest bar (8 quarters = 8/4, 16/8); longer meters become 4/4
-    velocity_bins: int = 32  #: number of VELOCITY tokens
+    velocity_bins: int | None = None  #: number of VELOCITY tokens; None: 8 from version 4 (steps of 16), else 32
     min_qpm: int = 30  #: the slowest TEMPO token
     max_qpm: int = 300  #: the fastest TEMPO token (TEMPO tokens step by 1 qpm)
-    version: int = 3  #: 3: + REPEAT_d and numbered BARs; 2: KEY tokens, PROGRAM/VELOCITY only on change,
+    version: int = 4  #: 4: + ROLE tokens, where tracks of different roles share a program; 3: + REPEAT_d; 2: KEY tokens, PROGRAM/VELOCITY only on change,
     #: one-beat meters read as 4/4; 1: the first
     repeat_distances: tuple[int, ...] = REPEAT_DISTANCES  #: version 3: the bar distances a REPEAT token may name
     bar_cycle: int = 1  #: version 3: BAR tokens carry the bar's index modulo this (1: one plain BAR; 16 measured worse)
+
+    def __post_init__(self):
+        if self.velocity_bins is None:  # recorded resolved, so a checkpoint's vocabulary never moves
+            object.__setattr__(self, "velocity_bins", 8 if self.version >= 4 else 32)
 
 
 def score_key(score: Score) -> tuple[int, int]:
@@ -90,8 +101,9 @@ class Codec:
     def table(self) -> list[tuple[str, int]]:
         key = [("KEY", 24)] if self.c.version >= 2 else []
         repeat = [("REPEAT", len(self.c.repeat_distances))] if self.c.version >= 3 else []
+        role = [("ROLE", len(ROLES))] if self.c.version >= 4 else []
         return [("BAR", self.bar_cycle), ("TIMESIG", len(self.sigs)), *key, *repeat, ("POSITION", self.positions),
-                ("TEMPO", len(self.tempos)), ("PROGRAM", 129), ("PITCH", 128), ("DRUM", 128),
+                ("TEMPO", len(self.tempos)), *role, ("PROGRAM", 129), ("PITCH", 128), ("DRUM", 128),
                 ("VELOCITY", self.c.velocity_bins), ("DURATION", len(self.durations))]
 
     def value_name(self, kind: str, v: int) -> str:
@@ -105,6 +117,8 @@ class Codec:
             return KEY_NAMES[v % 12] + ("m" if v >= 12 else "")
         if kind == "REPEAT":
             return str(self.c.repeat_distances[v])
+        if kind == "ROLE":
+            return ROLES[v]
         return str(v)
 
     def sig_index(self, num, den) -> int:
@@ -171,9 +185,10 @@ class Codec:
         t_tick, t_bin = t_tick[keep], t_bin[keep]
         pos_tick = np.unique(np.r_[on, t_tick])
 
-        # (tick, order, rank) keys: BAR 0, TIMESIG 1, KEY 1.5, POSITION 2, TEMPO 3, notes 4 (4 tokens each)
+        # (tick, order, rank) keys: BAR 0, TIMESIG 1, KEY 1.5, POSITION 2, TEMPO 3, notes 4 (W tokens each)
         n = len(on)
-        note_order = np.lexsort((score.pitch, program, on))
+        role = self._roles(score, program)
+        note_order = np.lexsort((score.pitch, program, role, on))
         rank = np.empty(n, np.int64)
         rank[note_order] = np.arange(n)
         vb = velocity_bin(score.velocity, self.c.velocity_bins)
@@ -182,10 +197,18 @@ class Codec:
         if self.c.version >= 3:
             t_bar = np.searchsorted(bars, t_tick, side="right") - 1
             repeat, vb = self._repeats(bars, bar_lens, note_bar, note_order,
-                                       np.stack([on - bars[note_bar], program, score.pitch, d_ix], 1), vb,
+                                       np.stack([on - bars[note_bar], role, program, score.pitch, d_ix], 1), vb,
                                        no_repeat=np.isin(np.arange(len(bars)), t_bar))
         pitch_tok = np.where(program == DRUMS, vocab.id("DRUM", score.pitch), vocab.id("PITCH", score.pitch))
-        if self.c.version >= 2:  # [PROGRAM] [VELOCITY] PITCH DURATION, the bracketed ones only on change
+        if self.c.version >= 4:  # [ROLE] [PROGRAM] [VELOCITY] PITCH DURATION, the bracketed ones only on change
+            note_toks = np.stack([vocab.id("ROLE", np.maximum(role, 0)), vocab.id("PROGRAM", program),
+                                  vocab.id("VELOCITY", vb), pitch_tok, vocab.id("DURATION", d_ix)], axis=1)
+            keep = np.ones((n, 5), dtype=bool)
+            for col, value in ((0, role), (1, program), (2, vb)):
+                v = value[note_order]
+                keep[note_order[1:], col] = v[1:] != v[:-1]
+            keep[:, 0] &= role >= 0  # no roles needed: none written
+        elif self.c.version >= 2:  # [PROGRAM] [VELOCITY] PITCH DURATION, the bracketed ones only on change
             note_toks = np.stack([vocab.id("PROGRAM", program), vocab.id("VELOCITY", vb), pitch_tok,
                                   vocab.id("DURATION", d_ix)], axis=1)
             keep = np.ones((n, 4), dtype=bool)
@@ -202,12 +225,13 @@ class Codec:
         keep &= ~copied[note_bar][:, None]
         pos_tick = pos_tick[~copied[np.searchsorted(bars, pos_tick, side="right") - 1]]
         rep_ix = np.searchsorted(self.c.repeat_distances, repeat[copied])
-        tick = np.r_[bars, bars[new_sig], keys_tick, bars[copied], pos_tick, t_tick, np.repeat(on, 4)[keep.ravel()]]
+        W = note_toks.shape[1]
+        tick = np.r_[bars, bars[new_sig], keys_tick, bars[copied], pos_tick, t_tick, np.repeat(on, W)[keep.ravel()]]
         order = np.r_[np.zeros(len(bars)), np.ones(new_sig.sum()), np.full(len(keys_tick), 1.5),
                       np.full(copied.sum(), 1.75), np.full(len(pos_tick), 2), np.full(len(t_tick), 3),
                       np.full(keep.sum(), 4)]
         sub = np.r_[np.zeros(len(bars) + new_sig.sum() + len(keys_tick) + copied.sum() + len(pos_tick) + len(t_tick)),
-                    (rank[:, None] * 4 + np.arange(4)).ravel()[keep.ravel()]]
+                    (rank[:, None] * W + np.arange(W)).ravel()[keep.ravel()]]
         bar_ids = vocab.id("BAR", np.arange(len(bars)) % self.bar_cycle)
         toks = np.r_[bar_ids, vocab.id("TIMESIG", bar_sig[new_sig]),
                      vocab.id("KEY", keys_val) if len(keys_val) else np.zeros(0, np.int64),
@@ -216,9 +240,20 @@ class Codec:
                      note_toks.ravel()[keep.ravel()]]
         return toks[np.lexsort((sub, order, tick))].astype(np.int64)
 
+    def _roles(self, score: Score, program: np.ndarray) -> np.ndarray:
+        """Version 4: each note's track role (`ROLES`) where the piece needs it, that is where tracks of different
+        roles share a program (POP909's MELODY, BRIDGE and PIANO on piano); else -1 for every note (no ROLE
+        token is written, and a decoded track's role follows from its program)."""
+        if self.c.version < 4 or not len(score):
+            return np.full(len(score), -1, np.int64)
+        role = score.role
+        pairs = np.unique(np.stack([program, role], 1), axis=0)
+        shared = len(np.unique(pairs[:, 0])) < len(pairs)
+        return role if shared else np.full(len(score), -1, np.int64)
+
     def _repeats(self, bars, bar_lens, note_bar, note_order, rows, vb, *, no_repeat) -> tuple[np.ndarray, np.ndarray]:
         """Version 3: per bar, the distance (in `repeat_distances`, nearest first) to an earlier bar of the same
-        length with the same notes (rows: onset in the bar, program, pitch, duration; velocity aside), else 0;
+        length with the same notes (rows: onset in the bar, role, program, pitch, duration; velocity aside), else 0;
         and the velocity bins as decoded: a repeated bar plays its source's velocities. Empty bars and bars
         with a tempo change (`no_repeat`) are written out."""
         order = note_order  # sorted by onset, program, pitch: the order the notes are written and copied
@@ -266,7 +301,7 @@ class Codec:
         ki = vocab.kind_index(ids)
         vals = ids - np.array([vocab.offset[k] for k in kinds])[ki]
         bar_start, bar_len, pos, started = 0, 4 * q, 0, False
-        program, pitch, velocity = 0, None, 80
+        program, pitch, velocity, role = 0, None, 80, -1
         notes, tempos, sigs, keys = [], [], [], []
         bar_notes: list[list[tuple]] = []  # per bar, its notes as written or copied: (onset in bar, end, ...)
         for k, v in zip(ki.tolist(), vals.tolist(), strict=True):
@@ -276,10 +311,10 @@ class Codec:
                 started = True
                 bar_notes.append([])
             elif kind == "REPEAT" and len(bar_notes) > self.c.repeat_distances[v]:
-                for rel, length, p, vel, prog in bar_notes[-1 - self.c.repeat_distances[v]]:
-                    notes.append((bar_start + rel, bar_start + rel + length, p, vel, prog))
-                    bar_notes[-1].append((rel, length, p, vel, prog))
-                    program, velocity, pitch = prog, vel, None
+                for rel, length, p, vel, prog, rl in bar_notes[-1 - self.c.repeat_distances[v]]:
+                    notes.append((bar_start + rel, bar_start + rel + length, p, vel, prog, rl))
+                    bar_notes[-1].append((rel, length, p, vel, prog, rl))
+                    program, velocity, pitch, role = prog, vel, None, rl
             elif kind == "TIMESIG":
                 num, den = self.sigs[v]
                 bar_len = num * 4 * q // den
@@ -292,20 +327,23 @@ class Codec:
                 tempos.append((bar_start + pos, float(self.tempos[v])))
             elif kind == "PROGRAM":
                 program, pitch = v, None
+            elif kind == "ROLE":
+                role, pitch = v, None
             elif kind in ("PITCH", "DRUM"):
                 pitch = (v, DRUMS if kind == "DRUM" else (program if program != DRUMS else 0))
             elif kind == "VELOCITY":
                 velocity = bin_velocity(v, self.c.velocity_bins)
             elif kind == "DURATION" and pitch is not None:
                 t = bar_start + pos
-                notes.append((t, t + int(self.durations[v]), pitch[0], velocity, pitch[1]))
+                notes.append((t, t + int(self.durations[v]), pitch[0], velocity, pitch[1], role))
                 if bar_notes:
-                    bar_notes[-1].append((pos, int(self.durations[v]), pitch[0], velocity, pitch[1]))
+                    bar_notes[-1].append((pos, int(self.durations[v]), pitch[0], velocity, pitch[1], role))
                 pitch = None
-        a = np.array(notes, dtype=np.float64).reshape(-1, 5)
-        progs = sorted(set(a[:, 4].astype(int).tolist()))
-        tracks = [Track(0 if p == DRUMS else p, p == DRUMS) for p in progs]
-        track = np.searchsorted(progs, a[:, 4]) if progs else np.zeros(0)
+        a = np.array(notes, dtype=np.float64).reshape(-1, 6)
+        # one track per (role, program), named by its role where ROLE tokens gave one, melody first
+        pairs = sorted(set(map(tuple, a[:, [5, 4]].astype(int).tolist())), key=lambda rp: (rp[0] < 0, rp))
+        tracks = [Track(0 if p == DRUMS else p, p == DRUMS, ROLES[r].capitalize() if r > 0 else "") for r, p in pairs]
+        track = np.array([pairs.index(rp) for rp in map(tuple, a[:, [5, 4]].astype(int).tolist())], np.int64)
         return Score(a[:, 0] / q, a[:, 1] / q, a[:, 2], a[:, 3], track, tracks=tracks,
                      tempos=np.array(tempos or [(0, 120.0)], dtype=np.float64) / [q, 1],
                      time_signatures=np.array(sigs or [(0, 4, 4)], dtype=np.float64) / [q, 1, 1],

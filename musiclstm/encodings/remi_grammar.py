@@ -14,7 +14,7 @@ from .tokenizer import EOS
 
 
 class RemiGrammar(Grammar):
-    """BAR [TIMESIG] [KEY] POSITION [TEMPO] ([PROGRAM] [VELOCITY] PITCH DURATION)+ ..., positions increasing.
+    """BAR [TIMESIG] [KEY] POSITION [TEMPO] ([ROLE] [PROGRAM] [VELOCITY] PITCH DURATION)+ ..., positions increasing.
 
     (Version 1 notes are PROGRAM PITCH VELOCITY DURATION, every token every time.) A piece opens
     with a time signature (and, in version 2, a key) and has a tempo before its first note, so no
@@ -24,11 +24,12 @@ class RemiGrammar(Grammar):
 
     # phases: 0 start, 1 after BAR, 7 after TIMESIG, 8 after KEY, 2 after POSITION, 9 after TEMPO,
     # 3 after PROGRAM, 5 after VELOCITY, 4 after PITCH, 6 after DURATION (a note is complete),
-    # 10 after REPEAT (version 3: the bar is a copy of an earlier one; BAR or EOS follows)
+    # 10 after REPEAT (version 3: the bar is a copy of an earlier one; BAR or EOS follows), 11 after ROLE (version 4:
+    # the next notes' track role; [PROGRAM] [VELOCITY] PITCH follows)
     def init(self, B):
         q = self.tok.config.ticks_per_quarter
         version = getattr(self.tok.config, "version", 1)
-        self.v2, self.v3 = version >= 2, version >= 3
+        self.v2, self.v3, self.v4 = version >= 2, version >= 3, version >= 4
         z = lambda: torch.zeros(B, dtype=torch.bool)  # noqa: E731
         if self.v3:  # a ring of the latest bars, enough for the farthest REPEAT: length, notes, tails, last note
             self.dist = torch.tensor(self.tok.config.repeat_distances)
@@ -38,14 +39,16 @@ class RemiGrammar(Grammar):
                          "ends": torch.zeros(B, R, 256, dtype=torch.int32),
                          "first": torch.full((B, R, 256), 1 << 30, dtype=torch.int32),
                          "program": torch.full((B, R), -1, dtype=torch.long),
-                         "velocity": torch.full((B, R), -1, dtype=torch.long)}
+                         "velocity": torch.full((B, R), -1, dtype=torch.long),
+                         "role": torch.full((B, R), -1, dtype=torch.long)}
         return {"phase": torch.zeros(B, dtype=torch.long), "pos": torch.full((B,), -1, dtype=torch.long),
                 "bar_len": torch.full((B,), 4 * q, dtype=torch.long), "drum": z(),
                 "now": torch.zeros(B, dtype=torch.long), "bar_start": torch.full((B,), -4 * q, dtype=torch.long),
                 "ends": torch.zeros(B, 256, dtype=torch.long), "pitch": torch.zeros(B, dtype=torch.long),
                 "bars": torch.zeros(B, dtype=torch.long), "sig": z(), "key": z(), "tempo": z(), "bar_notes": z(),
                 "any_note": z(),
-                "program": torch.full((B,), -1, dtype=torch.long), "velocity": torch.full((B,), -1, dtype=torch.long),
+                "program": torch.full((B,), -1, dtype=torch.long), "role": torch.full((B,), -1, dtype=torch.long),
+                "velocity": torch.full((B,), -1, dtype=torch.long),
                 "qpm": torch.full((B,), 120.0, dtype=torch.float64), "secs": torch.zeros(B, dtype=torch.float64)}
 
     def update(self, t):
@@ -77,6 +80,8 @@ class RemiGrammar(Grammar):
         prog = is_("PROGRAM")
         s["drum"] = torch.where(prog, val("PROGRAM") == 128, s["drum"])
         s["program"] = torch.where(prog, val("PROGRAM"), s["program"])
+        role = is_("ROLE")
+        s["role"] = torch.where(role, val("ROLE"), s["role"])
         vel = is_("VELOCITY")
         s["velocity"] = torch.where(vel, val("VELOCITY"), s["velocity"])
         pitch, drum = is_("PITCH"), is_("DRUM")
@@ -93,7 +98,7 @@ class RemiGrammar(Grammar):
         phase = s["phase"]
         phase = torch.where(bar, 1, torch.where(ts, 7, torch.where(key, 8, phase)))
         phase = torch.where(pos, 2, torch.where(tempo, 9, phase))
-        phase = torch.where(prog, 3, torch.where(vel, 5, phase))
+        phase = torch.where(prog, 3, torch.where(vel, 5, torch.where(role, 11, phase)))
         phase = torch.where(pitch | drum, 4, phase)
         phase = torch.where(dur, 6, phase)
         s["phase"] = torch.where(rep, 10, phase)
@@ -125,7 +130,8 @@ class RemiGrammar(Grammar):
             h["ends"][n, cur[n], p] = torch.maximum(h["ends"][n, cur[n], p], rel)
             h["first"][n, cur[n], p] = torch.minimum(h["first"][n, cur[n], p], (s["now"] - s["bar_start"])[n].int())
             h["full"][n, cur[n]] = True
-            h["program"][n, cur[n]], h["velocity"][n, cur[n]] = s["program"][n], s["velocity"][n]
+            for k in ("program", "velocity", "role"):
+                h[k][n, cur[n]] = s[k][n]
         r = rep.nonzero().squeeze(1)
         if len(r):
             d = self.dist[(t[r] - self._rng["REPEAT"][0]).clamp(0, len(self.dist) - 1)]
@@ -136,7 +142,7 @@ class RemiGrammar(Grammar):
             tails = h["ends"][r, src].long()
             s["ends"][r] = torch.where(tails > 0, torch.maximum(s["ends"][r], s["bar_start"][r, None] + tails),
                                        s["ends"][r])
-            for k in ("program", "velocity"):
+            for k in ("program", "velocity", "role"):
                 s[k][r] = h[k][r, src]
                 h[k][r, cur[r]] = h[k][r, src]
             s["drum"][r] = s["program"][r] == 128
@@ -215,13 +221,17 @@ class RemiGrammar(Grammar):
             a[:, self.r("TEMPO")] &= ~s["tempo"][:, None]
         if v2:
             prog_ok = progs[s["program"].clamp(0, 128)] & (s["program"] >= 0)  # the current program may go on
-            new_prog = at_onset[:, None] & progs[None] & (torch.arange(129)[None] != s["program"][:, None])
+            if self.v4:  # a ROLE where a note could start, only one that changes; a note follows it
+                n_roles = self._rng["ROLE"][1] - self._rng["ROLE"][0]
+                a[:, self.r("ROLE")] = at_onset[:, None] & (torch.arange(n_roles)[None] != s["role"][:, None])
+            named_role = ph == 11
+            new_prog = (at_onset | named_role)[:, None] & progs[None] & (torch.arange(129)[None] != s["program"][:, None])
             new_prog &= torch.where(torch.arange(129)[None] == 128, drum_ok.any(1, keepdim=True),
                                     pitch_ok.any(1, keepdim=True))
             a[:, self.r("PROGRAM")] = new_prog
             # a note may be named from here: after its PROGRAM, or on the current program if it has a free key
             own = torch.where(s["drum"], drum_ok.any(1), pitch_ok.any(1))
-            head = (at_onset & prog_ok & own) | (ph == 3)
+            head = ((at_onset | named_role) & prog_ok & own) | (ph == 3)
             a[:, self.r("VELOCITY")] = head[:, None] & (torch.arange(self.tok.config.velocity_bins)[None]
                                                          != s["velocity"][:, None])
             named = (head & (s["velocity"] >= 0)) | (ph == 5)

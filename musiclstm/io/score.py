@@ -11,6 +11,7 @@ May import: nothing in musiclstm (numpy only).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,29 @@ class Track:
     program: int = 0
     is_drum: bool = False
     name: str = ""
+
+
+# what a track does in the arrangement; a track's role comes from its name, else from its program
+ROLES = ("other", "melody", "counter-melody", "accompaniment", "bass", "drums")
+_ROLE_WORDS = (  # checked in this order: "Bg Vocals" is a counter-melody before "vocal" makes it the melody
+    (5, r"drum|perc|kit"),
+    (4, r"bass(?!oon)|basse|bajo"),
+    (2, r"bridge|counter|alto|tenor|\bbg\b|back|harmony|second|2nd|obbligato"),
+    (1, r"melod|lead|vocal|voca\b|voice|vox|sing|soprano|chant|tune|theme"),
+    (3, r"piano|keys|gtr|guitar|organ|pad|string|chord|rhythm|accomp|choir|harp|rhodes"),
+)
+
+
+def track_role(track: Track) -> int:
+    """Index into `ROLES`: drums by channel, then by words in the name (MELODY, BRIDGE, PIANO, Bass ...),
+    then bass by program (32-39); "other" when nothing says."""
+    if track.is_drum:
+        return 5
+    name = track.name.lower()
+    for role, words in _ROLE_WORDS:
+        if re.search(words, name):
+            return role
+    return 4 if 32 <= track.program <= 39 else 0
 
 
 @dataclass
@@ -91,6 +115,12 @@ class Score:
         """(N,) int: each note's General MIDI program."""
         progs = np.array([t.program for t in self.tracks] or [0], dtype=np.int64)
         return progs[self.track] if len(self) else np.zeros(0, dtype=np.int64)
+
+    @property
+    def role(self) -> np.ndarray:
+        """(N,) int: each note's track role (index into `ROLES`)."""
+        roles = np.array([track_role(t) for t in self.tracks] or [0], dtype=np.int64)
+        return roles[self.track] if len(self) else np.zeros(0, dtype=np.int64)
 
     def seconds(self, quarters) -> np.ndarray:
         """Quarter-note times -> seconds through the tempo map (vectorized, float64)."""
