@@ -181,3 +181,23 @@ def test_one_voice_leading_rule_for_the_sampler_and_the_statistics():
     assert octaves.tolist() == [False, False, True, False] and unisons.tolist() == [False, False, False, True]
     assert parallels(67, 60, 67 + 12, 60 + 12)[0]  # compound fifths count too (here both move an octave)
     assert not parallels(67, 60, 67, 62)[0]  # oblique motion: only one voice moves
+
+
+def test_top_line_of_performed_onsets_off_the_grid():
+    """POP909's onsets are performed (20.527 quarters): the top line was 2 notes of a 1,408-note song before."""
+    rows = [(0.013 + k, 0.9 + k, p, 80) for k, p in enumerate([60, 62, 64, 65, 67])]
+    rows += [(0.004 + k, 1.0 + k, 48, 80) for k in range(5)]  # an accompaniment below, a hair earlier
+    s = Score.from_notes(rows)
+    assert music.top_line(s).tolist() == [60, 62, 64, 65, 67]
+
+
+def test_arrangement_melody_over_accompaniment_by_track_name():
+    a = np.asarray([(k, k + 1, p, 80, 0) for k, p in enumerate([72, 74, 76, 77])] +
+                   [(0, 4, 48, 80, 1), (0, 4, 55, 80, 1)], dtype=np.float64)
+    named = Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], tracks=[Track(0, False, "MELODY"), Track(0, False, "PIANO")])
+    assert music.arrangement(named) == {"melody_over_accompaniment": 1.0, "melody_steps": 1.0}
+    low = Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], 1 - a[:, 4], tracks=[Track(0, False, "MELODY"), Track(0, False, "PIANO")])
+    assert music.arrangement(low)["melody_over_accompaniment"] == 0.0  # the "melody" sits under the piano
+    merged = Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], np.zeros(len(a)), tracks=[Track(0)])
+    out = music.arrangement(merged)
+    assert out["melody_over_accompaniment"] == 0.0 and np.isnan(out["melody_steps"])

@@ -1,4 +1,5 @@
-"""Music statistics of one `Score`, as a listener would judge it: tonality, melody, rhythm, form, voices, ending.
+"""Music statistics of one `Score`, as a listener would judge it: tonality, melody, arrangement, rhythm, form,
+voices, ending.
 
 Every function takes a `Score` (times in quarters; drum notes are ignored) and returns plain floats
 (NaN where the statistic does not apply, e.g. intervals of a one-note piece). Definitions follow
@@ -15,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..io.score import Score, bar_lines, key_fit, tracks_by_height
+from ..io.score import ROLES, Score, bar_lines, key_fit, tracks_by_height
 from ..theory import SATB_RANGES, parallels, scale, scale_consistency
 
 NAN = float("nan")
@@ -66,9 +67,11 @@ def shuffle_pitches(score: Score, rng: np.random.Generator) -> Score:
 
 
 def onset_slices(score: Score) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct onset times and an (onsets, notes) bool matrix of the notes sounding at each."""
-    t = np.unique(np.round(score.start * GRID)) / GRID
-    sounding = (score.start[None, :] <= t[:, None] + 1e-6) & (score.end[None, :] > t[:, None] + 1e-6)
+    """Distinct onset times (on the `GRID`) and an (onsets, notes) bool matrix of the notes sounding at each
+    (a performed onset off the grid counts at its grid point)."""
+    start = np.round(score.start * GRID) / GRID
+    t = np.unique(start)
+    sounding = (start[None, :] <= t[:, None] + 1e-6) & (score.end[None, :] > t[:, None] + 1e-6)
     return t, sounding
 
 
@@ -79,7 +82,7 @@ def top_line(score: Score) -> np.ndarray:
     if len(s) == 0:
         return np.zeros(0, np.int64)
     t, sounding = onset_slices(s)
-    on = np.abs(s.start[None, :] - t[:, None]) < 1e-6
+    on = np.abs(np.round(s.start * GRID)[None, :] / GRID - t[:, None]) < 1e-6
     new_top = np.where(on, s.pitch[None, :], -1).max(1)
     held_top = np.where(sounding & ~on, s.pitch[None, :], -1).max(1)
     return new_top[(new_top >= 0) & (new_top >= held_top)]
@@ -386,6 +389,23 @@ def chorale(score: Score, key: tuple[int, bool] | None = None) -> dict[str, floa
             "cadences": float(np.mean(good)) if good else NAN}
 
 
+# ---- arrangement ------------------------------------------------------------------------------
+def arrangement(score: Score) -> dict[str, float]:
+    """Tracks by role (`io.score.track_role`: the track's name, else its program). melody_over_accompaniment: 1
+    where a melody track sounds above (higher mean pitch than) a pitched track of another role, else 0 (a single
+    track, or no melody); melody_steps: the share of steps (1-2 semitones) in the melody tracks' own top line
+    (NaN without a melody track)."""
+    s = pitched(score)
+    if len(s) == 0:
+        return {"melody_over_accompaniment": NAN, "melody_steps": NAN}
+    role = s.role
+    lead = role == ROLES.index("melody")
+    below = [s.pitch[(s.track == k) & ~lead].mean() for k in np.unique(s.track[~lead])]
+    over = bool(lead.any() and below and s.pitch[lead].mean() > min(below))
+    steps = melody(s.select(lead))["steps"] if lead.sum() > 1 else NAN
+    return {"melody_over_accompaniment": float(over), "melody_steps": steps}
+
+
 # ---- endings and everything --------------------------------------------------------------------
 def ending(score: Score) -> dict[str, float]:
     """last_bass_on_tonic: whether the lowest note of the last onset is the tonic of the piece's key."""
@@ -399,5 +419,5 @@ def ending(score: Score) -> dict[str, float]:
 
 def statistics(score: Score, n_voices: int | None = None, by_track: bool | None = None) -> dict[str, float]:
     """Every statistic above of one (already trimmed and cropped) piece, in one flat dict."""
-    return {**tonality(score), **melody(score), **rhythm(score), **form(score), **returns(score),
-            **voices(score, n_voices, by_track)}
+    return {**tonality(score), **melody(score), **arrangement(score), **rhythm(score), **form(score),
+            **returns(score), **voices(score, n_voices, by_track)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 GROUPS = {"tonality": ("in_scale", "key_correlation", "window_key_correlation", "window_key_changes",
                        "pitch_class_entropy"),
           "melody (top line)": ("steps", "skips", "leaps", "repeated", "longest_repeat"),
+          "arrangement (track roles)": ("melody_over_accompaniment", "melody_steps"),
           "rhythm": ("empty_beat_rate", "groove_consistency", "density_first_third", "density_last_third",
                      "longest_silence"),
           "form": ("repeated_bars", "repeated_bars_exact", "longest_repeat_run", "looping", "phrases_return",
