@@ -81,7 +81,8 @@ class RemiGrammar(Grammar):
         s["drum"] = torch.where(prog, val("PROGRAM") == 128, s["drum"])
         s["program"] = torch.where(prog, val("PROGRAM"), s["program"])
         role = is_("ROLE")
-        s["role"] = torch.where(role, val("ROLE"), s["role"])
+        if self.v4:
+            s["role"] = torch.where(role, val("ROLE"), s["role"])
         vel = is_("VELOCITY")
         s["velocity"] = torch.where(vel, val("VELOCITY"), s["velocity"])
         pitch, drum = is_("PITCH"), is_("DRUM")

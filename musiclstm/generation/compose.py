@@ -2,7 +2,8 @@
 
 This is where music meets the sampler: the primer goes through the same reader and tokenizer as
 training, the grammar keeps the output valid, and the ids are decoded back to MIDI.
-May import: errors, theory, io, encodings, models, generation.sample. Not: data, training, evaluation, app.
+May import: errors, theory, io, encodings, models, generation.sample, generation.harmonize. Not: data, training,
+evaluation, app.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
             key: str | None = None, instruments: str | None = None, drums: bool | None = None,
             tempo: float | None = None, max_polyphony: int | None = None, pitch_range=None,
             prime_seconds: float | None = None, prime_bars: float | None = None, prime_notes: str | None = None,
-            max_tokens: int | None = None, return_ids: bool = False, progress: bool = False, cache: bool = False):
+            max_tokens: int | None = None, return_ids: bool = False, progress: bool = False, cache: bool = False,
+            harmonizer: bool | None = None):
     """Compose `num` pieces of about `seconds` [30] (or `bars`, or `tokens`: give one) continuing `prime`.
 
     A piece ends at the first bar line at or after `seconds` (counted at its own tempo), after exactly
@@ -130,6 +132,9 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     bar counting the music written. `cache` mixes the model's continuous cache into sampling (off by
     default: it lowers held-out NLL, but fed its own output it copies the silences and sparse bars it has
     written: the bundled pop model's samples held 17-165 notes in 30 s with it, 103-389 without).
+    `harmonizer` (default: on for a four-part chorale model such as the bundled bach): the model's top voice is
+    kept and the bundled harmonizer writes alto, tenor and bass under it by its voice-leading rules
+    (`generation.harmonize`); the ids returned are then those of the chorale as written.
 
     Returns a `pretty_midi.PrettyMIDI` (a list when `num` > 1); with `return_ids`, also the ids.
     """
@@ -163,13 +168,55 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                    max_tokens=max_tokens, progress=progress, cache=cache)
+    chorale = _chorale_model(learned_programs) if harmonizer is None else bool(harmonizer)
+    if chorale and tok.encoding != "remi":
+        raise ConfigError("--harmonizer takes the top voice of a remi model's pieces; this model is " + tok.encoding)
     seqs, ends, scores = _draw(model, controls, prime_ids, length, seed, num, options)
     primer_notes = len(pscore) if pscore is not None else 0
-    out = [to_pretty_midi(_finish(tok, score, end, tempo, programs, voiced=voiced, key=key, primer_notes=primer_notes))
-           for score, end in zip(scores, ends, strict=True)]
+    finished = [_finish(tok, score, end, tempo, programs, voiced=None if chorale else voiced, key=key,
+                        primer_notes=primer_notes) for score, end in zip(scores, ends, strict=True)]
+    if chorale:
+        finished = [_chorale(score, seed=seed + k, voiced=voiced) for k, score in enumerate(finished)]
+        seqs = [tok.encode(score) for score in finished]
+    out = [to_pretty_midi(score) for score in finished]
     if return_ids:
         return (out if num > 1 else out[0]), seqs
     return out if num > 1 else out[0]
+
+
+def _chorale_model(learned_programs) -> bool:
+    """Whether a model learned four-part chorales, one program per voice (`corpus export bach`)."""
+    return learned_programs is not None and set(_voice_programs().values()) <= set(learned_programs)
+
+
+def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None) -> Score:
+    """A composed piece's top voice as the soprano of a chorale whose alto, tenor and bass the bundled
+    harmonizer writes by its rules: the line on the 16th grid, one note at a time, moved by octaves into the
+    soprano's range; in the piece's written key; voices on the chorale programs (or the instruments asked)."""
+    from .harmonize import harmonize_score, load
+
+    h = load(None)
+    top = score.select(score.track == tracks_by_height(score)[0]) if len(score) else score
+    if len(top) == 0:
+        raise MusiclstmError("the composed piece has no notes to harmonize")
+    steps = 4  # the harmonizer's 16th grid
+    start, end = np.round(top.start * steps) / steps, np.round(top.end * steps) / steps
+    top.start, top.end = start, np.maximum(end, start + 1 / steps)
+    lo, hi = h.ranges[0]
+    shift = 12 * round((lo + hi - top.pitch.min() - top.pitch.max()) / 24)  # centre the line in the range
+    top.pitch = top.pitch + shift
+    top.pitch = np.where(top.pitch < lo, top.pitch + 12 * np.ceil((lo - top.pitch) / 12),
+                         np.where(top.pitch > hi, top.pitch - 12 * np.ceil((top.pitch - hi) / 12), top.pitch))
+    top.key_signatures = score.key_signatures.copy()
+    if len(top.key_signatures):
+        top.key_signatures[:, 1] = (top.key_signatures[:, 1] + shift) % 12
+    out = harmonize_score(top, model=h, seed=seed, top_voice=True)
+    names = list(_voice_programs())
+    programs = [_voice_programs()[v] for v in names]
+    if voiced:
+        programs = [voiced[p] for p in programs]
+    out.tracks = [Track(p, False, f"{v.title()} ({_gm(p)})") for v, p in zip(names, programs, strict=True)]
+    return out
 
 
 def _check_lengths(num: int, seconds, bars, tokens) -> None:

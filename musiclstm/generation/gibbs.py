@@ -20,13 +20,27 @@ if TYPE_CHECKING:
     from ..models.harmonizer import Cells, Harmonizer
 
 def allowed_cells(cells: Cells, ranges, pitch_classes: set[int] | None) -> torch.Tensor:
-    """(4, vocab) bool: the cells each voice may take (its range and, if given, the pitch classes)."""
+    """(4, vocab) bool: the cells each voice may take (its range and, if given, the pitch classes). `gibbs` also
+    takes a (T, 4, vocab) mask: one per step (`cadence_cells` narrows the bass where phrases close)."""
     ok = torch.zeros(4, cells.size, dtype=torch.bool)
     ok[:, cells.rest] = ok[:, cells.hold] = True
     for v, (lo, hi) in enumerate(ranges):
         for p in range(lo, hi + 1):
             ok[v, cells.pitch0 + p] = pitch_classes is None or p % 12 in pitch_classes
     return ok
+
+
+def cadence_cells(allowed: torch.Tensor, cells: Cells, T: int, closes: dict[int, set[int]]) -> torch.Tensor:
+    """(T, 4, vocab): `allowed` at every step, except that at each step in `closes` the bass must strike a
+    pitch of the classes given there (the tonic at the last chord; tonic or dominant where a phrase closes)."""
+    out = allowed[None].repeat(T, 1, 1) if allowed.dim() == 2 else allowed.clone()
+    for t, pcs in closes.items():
+        if 0 <= t < T:
+            keep = torch.zeros(cells.size, dtype=torch.bool)
+            keep[[cells.pitch0 + p for p in range(128) if p % 12 in pcs]] = True
+            if (out[t, 3] & keep).any():  # never a step with nothing left to draw
+                out[t, 3] &= keep
+    return out
 
 
 def sounding(x: np.ndarray, cells: Cells, unknown: int) -> np.ndarray:
@@ -98,7 +112,8 @@ def _draw(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> tor
 
 def _logits(net, cells, x, allowed, beat, rules: bool) -> torch.Tensor:
     """The model's logits for every cell of x, within `allowed`, HOLD only after a sounding cell."""
-    logits = net(x[None], beat)[0].float().masked_fill(~allowed[None], float("-inf"))
+    logits = net(x[None], beat)[0].float().masked_fill(~(allowed if allowed.dim() == 3 else allowed[None]),
+                                                       float("-inf"))
     prev = torch.cat([torch.full((1, 4), cells.rest), x[:-1]])
     logits[..., cells.hold] = logits[..., cells.hold].masked_fill(prev == cells.rest, float("-inf"))
     return _apply_rules(logits, x, cells, net.mask_id) if rules else logits

@@ -33,9 +33,9 @@ from ..errors import ConfigError
 from ..io.score import Score, Track, key_fit, tracks_by_height
 from ..models.harmonizer import KIND, STEPS, VOICES, Cells, Harmonizer
 from ..theory import key_name, parse_key, scale
-from .gibbs import allowed_cells, gibbs
+from .gibbs import allowed_cells, cadence_cells, gibbs
 
-__all__ = ["Loaded", "harmonize", "infill", "load", "melody_key", "parse_bars", "parse_voices"]
+__all__ = ["Loaded", "harmonize", "harmonize_score", "infill", "load", "melody_key", "parse_bars", "parse_voices"]
 
 PROGRAM = 52  # Choir Aahs
 
@@ -132,16 +132,29 @@ def melody_key(score: Score, line: Score) -> tuple[int, bool]:
 
 def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, iterations: int = 64,
               key: str | None = None, transpose: int = 0, top_voice: bool = False, rules: bool = True,
-              info: dict | None = None):
+              cadences=None, info: dict | None = None):
+    """`harmonize_score`, written as a `pretty_midi.PrettyMIDI`."""
+    from ..io.midi import to_pretty_midi
+
+    return to_pretty_midi(harmonize_score(melody, model=model, seed=seed, temperature=temperature,
+                                          iterations=iterations, key=key, transpose=transpose, top_voice=top_voice,
+                                          rules=rules, cadences=cadences, info=info))
+
+
+def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0.8, iterations: int = 64,
+                    key: str | None = None, transpose: int = 0, top_voice: bool = False, rules: bool = True,
+                    cadences=None, info: dict | None = None) -> Score:
     """Harmonize `melody` (a path to MIDI/MusicXML/ABC, MIDI bytes, a PrettyMIDI or a `Score`) in four parts.
 
     The soprano is the melody exactly (transposed by `transpose` semitones); alto, tenor and bass are
     sampled by `gibbs`, each voice in its range (`load`) and in `key` ('G major'; default: the file's
     key signature, else Krumhansl-Schmuckler on the melody) or the pitch classes the melody uses;
-    with `rules`, no parallel fifths or octaves and no crossed voices where the model has another choice.
-    `info`, if a dict, receives what was done (key, melody track, seconds). Returns a PrettyMIDI.
+    with `rules`, no parallel fifths or octaves and no crossed voices where the model has another choice, and
+    cadences: the last chord's bass on the tonic, and at the last melody note of each bar in `cadences` (bar
+    numbers from 1, where phrases close: "4,8,12" or a list) the bass on the tonic or the dominant.
+    `info`, if a dict, receives what was done (key, melody track, seconds). Returns the four-part `Score`.
     """
-    from ..io.midi import read, to_pretty_midi
+    from ..io.midi import read
 
     t0 = time.time()
     score = melody if isinstance(melody, Score) else read(melody)
@@ -179,13 +192,51 @@ def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, it
     free = np.zeros((T, 4), bool)
     free[:, 1:] = True
     gen = torch.Generator().manual_seed(int(seed))
-    out = gibbs(h.net, h.cells, grid, free, allowed_cells(h.cells, h.ranges, pcs), iterations=iterations,
+    allowed = allowed_cells(h.cells, h.ranges, pcs)
+    if rules:
+        closes = _closes(score, line, parse_cadences(cadences), tonic, minor)
+        allowed = cadence_cells(allowed, h.cells, T, closes)
+    out = gibbs(h.net, h.cells, grid, free, allowed, iterations=iterations,
                 temperature=temperature, generator=gen, rules=rules)
     result = _assemble(line, out, h.cells, score)
     if info is not None:
         info.update(key=key_name(tonic, minor), key_given=bool(key), melody=note, seconds=time.time() - t0,
                     steps=T, notes=int(len(result)), warnings=warnings)
-    return to_pretty_midi(result)
+    return result
+
+
+def parse_cadences(cadences) -> list[int]:
+    """--cadences "4,8,12" (or a list of ints): bar numbers from 1, increasing."""
+    if cadences is None or cadences == "":
+        return []
+    items = str(cadences).split(",") if isinstance(cadences, str) else list(cadences)
+    try:
+        bars = [int(str(b).strip()) for b in items]
+    except ValueError:
+        raise ConfigError(f"--cadences {cadences!r}: give bar numbers such as 4,8,12") from None
+    if any(b < 1 for b in bars) or bars != sorted(set(bars)):
+        raise ConfigError(f"--cadences {cadences!r}: bars count from 1, each once, in order")
+    return bars
+
+
+def _closes(score: Score, line: Score, bars: list[int], tonic: int, minor: bool) -> dict[int, set[int]]:
+    """{16th step: the bass's pitch classes}: the last melody note's onset takes the tonic; the last melody
+    note beginning in each cadence bar, the tonic or the dominant."""
+    from ..io.score import bar_lines
+
+    on = np.round(line.start * STEPS).astype(int)
+    closes = {}
+    if bars:
+        lines = bar_lines(score, float(line.end.max()))
+        if bars[-1] > len(lines):
+            raise ConfigError(f"--cadences: bar {bars[-1]} is past the melody's last bar ({len(lines)})")
+        edges = np.r_[lines, np.inf]
+        for b in bars:
+            inside = np.flatnonzero((line.start >= edges[b - 1] - 1e-9) & (line.start < edges[b] - 1e-9))
+            if len(inside):
+                closes[int(on[inside[-1]])] = {tonic % 12, (tonic + 7) % 12}
+    closes[int(on[-1])] = {tonic % 12}
+    return closes
 
 
 def _assemble(soprano: Score, grid: np.ndarray, cells: Cells, like: Score) -> Score:
