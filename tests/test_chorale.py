@@ -324,3 +324,46 @@ def test_cli_options_change_the_notes(tiny, tmp_path):
     r = CliRunner().invoke(cli, chords + ["--top-voice", "--iterations", "2"])
     assert r.exit_code == 0 and "its top voice" in r.output
     assert [n.pitch for n in pretty_midi.PrettyMIDI(str(tmp_path / "c.mid")).instruments[0].notes] == [72, 74]
+
+
+def test_the_last_chord_and_the_cadence_bars_close_on_tonic_or_dominant(tiny, tmp_path):
+    """Without the rule the tiny model's bass lands anywhere in the scale (seeds 0-3: its last note on the tonic 0 times)."""
+    melody = [72, 74, 76, 74, 72, 71, 69, 71, 72, 76, 74, 71, 72, 74, 71, 72]  # four bars of 4/4, C major
+    melody_file(tmp_path / "m.mid", melody)
+    for seed in range(4):
+        pm = musiclstm.harmonize(tmp_path / "m.mid", model=tiny, seed=seed, iterations=6, cadences="2,3")
+        bass = notes_of(pm, "Bass")
+        beat = 60.0 / 100
+        at = {round(s / beat, 3): p for s, _, p in bass}
+        last = max(at)
+        assert at[last] % 12 == 0, (seed, bass)  # the last chord: the tonic
+        for bar in (2, 3):  # the bar's last melody note (beat 4 of the bar) takes tonic or dominant
+            sounding = [p for s, e, p in bass if s / beat <= 4 * bar - 1 + 1e-6 < e / beat]
+            assert sounding and sounding[0] % 12 in (0, 7), (seed, bar, bass)
+
+
+def test_cadences_are_checked_before_work(tiny, tmp_path):
+    melody_file(tmp_path / "m.mid", [72, 74, 76, 74])
+    for bad in ("0", "3,2", "x", "2,2"):
+        with pytest.raises(ConfigError):
+            C.parse_cadences(bad)
+    with pytest.raises(ConfigError, match="past the melody"):
+        musiclstm.harmonize(tmp_path / "m.mid", model=tiny, cadences="9")
+    r = CliRunner().invoke(cli, ["harmonize", str(tmp_path / "m.mid"), "--cadences", "4,x", "-o",
+                                 str(tmp_path / "o.mid")])
+    assert r.exit_code != 0 and "bar numbers" in r.output and not (tmp_path / "o.mid").exists()
+
+
+def test_lower_voices_hold_as_long_as_the_grid_says(tiny):
+    """harmonize decoded the lower voices with the grid's 16-quarter cap: a bass held under a long soprano note
+    was cut at quarter 16 (64 sixteenths)."""
+    h = C.load(tiny)
+    T = 80  # 20 quarters
+    pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
+    pitches[:, 0], onset[0, 0] = 72, True
+    pitches[:, 3], onset[0, 3] = 48, True
+    grid = h.cells.from_pitches(pitches, onset)
+    soprano = Score.from_notes([(0, 20, 72, 80)])
+    out = C._assemble(soprano, grid, h.cells, soprano)
+    bass = out.select(out.track == 3)
+    assert bass.pitch.tolist() == [48] and bass.end.tolist() == [20.0]

@@ -233,8 +233,11 @@ def info(checkpoint, as_json) -> None:
 @click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
               help="Score with the model's continuous cache (its memory of the piece); samples are drawn as "
                    "compose draws them, without it.")
+@click.option("--harmonizer/--no-harmonizer", default=None,
+              help="Samples of a chorale model: soprano by the model, lower voices by the harmonizer, as compose "
+                   "writes them [on for chorale models].")
 def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, compare, order, seed, jobs,
-             threads, as_json, use_cache) -> None:
+             threads, as_json, use_cache, harmonizer) -> None:
     """Held-out NLL against a Kneser-Ney n-gram, the repeat probe, music statistics of samples beside
     held-out and pitch-shuffled pieces, memorisation.
 
@@ -250,7 +253,8 @@ def evaluate(checkpoint, data, train_data, samples, seconds, quarters, pieces, c
     warn = lambda m: click.echo(f"warning: {m}", err=True)
     set_threads(threads)
     kw = dict(train_corpus=list(train_data) or None, samples=samples, sample_seconds=seconds, quarters=quarters,
-              pieces=pieces, order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False), warn=warn)
+              pieces=pieces, order=order, seed=seed, jobs=jobs, progress=not as_json and _quiet(False), warn=warn,
+              harmonizer=harmonizer)
     model = ck.load(checkpoint)
     if not use_cache:
         model.meta.pop("cache", None)

@@ -46,6 +46,10 @@ from .cli import DEFAULT_THREADS, EXISTING, cli, set_threads
 @click.option("--max-polyphony", type=click.IntRange(1), help="Most notes sounding at once.")
 @click.option("--cache/--no-cache", default=False, show_default=True,
               help="Mix the model's continuous cache into sampling (it copies the piece so far, silences too).")
+@click.option("--harmonizer/--no-harmonizer", default=None,
+              help="Chorale models (the bundled bach): the model writes the soprano, the bundled harmonizer the alto, "
+                   "tenor and bass by the voice-leading rules [on for chorale models]; --no-harmonizer: the model's "
+                   "own four voices.")
 @click.option("--wav", is_flag=True, help="Also render audio (FluidSynth + GM soundfont, else a plain synthesizer).")
 @click.option("--png", is_flag=True, help="Also draw a piano roll.")
 @click.option("--musicxml", is_flag=True, help="Also write MusicXML (music21).")
@@ -168,6 +172,9 @@ def _chorale_options(f):
 @click.option("--transpose", type=click.IntRange(-48, 48), default=0, show_default=True,
               help="Semitones to move the melody before harmonizing.")
 @click.option("--top-voice", is_flag=True, help="Harmonize the top voice of a melody with chords.")
+@click.option("--cadences", callback=lambda ctx, param, v: _cadences(v),
+              help="Bars (from 1) where phrases close, e.g. 4,8,12: the bass takes the tonic or the dominant under "
+                   "the bar's last melody note (the last chord's bass is always the tonic).")
 def harmonize(melody, out, force, wav, png, musicxml, seed, threads, **options) -> None:
     """Harmonize a melody in four parts (soprano = the melody, then alto, tenor, bass).
 
@@ -199,6 +206,15 @@ def infill(piece, out, force, wav, png, musicxml, seed, threads, **options) -> N
     parse_bars(options["bars"]), parse_voices(options["voices"])  # bad ranges fail before any work
     _chorale_command("infill", piece, out, force, dict(wav=wav, png=png, musicxml=musicxml), seed, threads, run,
                      options)
+
+
+def _cadences(value):
+    from ..generation.harmonize import parse_cadences
+
+    try:
+        return parse_cadences(value) or None
+    except MusiclstmError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _free_names(first: Path, num: int) -> list[Path]:

@@ -261,7 +261,7 @@ def repeat_histograms(cut: dict[str, list]) -> dict:
 # ---- the whole evaluation ------------------------------------------------------------------
 def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seconds: float = 30.0,
              quarters: float = 60.0, pieces: int = 60, order: int = 5, seed: int = 0, jobs: int | None = None,
-             progress: bool = False, cache_dir=None, warn=None) -> dict:
+             progress: bool = False, cache_dir=None, warn=None, harmonizer: bool | None = None) -> dict:
     """Evaluate a loaded `Model` on `corpus` (folders or files). Returns a JSON-ready dict.
 
     Held out: the validation files of `corpus` (the same content-hash split as training, checked
@@ -270,9 +270,10 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     `train_corpus`) and `train_corpus` is the training side. Each held-out piece is scored from a
     zero LSTM state after BOS [STYLE], as training presents it. `samples` pieces of
     `sample_seconds` are composed (seeded) and compared with up to `pieces` held-out pieces (a
-    seeded draw), both cut to `quarters`. `warn(message)` reports problems [one line on stderr].
+    seeded draw), both cut to `quarters`. `warn(message)` reports problems [one line on stderr]. `harmonizer`
+    is compose's: samples of a chorale model have their lower voices written by the harmonizer [on for those].
     """
-    from ..generation.compose import compose
+    from ..generation.compose import compose, is_chorale_model
 
     warnings: list[str] = []
 
@@ -314,7 +315,9 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     if samples <= 0:
         return result
 
-    _, sample_seqs = compose(model, seconds=sample_seconds, num=samples, seed=seed, return_ids=True)
+    _, sample_seqs = compose(model, seconds=sample_seconds, num=samples, seed=seed, return_ids=True,
+                             harmonizer=harmonizer)
+    result["harmonizer"] = is_chorale_model(model) if harmonizer is None else bool(harmonizer)
     sample_seqs = [np.asarray(s, np.int64) for s in sample_seqs]
     draw = np.random.default_rng(seed).permutation(len(held))[:pieces]
     real_ids = [seqs[i] for i in sorted(draw)]

@@ -83,6 +83,10 @@ def _music_lines(rs: list[dict], names: list[str]) -> list[str]:
     lines = [f"music: {m['pieces']} held-out pieces, {m['samples']} samples, pitch-shuffled pieces; first "
              f"{m['quarters']:g} quarters after leading empty bars; mean±sd, d = Cohen's d against real"]
     head = f"  {'':26s}{'real':>11s}" + "".join(f"{('model ' + n).strip():>12s}{'d':>6s}" for n in names)
+    if any(x.get("harmonizer") for x in rs):
+        lines.append("  samples of " + ", ".join(n or "the model" for x, n in zip(rs, names, strict=False)
+                                                 if x.get("harmonizer")) +
+                     ": soprano by the model, alto, tenor and bass by the harmonizer (compose --harmonizer)")
     lines.append(head + f"{'shuffled':>12s}{'d':>6s}")
     for group, keys in GROUPS.items():
         keys = [k for k in keys if k in m["statistics"] and any(x["statistics"][k]["real"]["n"] or

@@ -168,7 +168,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     length = Length(seconds or 30.0 if bars is None and tokens is None else None, bars, tokens)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                    max_tokens=max_tokens, progress=progress, cache=cache)
-    chorale = _chorale_model(learned_programs) if harmonizer is None else bool(harmonizer)
+    chorale = is_chorale_model(model) if harmonizer is None else bool(harmonizer)
     if chorale and tok.encoding != "remi":
         raise ConfigError("--harmonizer takes the top voice of a remi model's pieces; this model is " + tok.encoding)
     seqs, ends, scores = _draw(model, controls, prime_ids, length, seed, num, options)
@@ -184,9 +184,10 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     return out if num > 1 else out[0]
 
 
-def _chorale_model(learned_programs) -> bool:
+def is_chorale_model(model: Model) -> bool:
     """Whether a model learned four-part chorales, one program per voice (`corpus export bach`)."""
-    return learned_programs is not None and set(_voice_programs().values()) <= set(learned_programs)
+    programs = learned(model)[0]
+    return programs is not None and set(_voice_programs().values()) <= set(programs)
 
 
 def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None) -> Score:

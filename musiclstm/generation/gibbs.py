@@ -30,16 +30,19 @@ def allowed_cells(cells: Cells, ranges, pitch_classes: set[int] | None) -> torch
     return ok
 
 
-def cadence_cells(allowed: torch.Tensor, cells: Cells, T: int, closes: dict[int, set[int]]) -> torch.Tensor:
-    """(T, 4, vocab): `allowed` at every step, except that at each step in `closes` the bass must strike a
-    pitch of the classes given there (the tonic at the last chord; tonic or dominant where a phrase closes)."""
+def cadence_cells(allowed: torch.Tensor, cells: Cells, T: int, closes: list[tuple[int, int, set[int]]]) -> torch.Tensor:
+    """(T, 4, vocab): `allowed` at every step, except where a phrase closes: for each (start, end, pitch classes)
+    the bass strikes one of those classes at step `start` and holds it or strikes another of them until `end`
+    (the tonic under the last chord; tonic or dominant where a phrase closes)."""
     out = allowed[None].repeat(T, 1, 1) if allowed.dim() == 2 else allowed.clone()
-    for t, pcs in closes.items():
-        if 0 <= t < T:
-            keep = torch.zeros(cells.size, dtype=torch.bool)
-            keep[[cells.pitch0 + p for p in range(128) if p % 12 in pcs]] = True
-            if (out[t, 3] & keep).any():  # never a step with nothing left to draw
-                out[t, 3] &= keep
+    for start, end, pcs in closes:
+        keep = torch.zeros(cells.size, dtype=torch.bool)
+        keep[[cells.pitch0 + p for p in range(128) if p % 12 in pcs]] = True
+        if not 0 <= start < T or not (out[start, 3] & keep).any():  # never a step with nothing left to draw
+            continue
+        out[start, 3] &= keep
+        keep[cells.hold] = True
+        out[start + 1:end, 3] &= keep
     return out
 
 

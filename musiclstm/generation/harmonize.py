@@ -219,13 +219,14 @@ def parse_cadences(cadences) -> list[int]:
     return bars
 
 
-def _closes(score: Score, line: Score, bars: list[int], tonic: int, minor: bool) -> dict[int, set[int]]:
-    """{16th step: the bass's pitch classes}: the last melody note's onset takes the tonic; the last melody
-    note beginning in each cadence bar, the tonic or the dominant."""
+def _closes(score: Score, line: Score, bars: list[int], tonic: int, minor: bool) -> list[tuple[int, int, set[int]]]:
+    """(first 16th, end, the bass's pitch classes) under the melody notes where phrases close: the last note takes
+    the tonic; the last note beginning in each cadence bar, the tonic or the dominant."""
     from ..io.score import bar_lines
 
     on = np.round(line.start * STEPS).astype(int)
-    closes = {}
+    off = np.maximum(np.round(line.end * STEPS).astype(int), on + 1)
+    closes = []
     if bars:
         lines = bar_lines(score, float(line.end.max()))
         if bars[-1] > len(lines):
@@ -234,8 +235,8 @@ def _closes(score: Score, line: Score, bars: list[int], tonic: int, minor: bool)
         for b in bars:
             inside = np.flatnonzero((line.start >= edges[b - 1] - 1e-9) & (line.start < edges[b] - 1e-9))
             if len(inside):
-                closes[int(on[inside[-1]])] = {tonic % 12, (tonic + 7) % 12}
-    closes[int(on[-1])] = {tonic % 12}
+                closes.append((int(on[inside[-1]]), int(off[inside[-1]]), {tonic % 12, (tonic + 7) % 12}))
+    closes.append((int(on[-1]), int(off[-1]), {tonic % 12}))
     return closes
 
 
@@ -243,7 +244,7 @@ def _assemble(soprano: Score, grid: np.ndarray, cells: Cells, like: Score) -> Sc
     """The soprano's own notes plus alto, tenor and bass decoded from `grid`, on four choir tracks."""
     from ..encodings.grid import Codec, Config
 
-    lower = Codec(Config(voices=4, hold=True)).decode(grid.reshape(-1), cells.tokenizer.vocab)
+    lower = Codec(Config(voices=4, hold=True, max_hold_steps=10**6)).decode(grid.reshape(-1), cells.tokenizer.vocab)
     lower = lower.select(lower.track > 0)
     start = np.r_[soprano.start, lower.start]
     return Score(start, np.r_[soprano.end, lower.end], np.r_[soprano.pitch, lower.pitch],
