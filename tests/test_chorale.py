@@ -367,3 +367,27 @@ def test_lower_voices_hold_as_long_as_the_grid_says(tiny):
     out = C._assemble(soprano, grid, h.cells, soprano)
     bass = out.select(out.track == 3)
     assert bass.pitch.tolist() == [48] and bass.end.tolist() == [20.0]
+
+
+def test_compose_bach_writes_its_soprano_over_the_harmonizers_lower_voices():
+    """compose --style bach: the bundled bach model's top voice, alto/tenor/bass by the harmonizer's rules; the
+    model's own four voices with harmonizer=False (its samples had 4.18 parallel fifths per 100 beats)."""
+    from musiclstm.evaluation.music import voices
+    from musiclstm.generation.compose import compose, is_chorale_model
+
+    bach = musiclstm.load("bach")
+    assert is_chorale_model(bach) and not is_chorale_model(musiclstm.load("folk"))
+    ruled = compose(bach, seconds=8, seed=2)
+    own = compose(bach, seconds=8, seed=2, harmonizer=False)
+    assert [i.name for i in ruled.instruments] == ["Soprano (Violin)", "Alto (Viola)", "Tenor (Cello)",
+                                                   "Bass (Contrabass)"]
+    top = lambda pm: sorted((round(n.start, 3), n.pitch) for n in max(pm.instruments, key=lambda i: np.mean(  # noqa: E731
+        [n.pitch for n in i.notes])).notes)
+    assert top(ruled) == top(own)  # the soprano is the model's
+    v = voices(musiclstm.read(ruled), by_track=True)
+    assert v["parallel_fifths"] == 0 and v["parallel_octaves"] == 0
+    key = ruled.key_signature_changes[0].key_number % 12
+    bass = ruled.instruments[3].notes
+    assert bass[-1].pitch % 12 == key  # the last chord's bass on the written key's tonic
+    violins = compose(bach, seconds=8, seed=2, instruments="violin")
+    assert [i.program for i in violins.instruments] == [40] * 4
