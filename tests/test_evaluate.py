@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_train_compose import TINY, _tune
 
 from musiclstm import data
@@ -16,7 +18,7 @@ from musiclstm.app.cli import cli
 from musiclstm.encodings.tokenizer import BOS, EOS, Tokenizer
 from musiclstm.evaluation import benchmark as bm
 from musiclstm.evaluation.evaluate import KneserNey, evaluate, repeat_probe
-from musiclstm.evaluation.samples import longest_copy, overlap_area
+from musiclstm.evaluation.samples import longest_copies, longest_copy, overlap_area
 from musiclstm.io.score import Score
 from musiclstm.models import checkpoint as ck
 from musiclstm.training.lm import train
@@ -270,3 +272,18 @@ def test_music_statistics_reads_real_model_and_shuffled_alike():
     assert st["length_vs_asked"]["model"]["mean"] == pytest.approx(1.0)  # 32 quarters at 120 qpm, 16 s asked
     assert st["in_scale"]["d_model"] == 0.0 and st["repeated_bars"]["d_model"] == math.inf  # no spread at all
     assert st["parallel_fifths"]["real"]["n"] == 0  # one voice: no voice statistics
+
+
+@given(st.lists(st.lists(st.integers(0, 3), max_size=30), min_size=1, max_size=6),
+       st.lists(st.lists(st.integers(0, 3), max_size=30), min_size=1, max_size=4))
+@settings(max_examples=60, deadline=None)
+def test_longest_copies_reads_the_training_pieces_once_and_agrees_with_brute_force(training, samples):
+    def brute(s, t):
+        return max((k for k in range(len(s) + 1) for a in range(len(s) - k + 1) for b in range(len(t) - k + 1)
+                    if s[a:a + k] == t[b:b + k]), default=0)
+
+    read = []
+    stream = (read.append(1) or np.array(t, np.int64) for t in training)
+    got = longest_copies([np.array(s, np.int64) for s in samples], stream)
+    assert got == [max(brute(s, t) for t in training) for s in samples]
+    assert len(read) == len(training)

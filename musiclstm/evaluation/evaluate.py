@@ -335,7 +335,7 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
                          "data_mean": {k: float(np.mean([f[k].mean() for f in ref_f])) for k in FEATURES[1:]},
                          "in_key": {"generated": float(np.mean([in_key(x) for x in gen_scores if len(x)])),
                                     "data": float(np.mean([in_key(x) for x in ref_scores if len(x)]))}}
-    training_codes = [_note_codes(tok.decode_score(p.ids)) for p in fit]
+    training_codes = (_note_codes(tok.decode_score(p.ids)) for p in fit)  # decoded one at a time
     sample_codes = [_note_codes(s) for s in gen_scores]
     copies = longest_copies(sample_codes, training_codes)
     notes = [len(c) for c in sample_codes]

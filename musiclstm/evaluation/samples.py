@@ -88,23 +88,34 @@ def _hashes(codes: np.ndarray, k: int) -> np.ndarray:
     return h
 
 
-def longest_copies(samples: list[np.ndarray], training: list[np.ndarray]) -> list[int]:
-    """For each sample, the longest run of consecutive notes found, in order, in one training piece."""
-    memo: dict[int, np.ndarray] = {}
+def longest_copies(samples: list[np.ndarray], training) -> list[int]:
+    """For each sample, the longest run of consecutive notes found, in order, in one training piece. `training`
+    is any iterable of note codes, read once, one piece at a time (a corpus of any size is never held at once):
+    each piece is asked only whether it holds a longer run than the best found so far."""
+    best = [0] * len(samples)
+    memo: list[dict[int, set]] = [{} for _ in samples]  # per sample: k -> its k-gram hashes
 
-    def found(sample: np.ndarray, k: int) -> bool:
-        if k not in memo:
-            memo[k] = np.unique(np.concatenate([_hashes(t, k) for t in training] or [np.zeros(0, np.uint64)]))
-        return bool(np.isin(_hashes(sample, k), memo[k]).any())
+    def grams(i: int, k: int) -> np.ndarray:
+        if k not in memo[i]:
+            memo[i][k] = _hashes(samples[i], k)
+        return memo[i][k]
 
-    out = []
-    for sample in samples:
-        lo, hi = 0, len(sample)  # found(lo) holds; binary search for the largest k
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if found(sample, mid) else (lo, mid - 1)
-        out.append(lo)
-    return out
+    for piece in training:
+        piece_hashes: dict[int, np.ndarray] = {}
+        for i, sample in enumerate(samples):
+            lo, hi = best[i], min(len(sample), len(piece))
+            while lo < hi:  # the largest k this piece shares with the sample, above the best so far
+                mid = (lo + hi + 1) // 2
+                if mid not in piece_hashes:
+                    piece_hashes[mid] = _hashes(piece, mid)
+                if np.isin(grams(i, mid), piece_hashes[mid]).any():
+                    lo = mid
+                else:
+                    hi = mid - 1
+                    if mid == best[i] + 1:
+                        break  # not even one note longer: nothing longer either
+            best[i] = lo
+    return best
 
 
 def longest_copy(sample: np.ndarray, training: list[np.ndarray]) -> int:
