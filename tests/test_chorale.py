@@ -391,3 +391,27 @@ def test_compose_bach_writes_its_soprano_over_the_harmonizers_lower_voices():
     assert bass[-1].pitch % 12 == key  # the last chord's bass on the written key's tonic
     violins = compose(bach, seconds=8, seed=2, instruments="violin")
     assert [i.program for i in violins.instruments] == [40] * 4
+
+
+def test_a_musicxml_melodys_fermatas_close_its_phrases(tiny, tmp_path):
+    """The fermatas MIDI drops are read from MusicXML: the bass under each takes the tonic or the dominant."""
+    import music21
+
+    part = music21.stream.Part()
+    part.append(music21.key.Key("C"))
+    part.append(music21.meter.TimeSignature("4/4"))
+    for k, p in enumerate([72, 74, 76, 74, 72, 71, 69, 71, 72, 76, 74, 71, 72, 74, 71, 72]):
+        n = music21.note.Note(p, quarterLength=1)
+        if k in (3, 7, 11):
+            n.expressions.append(music21.expressions.Fermata())
+        part.append(n)
+    part.write("musicxml", tmp_path / "m.musicxml")
+    info = {}
+    pm = musiclstm.harmonize(tmp_path / "m.musicxml", model=tiny, seed=1, iterations=6, info=info)
+    assert info["fermatas"] == [3.0, 7.0, 11.0]
+    beat = 60.0 / pm.get_tempo_changes()[1][0]
+    bass = notes_of(pm, "Bass")
+    for q in (3, 7, 11, 15):
+        under = [p for s, e, p in bass if s / beat <= q + 1e-6 < e / beat]
+        assert under and under[0] % 12 in ((0,) if q == 15 else (0, 7)), (q, bass)
+    assert musiclstm.io.midi.fermatas(tmp_path / "m.mid") == []  # MIDI has none

@@ -151,10 +151,11 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
     key signature, else Krumhansl-Schmuckler on the melody) or the pitch classes the melody uses;
     with `rules`, no parallel fifths or octaves and no crossed voices where the model has another choice, and
     cadences: the last chord's bass on the tonic, and at the last melody note of each bar in `cadences` (bar
-    numbers from 1, where phrases close: "4,8,12" or a list) the bass on the tonic or the dominant.
+    numbers from 1, where phrases close: "4,8,12" or a list; by default a MusicXML melody's fermatas) the bass on
+    the tonic or the dominant.
     `info`, if a dict, receives what was done (key, melody track, seconds). Returns the four-part `Score`.
     """
-    from ..io.midi import read
+    from ..io.midi import fermatas, read
 
     t0 = time.time()
     score = melody if isinstance(melody, Score) else read(melody)
@@ -193,14 +194,16 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
     free[:, 1:] = True
     gen = torch.Generator().manual_seed(int(seed))
     allowed = allowed_cells(h.cells, h.ranges, pcs)
+    marks = fermatas(melody) if cadences is None else []  # a MusicXML melody's fermatas close its phrases
     if rules:
-        closes = _closes(score, line, parse_cadences(cadences), tonic, minor)
+        closes = _closes(score, line, parse_cadences(cadences), marks, tonic, minor)
         allowed = cadence_cells(allowed, h.cells, T, closes)
     out = gibbs(h.net, h.cells, grid, free, allowed, iterations=iterations,
                 temperature=temperature, generator=gen, rules=rules)
     result = _assemble(line, out, h.cells, score)
     if info is not None:
         info.update(key=key_name(tonic, minor), key_given=bool(key), melody=note, seconds=time.time() - t0,
+                    cadences=parse_cadences(cadences), fermatas=marks,
                     steps=T, notes=int(len(result)), warnings=warnings)
     return result
 
@@ -219,9 +222,11 @@ def parse_cadences(cadences) -> list[int]:
     return bars
 
 
-def _closes(score: Score, line: Score, bars: list[int], tonic: int, minor: bool) -> list[tuple[int, int, set[int]]]:
+def _closes(score: Score, line: Score, bars: list[int], marks: list[float], tonic: int,
+            minor: bool) -> list[tuple[int, int, set[int]]]:
     """(first 16th, end, the bass's pitch classes) under the melody notes where phrases close: the last note takes
-    the tonic; the last note beginning in each cadence bar, the tonic or the dominant."""
+    the tonic; the last note beginning in each cadence bar, and each note under a fermata (`marks`, quarters),
+    the tonic or the dominant."""
     from ..io.score import bar_lines
 
     on = np.round(line.start * STEPS).astype(int)
@@ -236,6 +241,10 @@ def _closes(score: Score, line: Score, bars: list[int], tonic: int, minor: bool)
             inside = np.flatnonzero((line.start >= edges[b - 1] - 1e-9) & (line.start < edges[b] - 1e-9))
             if len(inside):
                 closes.append((int(on[inside[-1]]), int(off[inside[-1]]), {tonic % 12, (tonic + 7) % 12}))
+    for q in marks:
+        under = np.flatnonzero((line.start <= q + 1e-6) & (line.end > q + 1e-6))
+        if len(under):
+            closes.append((int(on[under[-1]]), int(off[under[-1]]), {tonic % 12, (tonic + 7) % 12}))
     closes.append((int(on[-1]), int(off[-1]), {tonic % 12}))
     return closes
 

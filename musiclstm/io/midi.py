@@ -98,6 +98,22 @@ def _notation_to_midi(path: Path, label: str, tune: int | None = None) -> bytes:
         raise MidiReadError(label, " ".join(f"music21: {type(e).__name__}: {e}".split())[:300]) from e
 
 
+def fermatas(source) -> list[float]:
+    """Where a MusicXML / ABC / Humdrum file's notes carry a fermata (quarters from the start, as `read` places
+    them): the phrase ends a chorale melody marks. [] for MIDI and anything else (MIDI has no fermatas)."""
+    if not isinstance(source, str | Path) or Path(source).suffix.lower() not in NOTATION_SUFFIXES:
+        return []
+    import music21
+
+    path = Path(source)
+    try:
+        parsed = music21.converter.parse(str(path), forceSource=True, storePickle=False)
+    except Exception as e:  # as in `read`: music21 raises many unrelated types
+        raise MidiReadError(path.name, " ".join(f"music21: {type(e).__name__}: {e}".split())[:300]) from e
+    return sorted({float(n.getOffsetInHierarchy(parsed)) for n in parsed.recurse().notes
+                   if any(isinstance(x, music21.expressions.Fermata) for x in n.expressions)})
+
+
 def clean_music21(score) -> None:
     """Work around two music21 MIDI-writer flaws, in place. Zero-length notes (grace notes, chord
     symbols) are dropped: written note-off before note-on, they hang until the next note of that pitch.
