@@ -279,7 +279,8 @@ class _Run:
         row = {"step": step, "epoch": round(step / self.per_epoch, 3), "train_nll": round(train_loss, 5),
                "val_nll": round(val, 5), "val_bits": round(val / math.log(2), 5),
                "lr": self.opt.param_groups[0]["lr"],  # the rate the last step applied (with the clock's share)
-               "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1)}
+               "tokens_per_s": round(tok_s, 1), "time": round(time.time(), 1),
+               "elapsed_s": round(float(st.get("elapsed", 0.0)), 1)}  # seconds of training so far, across resumes
         st["history"].append(row)
         if math.isnan(val) and valid_seqs:  # a validation set that scores NaN: the run has diverged
             raise MusiclstmError(f"training diverged at step {step}: validation NLL is NaN "
