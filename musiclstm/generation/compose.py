@@ -176,7 +176,7 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     finished = [_finish(tok, score, end, tempo, programs, voiced=None if chorale else voiced, key=key,
                         primer_notes=primer_notes) for score, end in zip(scores, ends, strict=True)]
     if chorale:
-        finished = [_chorale(score, seed=seed + k, voiced=voiced) for k, score in enumerate(finished)]
+        finished = [_chorale(score, seed=seed + k, voiced=voiced, key=key) for k, score in enumerate(finished)]
         seqs = [tok.encode(score) for score in finished]
     out = [to_pretty_midi(score) for score in finished]
     if return_ids:
@@ -190,7 +190,7 @@ def is_chorale_model(model: Model) -> bool:
     return programs is not None and set(_voice_programs().values()) <= set(programs)
 
 
-def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None) -> Score:
+def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None, key: str | None = None) -> Score:
     """A composed piece's top voice as the soprano of a chorale whose alto, tenor and bass the bundled
     harmonizer writes by its rules: the line on the 16th grid, one note at a time, moved by octaves into the
     soprano's range; in the piece's written key; voices on the chorale programs (or the instruments asked)."""
@@ -217,6 +217,7 @@ def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None) -> Score
     if voiced:
         programs = [voiced[p] for p in programs]
     out.tracks = [Track(p, False, f"{v.title()} ({_gm(p)})") for v, p in zip(names, programs, strict=True)]
+    out.key_signatures = written_key(out, key, 0)  # the signature follows the four parts as harmonized
     return out
 
 

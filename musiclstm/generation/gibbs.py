@@ -30,19 +30,23 @@ def allowed_cells(cells: Cells, ranges, pitch_classes: set[int] | None) -> torch
     return ok
 
 
-def cadence_cells(allowed: torch.Tensor, cells: Cells, T: int, closes: list[tuple[int, int, set[int]]]) -> torch.Tensor:
-    """(T, 4, vocab): `allowed` at every step, except where a phrase closes: for each (start, end, pitch classes)
-    the bass strikes one of those classes at step `start` and holds it or strikes another of them until `end`
-    (the tonic under the last chord; tonic or dominant where a phrase closes)."""
+def cadence_cells(allowed: torch.Tensor, cells: Cells, T: int, closes: list[tuple]) -> torch.Tensor:
+    """(T, 4, vocab): `allowed` at every step, except where a phrase closes. Each close is (start, end, {voice:
+    pitch classes}, restrike): from step `start` each voice named strikes one of its classes and holds it (or,
+    with `restrike`, strikes another of them) until `end`. Under the last chord: the tonic triad over the tonic,
+    held; where a phrase closes, the bass on the tonic or the dominant."""
     out = allowed[None].repeat(T, 1, 1) if allowed.dim() == 2 else allowed.clone()
-    for start, end, pcs in closes:
-        keep = torch.zeros(cells.size, dtype=torch.bool)
-        keep[[cells.pitch0 + p for p in range(128) if p % 12 in pcs]] = True
-        if not 0 <= start < T or not (out[start, 3] & keep).any():  # never a step with nothing left to draw
-            continue
-        out[start, 3] &= keep
-        keep[cells.hold] = True
-        out[start + 1:end, 3] &= keep
+    for start, end, voices, restrike in closes:
+        for v, pcs in voices.items():
+            keep = torch.zeros(cells.size, dtype=torch.bool)
+            keep[[cells.pitch0 + p for p in range(128) if p % 12 in pcs]] = True
+            if not 0 <= start < T or not (out[start, v] & keep).any():  # never a step with nothing left to draw
+                continue
+            out[start, v] &= keep
+            if not restrike:
+                keep[:] = False
+            keep[cells.hold] = True
+            out[start + 1:end, v] &= keep
     return out
 
 

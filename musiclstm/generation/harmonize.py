@@ -222,11 +222,10 @@ def parse_cadences(cadences) -> list[int]:
     return bars
 
 
-def _closes(score: Score, line: Score, bars: list[int], marks: list[float], tonic: int,
-            minor: bool) -> list[tuple[int, int, set[int]]]:
-    """(first 16th, end, the bass's pitch classes) under the melody notes where phrases close: the last note takes
-    the tonic; the last note beginning in each cadence bar, and each note under a fermata (`marks`, quarters),
-    the tonic or the dominant."""
+def _closes(score: Score, line: Score, bars: list[int], marks: list[float], tonic: int, minor: bool) -> list[tuple]:
+    """`gibbs.cadence_cells`' closes under the melody notes where phrases close: under the last note, the tonic
+    triad over the tonic, struck with it and held; under the last note beginning in each cadence bar, and each
+    note under a fermata (`marks`, quarters), the bass on the tonic or the dominant."""
     from ..io.score import bar_lines
 
     on = np.round(line.start * STEPS).astype(int)
@@ -240,12 +239,13 @@ def _closes(score: Score, line: Score, bars: list[int], marks: list[float], toni
         for b in bars:
             inside = np.flatnonzero((line.start >= edges[b - 1] - 1e-9) & (line.start < edges[b] - 1e-9))
             if len(inside):
-                closes.append((int(on[inside[-1]]), int(off[inside[-1]]), {tonic % 12, (tonic + 7) % 12}))
+                closes.append((int(on[inside[-1]]), int(off[inside[-1]]), {3: {tonic % 12, (tonic + 7) % 12}}, True))
     for q in marks:
         under = np.flatnonzero((line.start <= q + 1e-6) & (line.end > q + 1e-6))
         if len(under):
-            closes.append((int(on[under[-1]]), int(off[under[-1]]), {tonic % 12, (tonic + 7) % 12}))
-    closes.append((int(on[-1]), int(off[-1]), {tonic % 12}))
+            closes.append((int(on[under[-1]]), int(off[under[-1]]), {3: {tonic % 12, (tonic + 7) % 12}}, True))
+    triad = {tonic % 12, (tonic + 3 + (not minor)) % 12, (tonic + 7) % 12}
+    closes.append((int(on[-1]), int(off[-1]), {1: triad, 2: triad, 3: {tonic % 12}}, False))
     return closes
 
 
