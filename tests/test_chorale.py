@@ -327,7 +327,8 @@ def test_cli_options_change_the_notes(tiny, tmp_path):
 
 
 def test_the_last_chord_and_the_cadence_bars_close_on_tonic_or_dominant(tiny, tmp_path):
-    """Without the rule the tiny model's bass lands anywhere in the scale (seeds 0-3: its last note on the tonic 0 times)."""
+    """Without the rule the tiny model's bass lands anywhere in the scale (seeds 0-3: its last note on the tonic
+    0 times)."""
     melody = [72, 74, 76, 74, 72, 71, 69, 71, 72, 76, 74, 71, 72, 74, 71, 72]  # four bars of 4/4, C major
     melody_file(tmp_path / "m.mid", melody)
     for seed in range(4):

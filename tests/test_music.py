@@ -194,9 +194,10 @@ def test_top_line_of_performed_onsets_off_the_grid():
 def test_arrangement_melody_over_accompaniment_by_track_name():
     a = np.asarray([(k, k + 1, p, 80, 0) for k, p in enumerate([72, 74, 76, 77])] +
                    [(0, 4, 48, 80, 1), (0, 4, 55, 80, 1)], dtype=np.float64)
-    named = Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], tracks=[Track(0, False, "MELODY"), Track(0, False, "PIANO")])
+    parts = [Track(0, False, "MELODY"), Track(0, False, "PIANO")]
+    named = Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], tracks=parts)
     assert music.arrangement(named) == {"melody_over_accompaniment": 1.0, "melody_steps": 1.0}
-    low = Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], 1 - a[:, 4], tracks=[Track(0, False, "MELODY"), Track(0, False, "PIANO")])
+    low = Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], 1 - a[:, 4], tracks=parts)
     assert music.arrangement(low)["melody_over_accompaniment"] == 0.0  # the "melody" sits under the piano
     merged = Score(a[:, 0], a[:, 1], a[:, 2], a[:, 3], np.zeros(len(a)), tracks=[Track(0)])
     out = music.arrangement(merged)

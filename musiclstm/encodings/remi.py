@@ -60,7 +60,8 @@ class Config:
     velocity_bins: int | None = None  #: number of VELOCITY tokens; None: 8 from version 4 (steps of 16), else 32
     min_qpm: int = 30  #: the slowest TEMPO token
     max_qpm: int = 300  #: the fastest TEMPO token (TEMPO tokens step by 1 qpm)
-    version: int = 4  #: 4: + ROLE tokens, where tracks of different roles share a program; 3: + REPEAT_d; 2: KEY tokens, PROGRAM/VELOCITY only on change,
+    version: int = 4  #: 4: + ROLE tokens, where tracks of different roles share a program; 3: + REPEAT_d;
+    #: 2: KEY tokens, PROGRAM/VELOCITY only on change,
     #: one-beat meters read as 4/4; 1: the first
     repeat_distances: tuple[int, ...] = REPEAT_DISTANCES  #: version 3: the bar distances a REPEAT token may name
     bar_cycle: int = 1  #: version 3: BAR tokens carry the bar's index modulo this (1: one plain BAR; 16 measured worse)

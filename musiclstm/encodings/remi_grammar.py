@@ -226,7 +226,8 @@ class RemiGrammar(Grammar):
                 n_roles = self._rng["ROLE"][1] - self._rng["ROLE"][0]
                 a[:, self.r("ROLE")] = at_onset[:, None] & (torch.arange(n_roles)[None] != s["role"][:, None])
             named_role = ph == 11
-            new_prog = (at_onset | named_role)[:, None] & progs[None] & (torch.arange(129)[None] != s["program"][:, None])
+            new_prog = (at_onset | named_role)[:, None] & progs[None] & \
+                (torch.arange(129)[None] != s["program"][:, None])
             new_prog &= torch.where(torch.arange(129)[None] == 128, drum_ok.any(1, keepdim=True),
                                     pitch_ok.any(1, keepdim=True))
             a[:, self.r("PROGRAM")] = new_prog
