@@ -176,7 +176,8 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     finished = [_finish(tok, score, end, tempo, programs, voiced=None if chorale else voiced, key=key,
                         primer_notes=primer_notes) for score, end in zip(scores, ends, strict=True)]
     if chorale:
-        finished = [_chorale(score, seed=seed + k, voiced=voiced, key=key) for k, score in enumerate(finished)]
+        finished = [_chorale(score, seed=seed + k, voiced=voiced, key=key, primer_notes=primer_notes)
+                    for k, score in enumerate(finished)]
         seqs = [tok.encode(score) for score in finished]
     out = [to_pretty_midi(score) for score in finished]
     if return_ids:
@@ -190,34 +191,52 @@ def is_chorale_model(model: Model) -> bool:
     return programs is not None and set(_voice_programs().values()) <= set(programs)
 
 
-def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None, key: str | None = None) -> Score:
+def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None, key: str | None = None,
+             primer_notes: int = 0) -> Score:
     """A composed piece's top voice as the soprano of a chorale whose alto, tenor and bass the bundled
     harmonizer writes by its rules: the line on the 16th grid, one note at a time, moved by octaves into the
-    soprano's range; in the piece's written key; voices on the chorale programs (or the instruments asked)."""
+    soprano's range; in the piece's written key; voices on the chorale programs (or the instruments asked).
+    A primer's notes (the first `primer_notes`) are kept as they are, its tracks as voices from the top; the
+    new music is harmonized from the bar line where it begins."""
+    from ..io.score import bar_lines
     from .harmonize import harmonize_score, load
 
     h = load(None)
-    top = score.select(score.track == tracks_by_height(score)[0]) if len(score) else score
-    if len(top) == 0:
-        raise MusiclstmError("the composed piece has no notes to harmonize")
+    new = np.arange(len(score)) >= primer_notes
+    if not new.any():
+        raise MusiclstmError("the composed piece has no new notes to harmonize")
+    first = float(score.start[new].min())
+    lines = bar_lines(score)
+    origin = float(lines[lines <= first + 1e-9].max()) if primer_notes else 0.0
+    part = score.select(new)
+    top = part.select(part.track == tracks_by_height(part)[0])
     steps = 4  # the harmonizer's 16th grid
-    start, end = np.round(top.start * steps) / steps, np.round(top.end * steps) / steps
+    start, end = np.round((top.start - origin) * steps) / steps, np.round((top.end - origin) * steps) / steps
     top.start, top.end = start, np.maximum(end, start + 1 / steps)
+    top.time_signatures = top.time_signatures.copy()
+    top.time_signatures[:, 0] = np.maximum(top.time_signatures[:, 0] - origin, 0)
     lo, hi = h.ranges[0]
     shift = 12 * round((lo + hi - top.pitch.min() - top.pitch.max()) / 24)  # centre the line in the range
     top.pitch = top.pitch + shift
     top.pitch = np.where(top.pitch < lo, top.pitch + 12 * np.ceil((lo - top.pitch) / 12),
                          np.where(top.pitch > hi, top.pitch - 12 * np.ceil((top.pitch - hi) / 12), top.pitch))
-    top.key_signatures = score.key_signatures.copy()
-    if len(top.key_signatures):
-        top.key_signatures[:, 1] = (top.key_signatures[:, 1] + shift) % 12
     out = harmonize_score(top, model=h, seed=seed, top_voice=True)
+    out = out.select(out.start >= first - origin - 1e-9)  # nothing under the primer
+    out.start, out.end = out.start + origin, out.end + origin
+    if primer_notes:  # the primer's own notes, each track a voice from the top
+        old = score.select(~new)
+        rank = {int(t): min(k, 3) for k, t in enumerate(tracks_by_height(old))}
+        out = Score(np.r_[old.start, out.start], np.r_[old.end, out.end], np.r_[old.pitch, out.pitch],
+                    np.r_[old.velocity, out.velocity], np.r_[[rank[int(t)] for t in old.track], out.track],
+                    tracks=out.tracks, tempos=score.tempos, time_signatures=score.time_signatures)
+    else:
+        out.tempos, out.time_signatures = score.tempos, score.time_signatures
     names = list(_voice_programs())
     programs = [_voice_programs()[v] for v in names]
     if voiced:
         programs = [voiced[p] for p in programs]
     out.tracks = [Track(p, False, f"{v.title()} ({_gm(p)})") for v, p in zip(names, programs, strict=True)]
-    out.key_signatures = written_key(out, key, 0)  # the signature follows the four parts as harmonized
+    out.key_signatures = written_key(out, key, primer_notes)  # the signature follows the parts as harmonized
     return out
 
 
