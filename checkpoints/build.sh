@@ -6,7 +6,9 @@
 # folk and bach train for a fixed wall-clock budget (--max-time, with the learning-rate decay following the
 # clock: --anneal-by-time), one thread each, the two side by side on this 2-core CPU, so a rebuild on a
 # faster machine sees more epochs (runs land in runs/bundled/NAME; metrics.jsonl records every epoch).
-# folk and bach: remi v3 (a repeated bar is one REPEAT_d token; key tokens, PROGRAM/VELOCITY only on change; pop is still v2), each piece from a fresh state (--windows pieces),
+# remi v4 for new runs (the shipped folk.pt is v3: a repeated bar is one REPEAT_d token; key tokens, PROGRAM/VELOCITY only on change); pop: remi v4 (v3 plus
+# ROLE tokens where tracks share a program, 8 velocity levels); the bundled bach is still the remi v2 model (a remi 3
+# retrain, 26 epochs on a shared core, scored worse: README "Chorales by the rules"); each piece from a fresh state (--windows pieces),
 # 512-token windows so a repeat eight bars back is inside the window the gradient sees.
 # bach transposes each chorale by up to 3 semitones (its KEY token moves with it); folk has data enough.
 # POP909 is not bundled with music21: clone https://github.com/music-x-lab/POP909-Dataset and set
@@ -29,18 +31,19 @@ for name in "${@:-bach folk pop jsb harmonizer}"; do
         musiclstm train corpora/bach --out "$RUNS/bach" --embed 256 --hidden 512 --layers 2 --dropout 0.3 \
           --seq-len 512 --batch-size 16 --lr 2e-3 --epochs 40 --patience 8 --augment 3 \
           --max-time 5400 --anneal-by-time --seed 0 --threads 1 --force -q
-        slim "$RUNS/bach" checkpoints/bach.pt "Bach four-part chorales (music21 corpus; S A T B as four programs), remi v3 (repeats as tokens), LSTM 2x512" ;;
+        slim "$RUNS/bach" checkpoints/bach.pt "Bach four-part chorales (music21 corpus; S A T B as four programs), remi v4 (repeats as tokens), LSTM 2x512" ;;
       folk)
         [ -d corpora/folk ] || musiclstm corpus export folk corpora/folk
         musiclstm train corpora/folk --out "$RUNS/folk" --embed 256 --hidden 512 --layers 2 --dropout 0.2 \
           --seq-len 512 --batch-size 16 --lr 2e-3 --epochs 20 --patience 8 \
           --max-time 5400 --anneal-by-time --seed 0 --threads 1 --force -q
-        slim "$RUNS/folk" checkpoints/folk.pt "Irish/American fiddle tunes (music21 corpus: O'Neill, Ryan), remi v3 (repeats as tokens), LSTM 2x512" ;;
+        slim "$RUNS/folk" checkpoints/folk.pt "Irish/American fiddle tunes (music21 corpus: O'Neill, Ryan), remi v4 (repeats as tokens), LSTM 2x512" ;;
       pop)
-        musiclstm train "$POP909" --out "$RUNS/pop" --embed 256 --hidden 256 --layers 2 --dropout 0.1 \
-          --seq-len 512 --batch-size 16 --lr 2e-3 --epochs 10 --patience 8 \
-          --max-time 1980 --anneal-by-time --seed 0 --threads 1 --force -q
-        slim "$RUNS/pop" checkpoints/pop.pt "POP909 pop songs (melody, bridge, piano; 1/4 meters read as 4/4), remi v2, LSTM 2x256" ;;
+        # remi v4: MELODY, BRIDGE and PIANO (all program 0) kept apart by ROLE tokens; 8 velocity levels
+        musiclstm train "$POP909" --out "$RUNS/pop" --embed 256 --hidden 512 --layers 2 --dropout 0.1 \
+          --seq-len 512 --batch-size 16 --lr 2e-3 --epochs 10 --patience 8 --eval-every 100 --val-tokens 100000 \
+          --max-time 6000 --anneal-by-time --seed 0 --threads 1 --force -q
+        slim "$RUNS/pop" checkpoints/pop.pt "POP909 pop songs (melody, counter-melody, accompaniment tracks by role; 1/4 meters read as 4/4), remi v4, LSTM 2x512" ;;
       jsb)
         musiclstm benchmark jsb "$JSB" --out "$RUNS/jsb" --force
         cp "$RUNS"/jsb/jsb16.pt "$RUNS"/jsb/jsb_quarter.pt checkpoints/ ;;
