@@ -390,3 +390,17 @@ def test_one_piece_of_several_short_of_the_length_is_an_error_not_a_silent_cut()
         compose(folk, seconds=6, num=4, seed=1, max_tokens=40)
     pieces = compose(folk, seconds=6, num=4, seed=1, max_tokens=200)
     assert len(pieces) == 4 and all(p.get_end_time() >= 5 for p in pieces)  # ended within the last bar at most
+
+
+def test_the_last_bar_is_measured_from_where_the_piece_is():
+    """compose lets the model end a piece in its last bar. That bar was taken as a whole bar at the tempo now, so
+    a tempo of 33 set at beat 3.5 of bar 1 (a whole 4/4 bar at 33 qpm: 7.3 s) let a tiny model end a 4 s piece
+    at 2.66 s. The time left in the bar is counted from the latest position."""
+    tok = ml.Tokenizer("remi")
+    names = ["BAR", "TIMESIG_4/4", "KEY_C", "POSITION_0", "TEMPO_120", "POSITION_42", "TEMPO_33"]
+    ids = [1] + [next(i for i in range(tok.vocab_size) if tok.names([i]) == [n]) for n in names]
+    g = grammar_for(tok, Controls())
+    g(torch.tensor([ids]), torch.zeros(1, tok.vocab_size))
+    assert float(g.seconds()[0]) == pytest.approx(42 / 12 * 0.5)  # 3.5 quarters at 120 qpm
+    assert float(g.bar_seconds_left()[0]) == pytest.approx(6 / 12 * 60 / 33)  # half a quarter to go, at 33 qpm
+    assert float(g.bar_seconds()[0]) == pytest.approx(4 * 60 / 33)  # the whole bar, as before

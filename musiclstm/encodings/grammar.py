@@ -110,6 +110,10 @@ class Grammar:
         """(B,) the length of the current bar in seconds (a piece may end within one of them)."""
         return torch.full((1,), 2.0)
 
+    def bar_seconds_left(self) -> torch.Tensor:
+        """(B,) seconds from now to the end of the current bar (encodings without bar lines: a bar's length)."""
+        return self.bar_seconds()
+
     def at_bar_line(self) -> torch.Tensor:
         """(B,) whether the latest token starts a new bar: where a piece may be cut cleanly."""
         return torch.ones(1, dtype=torch.bool)

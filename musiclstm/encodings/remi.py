@@ -341,8 +341,8 @@ class Codec:
                     bar_notes[-1].append((pos, int(self.durations[v]), pitch[0], velocity, pitch[1], role))
                 pitch = None
         a = np.array(notes, dtype=np.float64).reshape(-1, 6)
-        # one track per (role, program), named by its role where ROLE tokens gave one, melody first
-        pairs = sorted(set(map(tuple, a[:, [5, 4]].astype(int).tolist())), key=lambda rp: (rp[0] < 0, rp))
+        # one track per (role, program), named by its role where ROLE tokens gave one; unnamed first, then by role
+        pairs = sorted(set(map(tuple, a[:, [5, 4]].astype(int).tolist())))
         tracks = [Track(0 if p == DRUMS else p, p == DRUMS, ROLES[r].capitalize() if r > 0 else "") for r, p in pairs]
         track = np.array([pairs.index(rp) for rp in map(tuple, a[:, [5, 4]].astype(int).tolist())], np.int64)
         return Score(a[:, 0] / q, a[:, 1] / q, a[:, 2], a[:, 3], track, tracks=tracks,

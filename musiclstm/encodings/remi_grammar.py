@@ -157,6 +157,11 @@ class RemiGrammar(Grammar):
     def bar_seconds(self):
         return self.state["bar_len"].double() / self.tok.config.ticks_per_quarter * 60.0 / self.state["qpm"]
 
+    def bar_seconds_left(self):
+        s = self.state  # from the latest position (or bar line) to the bar's end, at the tempo now
+        left = (s["bar_start"] + s["bar_len"] - s["now"]).clamp(min=0)
+        return left.double() / self.tok.config.ticks_per_quarter * 60.0 / s["qpm"]
+
     def at_bar_line(self):
         return self.state["phase"] == 1
 

@@ -362,8 +362,9 @@ class _Clock:
         grammar, tok, bars = self.grammar, self.tok, self.length.bars
         allowed = grammar(ids, logits)
         if self.length.tokens is None:
-            # the model's own ending is welcome in the last bar, never earlier
-            near = self.left() <= (0 if bars is not None else grammar.bar_seconds())
+            # the model's own ending is welcome in the last bar (the one whose bar line reaches the length), never
+            # earlier: measured from where the piece is now (a whole bar at a tempo set mid-bar ended pieces short)
+            near = self.left() <= (0 if bars is not None else grammar.bar_seconds_left())
             allowed[:, EOS] &= near.to(allowed.device)
             _cadence(tok, self.controls, grammar, ids, allowed, near, self.triads)
             if bars is not None:  # the last bar holds music: no end and no closing bar line before its first note
