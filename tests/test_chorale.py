@@ -419,3 +419,15 @@ def test_a_musicxml_melodys_fermatas_close_its_phrases(tiny, tmp_path):
         under = [p for s, e, p in bass if s / beat <= q + 1e-6 < e / beat]
         assert under and under[0] % 12 in ((0,) if q == 15 else (0, 7)), (q, bass)
     assert musiclstm.io.midi.fermatas(tmp_path / "m.mid") == []  # MIDI has none
+
+
+def test_an_interrupted_harmonizer_run_is_not_offered_resume(tmp_path, monkeypatch):
+    """`--resume` is refused for the harmonizer; the Ctrl-C message offered it anyway."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(chorale_train, "train", interrupted)
+    four_part(tmp_path / "c.mid")
+    r = CliRunner().invoke(cli, ["train", str(tmp_path / "c.mid"), "--model", "harmonizer", "--out",
+                                 str(tmp_path / "run")])
+    assert r.exit_code == 130 and "cannot be resumed" in r.output and "--resume" not in r.output

@@ -170,7 +170,9 @@ def train(corpus, out, preset, config_file, resume, force, quiet, threads, kind,
             run(paths, out, force=force, progress=_quiet(quiet), config_file=config_file, preset=preset,
                 cache_dir=cache_dir, **options)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: saved {out / 'last.pt'}; continue with --resume", err=True)
+        then = "continue with --resume" if kind == "lm" else \
+            "a harmonizer run cannot be resumed; best.pt holds its best weights so far"
+        click.echo(f"interrupted: saved {out / 'last.pt'}; {then}", err=True)
         sys.exit(130)
     click.echo(f"best checkpoint: {best}")
 
