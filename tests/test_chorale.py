@@ -431,3 +431,24 @@ def test_an_interrupted_harmonizer_run_is_not_offered_resume(tmp_path, monkeypat
     r = CliRunner().invoke(cli, ["train", str(tmp_path / "c.mid"), "--model", "harmonizer", "--out",
                                  str(tmp_path / "run")])
     assert r.exit_code == 130 and "cannot be resumed" in r.output and "--resume" not in r.output
+
+
+def test_cli_compose_harmonizer_option_changes_the_lower_voices(tmp_path):
+    """compose --style bach harmonizes the model's soprano by default; --no-harmonizer writes the model's own
+    voices: same soprano, other lower voices, and only the harmonized one free of parallel fifths and octaves."""
+    from musiclstm.evaluation.music import voices
+
+    r = CliRunner()
+    out = {}
+    for flag in ("--harmonizer", "--no-harmonizer"):
+        path = tmp_path / f"{flag.strip('-')}.mid"
+        res = r.invoke(cli, ["compose", "--style", "bach", "--seconds", "8", "--seed", "2", flag, "-o", str(path)])
+        assert res.exit_code == 0, res.output
+        out[flag] = pretty_midi.PrettyMIDI(str(path))
+    ruled, own = out["--harmonizer"], out["--no-harmonizer"]
+    soprano = lambda pm: sorted((round(n.start, 3), n.pitch) for n in pm.instruments[0].notes)  # noqa: E731
+    assert soprano(ruled) == soprano(own)
+    lower = lambda pm: sorted((round(n.start, 3), n.pitch) for i in pm.instruments[1:] for n in i.notes)  # noqa: E731
+    assert lower(ruled) != lower(own)
+    v = voices(musiclstm.read(ruled), by_track=True)
+    assert v["parallel_fifths"] == 0 and v["parallel_octaves"] == 0
