@@ -247,7 +247,8 @@ def test_cli_trains_a_harmonizer_and_info_reads_it(tmp_path):
     for i in range(4):
         four_part(root / f"c{i}.mid", i)
     run = ["train", str(root), "--model", "harmonizer", "-o", str(tmp_path / "run"), "--hidden", "8", "--embed", "4",
-           "--layers", "1", "--batch-size", "2", "--seq-len", "16", "--max-steps", "2", "--eval-every", "1", "-q"]
+           "--layers", "1", "--batch-size", "2", "--seq-len", "16", "--max-steps", "2", "--eval-every", "1",
+           "--device", "cpu", "-q"]
     r = CliRunner().invoke(cli, run)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run" / "best.pt").is_file()
@@ -255,6 +256,9 @@ def test_cli_trains_a_harmonizer_and_info_reads_it(tmp_path):
     assert r.exit_code == 0 and "harmonizer: bidirectional lstm 1x8" in r.output
     r = CliRunner().invoke(cli, run[:-1] + ["--windows", "tbptt", "--force"])
     assert r.exit_code == 1 and "--windows does not apply to --model harmonizer" in r.output
+    if not torch.cuda.is_available():  # --device reaches the harmonizer's training (it trains on a GPU too)
+        r = CliRunner().invoke(cli, run[:-1] + ["--device", "cuda", "--force"])
+        assert r.exit_code == 1 and "--device cuda: no CUDA GPU is available" in r.output
     r = CliRunner().invoke(cli, ["train", str(root), "-o", str(tmp_path / "x"), "--holdout", str(root / "c0.mid")])
     assert r.exit_code == 1 and "--holdout applies to --model harmonizer only" in r.output
 

@@ -51,6 +51,7 @@ class BaseTrainConfig:
     augment_transpose: int = 0  #: random transposition in [-n, n] semitones
     seed: int = 0  #: seeds initialisation, window order and samples
     jobs: int | None = None  #: worker processes for preparation (default: all cores)
+    device: str = "auto"  #: auto, cpu, cuda, cuda:N or mps
 
     @classmethod
     def build(cls, preset: str = "small", config_file: str | os.PathLike | None = None, **overrides):
@@ -92,7 +93,6 @@ class TrainConfig(BaseTrainConfig):
     augment_stretch: float = 0.0  #: random tempo stretch by a factor in [1/(1+s), 1+s], per lane and epoch
     styles: str = "none"  #: conditioning: none, folder (top sub-folder name) or corpus (corpus name)
     precision: str = "auto"  #: auto (bf16 on GPUs and CPUs with native bf16, else fp32), fp32, bf16 or fp16 (CUDA)
-    device: str = "auto"  #: auto, cpu, cuda, cuda:N or mps
     sample_tokens: int = 256  #: length of the sample MIDI written at each validation (0: none)
     cache: bool = True  #: at the end, tune the continuous cache (musiclstm.models.cache) on up to 40 validation pieces
 

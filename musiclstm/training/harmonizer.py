@@ -24,7 +24,7 @@ from ..errors import MusiclstmError
 from ..models import checkpoint
 from ..models.harmonizer import STEPS, Cells, Harmonizer, HarmonizerConfig
 from .config import HARMONIZER_UNUSED, HarmonizerTrainConfig
-from .loop import run_loop
+from .loop import pick_device, run_loop
 
 
 def melody_signature(soprano: np.ndarray, n: int = 8) -> tuple[int, ...]:
@@ -119,6 +119,8 @@ def _batch(grids, idx, L, cells: Cells, shifts, gen, *, crop: bool = True):
 
 
 def _loss(net: Harmonizer, x, beat, mask) -> torch.Tensor:
+    device = next(net.parameters()).device
+    x, beat, mask = x.to(device), beat.to(device), mask.to(device)
     inp = x.masked_fill(mask, net.mask_id)
     logits = net(inp, beat)
     return F.cross_entropy(logits[mask].float(), x[mask])
@@ -200,8 +202,9 @@ class _HarmonizerRun:
         self.grids, self.train_idx = grids, [i for i in train_idx if i not in wide]
         self.shifts = {i: [k for k in _shifts(grids[i], cells, ranges) if abs(k) <= cfg.augment_transpose] or [0]
                        for i in self.train_idx}
+        self.device = pick_device(cfg.device)
         self.net = Harmonizer(HarmonizerConfig(self.tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers,
-                                               cfg.dropout))
+                                               cfg.dropout)).to(self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         steps_in = sum(len(grids[i]) for i in self.train_idx)
@@ -229,7 +232,7 @@ class _HarmonizerRun:
         mask = _masks(len(x), self.cfg.seq_len, valid, self.gen)
         n = int(mask.sum())
         if n == 0:  # nothing masked in this batch (its cross-entropy would be NaN): no step, never "diverged"
-            return torch.zeros(()), 0
+            return torch.zeros((), device=self.device), 0
         return _loss(self.net, x, beat, mask) * n, n
 
     def diverged(self, step: int, loss_value: float) -> None:
@@ -271,7 +274,8 @@ class _HarmonizerRun:
         self.bar = tqdm(total=self.total, desc="training", unit="step", disable=not self.progress, dynamic_ncols=True)
         self.t0 = time.time()
         end = run_loop(self.net, self.opt, cfg, step=0, total=self.total, eval_every=self.eval_every,
-                       step_loss=self.step_loss, validate=self.validate, diverged=self.diverged, bar=self.bar)
+                       step_loss=self.step_loss, validate=self.validate, diverged=self.diverged, bar=self.bar,
+                       device=self.device)
         self.bar.close()
         if not (out / "best.pt").exists():
             checkpoint.save(out / "best.pt", self.net, self.tokenizer, self.meta(end.step))
