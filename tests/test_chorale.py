@@ -76,6 +76,18 @@ def test_train_writes_a_harmonizer_with_ranges(tiny):
     assert h.meta["data"]["train"] + h.meta["data"]["valid"] == 8
 
 
+def test_a_harmonizer_run_ended_by_max_time_validates_its_last_step(tmp_path):
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(4):
+        four_part(root / f"c{i}.mid", i)
+    best = chorale_train.train(root, tmp_path / "run", progress=False, cache_dir=tmp_path / "cache", hidden=8,
+                               embed=4, layers=1, batch_size=2, seq_len=16, max_time=0.2, eval_every=10**6)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1  # no validation fell inside the run: the end is scored, and best.pt is that step
+    assert C.load(best).meta["step"] == rows[0]["step"]
+
+
 def test_harmonize_keeps_the_melody_exactly_and_the_ranges(tiny, tmp_path):
     melody = [72, 74, 76, 77, 76, 74, 72, 71, 72]
     durs = [1, 1, 1, 0.5, 0.5, 1, 1, 2, 0.25]

@@ -276,6 +276,8 @@ class _HarmonizerRun:
         end = run_loop(self.net, self.opt, cfg, step=0, total=self.total, eval_every=self.eval_every,
                        step_loss=self.step_loss, validate=self.validate, diverged=self.diverged, bar=self.bar,
                        device=self.device)
+        if not end.validated and not end.interrupted:  # stopped by --max-time between validations: score the end too
+            self.validate(end.step, end.train_loss, end.tokens_per_s)
         self.bar.close()
         if not (out / "best.pt").exists():
             checkpoint.save(out / "best.pt", self.net, self.tokenizer, self.meta(end.step))
