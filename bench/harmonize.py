@@ -167,35 +167,69 @@ def baseline_nll(base, p: np.ndarray) -> tuple[float, float, int]:
 
 @torch.no_grad()
 def bi_nll(h: H.Loaded, p: np.ndarray, batch: int = 64) -> tuple[float, float, int]:
-    """Sum of NLL, correct count, cells: Bach's A T B sounding pitch at each step t, given the whole
-    soprano and Bach's lower voices before t (one masked copy of the piece per step, batched)."""
+    """Sum of NLL, correct count, cells: Bach's A T B sounding pitch at each step t, in the baseline's order:
+    given the whole soprano, Bach's lower voices before t and, at t, the voices above (A, then T, then B:
+    the chain rule in time order, a valid factorization of an orderless model). One masked copy of the
+    piece per step and voice, batched."""
     c, net = h.cells, h.net
     T = len(p)
     onset = np.r_[np.ones((1, 4), bool), p[1:] != p[:-1]]
     truth = torch.from_numpy(c.from_pitches(p, onset))
     beat = (torch.arange(T) % HN.STEPS)[None]
     total, correct, n = 0.0, 0, 0
-    for a in range(0, T, batch):
-        steps = torch.arange(a, min(T, a + batch))
-        x = truth[None].repeat(len(steps), 1, 1)
-        x[:, :, 1:] = torch.where((torch.arange(T)[None, :, None] >= steps[:, None, None]),
-                                  torch.full_like(x[:, :, 1:], net.mask_id), x[:, :, 1:])
-        lp = torch.log_softmax(net(x, beat.expand(len(steps), T))[torch.arange(len(steps)), steps, 1:].float(), -1)
-        tgt = torch.from_numpy(p[steps.numpy(), 1:])  # (L, 3)
-        prev = torch.from_numpy(np.where(steps.numpy()[:, None] > 0, p[np.maximum(steps.numpy() - 1, 0), 1:], -1))
-        # the probability of each sounding pitch: struck anew, or held on from the step before
-        probs = torch.zeros(len(tgt), 3, 129)  # pitch 0..127, 128 = silent
-        probs[..., :128] = lp[..., c.pitch0:c.pitch0 + 128].exp()
-        probs[..., 128] = lp[..., c.rest].exp()
-        hold = lp[..., c.hold].exp()
-        idx = torch.where(prev >= 0, prev, torch.full_like(prev, 128))
-        probs.scatter_add_(2, idx[..., None], torch.where(prev >= 0, hold, 0.0)[..., None])
-        want = torch.where(tgt >= 0, tgt, torch.full_like(tgt, 128))
-        got = probs.gather(2, want[..., None])[..., 0]
-        total += float(-torch.log(got.clamp_min(1e-12)).sum())
-        correct += int((probs.argmax(-1) == want).sum())
-        n += want.numel()
+    for v in (1, 2, 3):
+        for a in range(0, T, batch):
+            steps = torch.arange(a, min(T, a + batch))
+            x = truth[None].repeat(len(steps), 1, 1)
+            ahead = torch.arange(T)[None, :, None] >= steps[:, None, None]  # (L, T, 1)
+            hidden = ahead.expand(-1, -1, 4).clone()
+            hidden[:, :, 0] = False  # the soprano is given throughout
+            hidden[torch.arange(len(steps)), steps, 1:v] = False  # at t, the voices above v are given
+            x = torch.where(hidden, torch.full_like(x, net.mask_id), x)
+            lp = torch.log_softmax(net(x, beat.expand(len(steps), T))[torch.arange(len(steps)), steps, v].float(), -1)
+            tgt = torch.from_numpy(p[steps.numpy(), v])  # (L,)
+            prev = torch.from_numpy(np.where(steps.numpy() > 0, p[np.maximum(steps.numpy() - 1, 0), v], -1))
+            # the probability of each sounding pitch: struck anew, or held on from the step before
+            probs = torch.zeros(len(tgt), 129)  # pitch 0..127, 128 = silent
+            probs[:, :128] = lp[:, c.pitch0:c.pitch0 + 128].exp()
+            probs[:, 128] = lp[:, c.rest].exp()
+            hold = lp[:, c.hold].exp()
+            idx = torch.where(prev >= 0, prev, torch.full_like(prev, 128))
+            probs.scatter_add_(1, idx[:, None], torch.where(prev >= 0, hold, 0.0)[:, None])
+            want = torch.where(tgt >= 0, tgt, torch.full_like(tgt, 128))
+            got = probs.gather(1, want[:, None])[:, 0]
+            total += float(-torch.log(got.clamp_min(1e-12)).sum())
+            correct += int((probs.argmax(-1) == want).sum())
+            n += want.numel()
     return total, correct, n
+
+
+@torch.no_grad()
+def orderless_nll(h: H.Loaded, p: np.ndarray, gen: torch.Generator, positions: int = 128) -> tuple[float, int]:
+    """Coconet's view: the NLL of the whole chorale (all four voices, the harmonizer's cells) under one random
+    ordering of its 4T cells, -sum_i log p(x_o(i) | x_o(<i)), estimated without bias from `positions` of the
+    4T terms drawn at random (each term one forward with the cells after it in the ordering masked).
+    Returns (the estimated sum, frames). Cells mark a repeated pitch as held, as the JSB arrays read, so this is
+    an upper bound on the NLL of the pitch frames (a re-strike of the same pitch is another cell, same pitches)."""
+    c, net = h.cells, h.net
+    T = len(p)
+    onset = np.r_[np.ones((1, 4), bool), p[1:] != p[:-1]]
+    truth = torch.from_numpy(c.from_pitches(p, onset)).reshape(-1)  # (4T,) time-major
+    N = len(truth)
+    order = torch.randperm(N, generator=gen)
+    rank = torch.empty(N, dtype=torch.long)
+    rank[order] = torch.arange(N)
+    picks = torch.randint(0, N, (positions,), generator=gen)  # positions i in the ordering
+    beat = (torch.arange(T) % HN.STEPS)[None]
+    total = 0.0
+    for a in range(0, positions, 32):
+        i = picks[a:a + 32]
+        x = truth[None].repeat(len(i), 1)
+        x = torch.where(rank[None] >= i[:, None], torch.full_like(x, net.mask_id), x).reshape(len(i), T, 4)
+        cell = order[i]  # the cell predicted at position i
+        logits = net(x, beat.expand(len(i), T))[torch.arange(len(i)), cell // 4, cell % 4].float()
+        total += float(-torch.log_softmax(logits, -1).gather(1, truth[cell][:, None]).sum())
+    return total * N / positions, T
 
 
 def stats(p: np.ndarray, key) -> dict[str, float]:
@@ -222,6 +256,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N test chorales only")
     ap.add_argument("--iterations", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--nll-only", action="store_true", help="the two NLL views only (minutes), no harmonizing")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if not Path(args.jsb).is_file():
@@ -232,6 +267,23 @@ def main() -> None:
     print(f"{len(test)} chorales of the JSB test split; harmonizer {args.model} "
           f"(left out in training: {h.meta.get('data', {}).get('left_out')} pieces matching "
           f"{h.meta.get('data', {}).get('holdout')}'s test split); baseline {args.baseline}")
+
+    nll = {}
+    for name, fn in (("bidirectional", lambda p: bi_nll(h, p)), ("baseline", lambda p: baseline_nll(base, p))):
+        r = np.array([fn(p) for p in test])
+        nll[name] = (r[:, 0].sum() / r[:, 2].sum(), r[:, 1].sum() / r[:, 2].sum())
+    gen = torch.Generator().manual_seed(0)
+    coco = np.array([orderless_nll(h, p, gen) for p in test])
+    per_piece = coco[:, 0] / coco[:, 1]
+    print(f"\nCoconet's view (Huang et al. 2017, 0.57 nats per frame on the 16th grid): the harmonizer's NLL of whole "
+          f"test chorales, all four voices, one random ordering each (128 terms sampled per chorale): "
+          f"{coco[:, 0].sum() / coco[:, 1].sum():.3f} nats per 16th frame (± {per_piece.std() / len(test) ** 0.5:.3f} "
+          f"between chorales), {coco[:, 0].sum() / coco[:, 1].sum() / 4:.3f} per cell")
+    print(f"left-to-right view (Bach's A T B given the soprano and the voices before, in the baseline's order), "
+          f"NLL per 16th: bidirectional {nll['bidirectional'][0]:.3f}, baseline {nll['baseline'][0]:.3f}; accuracy "
+          f"{nll['bidirectional'][1]:.3f} vs {nll['baseline'][1]:.3f}")
+    if args.nll_only:
+        return
 
     t0 = time.time()
     bi = [bi_harmonize(h, p, i, args.iterations, args.temperature) for i, p in enumerate(test)]
@@ -244,10 +296,6 @@ def main() -> None:
                     for k, _, _ in ROWS}
              for name, xs in (("Bach", test), ("bidirectional", bi), ("baseline", bl),
                               ("bidirectional, no rules", bi_free), ("baseline, no rules", bl_free))}
-    nll = {}
-    for name, fn in (("bidirectional", lambda p: bi_nll(h, p)), ("baseline", lambda p: baseline_nll(base, p))):
-        r = np.array([fn(p) for p in test])
-        nll[name] = (r[:, 0].sum() / r[:, 2].sum(), r[:, 1].sum() / r[:, 2].sum())
 
     print("\nrules: sampling never draws a parallel fifth or octave or a crossed voice where another note is "
           "possible (the product's default, --no-rules turns it off); the baseline gets the same rule against "
