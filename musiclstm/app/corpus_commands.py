@@ -1,6 +1,7 @@
 """`musiclstm corpus list | export | fetch`: the built-in collections and the public corpora (registered on `cli.cli`).
 
-May import: data (lazily, inside each command). Not: models, training, generation, evaluation; imported by no room.
+May import: app.cli, data (lazily, inside each command). Not: models, training, generation, evaluation;
+imported by no room.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The commands to hear and see music: `render` (a file as audio and a piano roll) and `studio` (a local web
 page to compose and listen), registered on `cli.cli`.
 
-May import: io and, for `studio`, app.studio (lazily, inside each command). Not imported by any room.
+May import: errors, app.cli, io and, for `studio`, app.studio (lazily, inside each command). Not imported by
+any room.
 """
 
 from __future__ import annotations
