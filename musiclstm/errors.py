@@ -1,7 +1,7 @@
 """The project's errors: one clear exception per kind of bad input.
 
 The command line turns any of these into one line on stderr and a non-zero exit.
-May import: nothing in musiclstm (the bottom room).
+May import: nothing in musiclstm (the bottom room). Not: any other room (every room imports this one).
 """
 
 

@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from musiclstm.app.cli import cli
+from musiclstm.data import download as D
 from musiclstm.data import fetch as F
 from musiclstm.data import find_files
 from musiclstm.errors import MusiclstmError
@@ -386,7 +387,7 @@ def test_ctrl_c_keeps_the_part_file(server, small, monkeypatch, tmp_path):
         path.with_name(path.name + ".part").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(F, "_download_once", stop)
+    monkeypatch.setattr(D, "_download_once", stop)
     with pytest.raises(KeyboardInterrupt):
         F.fetch("pop909", tmp_path / "out", mirror=server.url)
     assert (tmp_path / ".musiclstm-fetch-out" / "POP909-Dataset-master.zip.part").read_bytes() == b"half"

@@ -93,14 +93,14 @@ def test_a_warm_run_reads_no_file_and_new_files_alone_are_tokenized(corpus, tmp_
 
 
 def test_a_pack_holds_many_entries_and_its_index_finds_each(tmp_path):
-    from musiclstm.data import store
+    from musiclstm.data import packs
 
     shas = ["00" * 20, "ab" * 19 + "00", "12" * 20]  # raw digests may end in NUL bytes
-    entries = [store.Entry(np.arange(5), 1.5, True), store.Entry(np.zeros(0), error="no notes"),
-               store.Entry(np.array([3, 700, 65535]), 2.0)]
-    where = store.write_pack(tmp_path, list(zip(shas, entries, strict=True)), np.dtype(np.uint16))
-    assert store.read_index(tmp_path) == where and len({w[0] for w in where.values()}) == 1  # one file
-    reader = store.EntryReader()
+    entries = [packs.Entry(np.arange(5), 1.5, True), packs.Entry(np.zeros(0), error="no notes"),
+               packs.Entry(np.array([3, 700, 65535]), 2.0)]
+    where = packs.write_pack(tmp_path, list(zip(shas, entries, strict=True)), np.dtype(np.uint16))
+    assert packs.read_index(tmp_path) == where and len({w[0] for w in where.values()}) == 1  # one file
+    reader = packs.EntryReader()
     for sha, e in zip(shas, entries, strict=True):
         got = reader.read(where[sha])
         assert np.array_equal(got.ids, e.ids) and (got.seconds, got.repaired, got.error) == (e.seconds, e.repaired,
@@ -280,12 +280,13 @@ def test_a_store_in_use_is_never_pruned_an_idle_one_is_and_abandoned_temporaries
 
 
 def test_packs_no_store_needs_are_collected_after_a_day(corpus, tmp_path):
+    from musiclstm.data import packs as pk
     from musiclstm.data import store as st
 
     c = _prepare(corpus, tmp_path / "cache")
     stores = _store_dir(c).parent
     packs = stores.parent / "packs"
-    orphan = st.write_pack(packs, [("ab" * 20, st.Entry(np.arange(5)))], np.dtype(np.uint16))["ab" * 20][0]
+    orphan = pk.write_pack(packs, [("ab" * 20, pk.Entry(np.arange(5)))], np.dtype(np.uint16))["ab" * 20][0]
     kept = sorted(packs.glob("*.idx"))
     for f in packs.iterdir():
         os.utime(f, (0, 0))

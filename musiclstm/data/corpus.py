@@ -2,7 +2,7 @@
 
 `Corpus` and `Piece` are what `preparation.prepare` returns; `sequence` frames a piece as the model reads
 it (BOS [STYLE] ids EOS, `Tokenizer.frame`); `fingerprint` is the one data fingerprint.
-May import: errors, io, encodings, data.store. Not: models, training, generation, evaluation, app.
+May import: errors, io, encodings, data (sequences, store). Not: models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..encodings.tokenizer import Tokenizer
 from ..encodings.traits import count_notes, note_ranges
 from ..io.midi import MIDI_SUFFIXES, NOTATION_SUFFIXES
 from . import store as st
-from .store import Sequences
+from .sequences import Sequences
 
 
 def default_cache_dir() -> Path:

@@ -12,7 +12,8 @@ Preparing a corpus has three layers, each skipped when it is already on disk (se
 
 Under torchrun (RANK, WORLD_SIZE) each rank tokenizes its share of the files into the shared cache, rank 0
 writes the store and the others wait for it to appear.
-May import: errors, io, encodings, data (corpus, store). Not: models, training, generation, evaluation, app.
+May import: errors, io, encodings, data (corpus, packs, store, tokenizing). Not: models, training, generation,
+evaluation, app.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from ..encodings.tokenizer import BOS, Tokenizer
 from ..encodings.traits import note_ranges
 from ..errors import ConfigError, MusiclstmError
+from . import packs as pk
 from . import store as st
 from . import tokenizing
 from .corpus import Corpus, _csv_splits, _hash_split, _walk, default_cache_dir, fingerprint, style_of
@@ -234,14 +236,14 @@ def _top(root: Path) -> str:
     return str(root) + os.sep if root.is_dir() else ""
 
 
-def _entry(item: list, cache: _Cache, *, ids: bool = True) -> st.Entry:
+def _entry(item: list, cache: _Cache, *, ids: bool = True) -> pk.Entry:
     """A piece's cache entry (with its ids), made again if its pack went missing or is damaged."""
     path, _, tune, sha = item[:4]
     e = cache.read(path, sha, ids=ids)
     if e is None:
         again, reason, e = tokenizing._tokenize(path, tune, cache.tok_dict)
         if again != sha or e is None:
-            return st.Entry(np.zeros(0, np.int64), error=reason or "the file changed while it was prepared")
+            return pk.Entry(np.zeros(0, np.int64), error=reason or "the file changed while it was prepared")
         cache.write([(path, sha, e)])
     return e
 

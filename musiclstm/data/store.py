@@ -2,37 +2,38 @@
 
 Two forms, both under the cache folder and keyed by the tokenizer:
 
-* **Entries**: one piece's token ids, or the reason it cannot be read, keyed by its content hash. Made once,
-  in worker processes, each of which writes the entries of a batch of files into one pack file
+* **Entries** (`packs.py`): one piece's token ids, or the reason it cannot be read, keyed by its content hash.
+  Made once, in worker processes, each of which writes the entries of a batch of files into one pack file
   (`<tok key>/packs/<name>.pack`, indexed by `<name>.idx`); a corpus that gains files tokenizes only those.
 * **Stores** (`<tok key>/stores/<scan key>/`): nanoGPT's `train.bin` for music. Each split's pieces are laid
   end to end as the model reads them (BOS [STYLE] ids EOS) in one flat file, uint16 when the vocabulary
   fits (else int32), beside an index of the pieces (offset and length in their split, file, tune, sha,
   style, split, seconds, ...). Training reads the files through `np.memmap`, so its memory does not grow
-  with the corpus: pages come from the operating system's page cache as windows touch them.
+  with the corpus: pages come from the operating system's page cache as windows touch them (each split
+  read as `sequences.Sequences`).
 
 A store is keyed by everything that decides its contents short of reading a file: each file's path, size,
 modification and change times, the split and style options and the tokenizer. Preparing the same corpus
-again opens the store after one `stat` per file, without reading any file.
-May import: encodings (the EOS id). Not: io, data.corpus, models, training, generation, evaluation, app.
+again opens the store after one `stat` per file, without reading any file. Here the stores: opened
+(`TokenStore`, `find`), written (`StoreWriter`) and pruned with the packs no store needs (`prune`).
+May import: encodings (the EOS id), data.packs, data.sequences. Not: io, data.corpus, models, training,
+generation, evaluation, app.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import shutil
-import struct
 import sys
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..encodings.tokenizer import EOS
+from .packs import remove_unneeded_packs
+from .sequences import Sequences
 
 try:
     import fcntl
@@ -40,9 +41,6 @@ except ImportError:  # Windows: no leases; prune then goes by the idle time alon
     fcntl = None
 
 FORMAT = 1  # bump when the layout of entries or stores changes
-_HEADER = struct.Struct("<4sBBxxd")  # magic, flags, bytes per token, seconds
-_MAGIC = b"MLT1"
-_REPAIRED, _FAILED = 1, 2
 SPLITS = ("train", "valid")
 
 
@@ -50,164 +48,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits (as nanoGPT's train.bin), else int32."""
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.int32)
 
-
-# ---- per-piece entries, in packs -----------------------------------------------------------------------------
-
-@dataclass
-class Entry:
-    """One piece's cache entry: its ids (empty when it failed), seconds, one-beat meter repaired, or the reason."""
-
-    ids: np.ndarray
-    seconds: float = 0.0
-    repaired: bool = False
-    error: str | None = None
-
-
-_INDEX = np.dtype([("sha", "V20"), ("offset", "<u8"), ("length", "<u8")])  # a pack's index (V: raw bytes, NULs kept)
-
-
-def _entry_bytes(entry: Entry, dtype: np.dtype) -> bytes:
-    flags = (_REPAIRED if entry.repaired else 0) | (_FAILED if entry.error is not None else 0)
-    body = entry.error.encode() if entry.error is not None else np.asarray(entry.ids).astype(dtype).tobytes()
-    return _HEADER.pack(_MAGIC, flags, dtype.itemsize, float(entry.seconds)) + body
-
-
-def _entry_from(blob: bytes, *, ids: bool = True) -> Entry | None:
-    if len(blob) < _HEADER.size:
-        return None
-    magic, flags, width, seconds = _HEADER.unpack_from(blob)
-    if magic != _MAGIC or width not in (2, 4):
-        return None
-    if flags & _FAILED:
-        return Entry(np.zeros(0, np.int64), 0.0, False, blob[_HEADER.size:].decode(errors="replace"))
-    arr = np.frombuffer(blob, np.uint16 if width == 2 else np.int32, offset=_HEADER.size) if ids else np.zeros(0)
-    return Entry(arr, seconds, bool(flags & _REPAIRED))
-
-
-def write_pack(folder: str | Path, entries: list[tuple[str, Entry]], dtype: np.dtype) -> dict[str, tuple]:
-    """Write entries [(sha hex, Entry)] into one new pack file in `folder` (one file for many pieces: creating
-    a file costs more than tokenizing a small one on some disks). Returns {sha: (pack, offset, length)}.
-
-    The pack is published by renaming it, then its index beside it (`.idx`): an index means a whole pack."""
-    folder = str(folder)
-    os.makedirs(folder, exist_ok=True)
-    name = os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex[:16]}")
-    blobs = [_entry_bytes(e, np.dtype(dtype)) for _, e in entries]
-    offsets = np.r_[0, np.cumsum([len(b) for b in blobs])].astype(np.uint64)
-    index = np.zeros(len(blobs), _INDEX)
-    index["sha"] = [bytes.fromhex(sha) for sha, _ in entries]
-    index["offset"], index["length"] = offsets[:-1], [len(b) for b in blobs]
-    for suffix, data in ((".pack", b"".join(blobs)), (".idx", _MAGIC + index.tobytes())):
-        with open(name + suffix + ".tmp", "wb") as fh:
-            fh.write(data)
-        os.replace(name + suffix + ".tmp", name + suffix)
-    return {sha: (name + ".pack", int(offsets[k]), len(blobs[k])) for k, (sha, _) in enumerate(entries)}
-
-
-def read_index(folder: str | Path) -> dict[str, tuple]:
-    """{sha: (pack, offset, length)} of every entry in the packs of `folder`."""
-    out: dict[str, tuple] = {}
-    try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".idx"))
-    except OSError:
-        return out
-    for n in names:
-        try:
-            with open(os.path.join(folder, n), "rb") as fh:
-                blob = fh.read()
-        except OSError:
-            continue
-        if blob[:4] != _MAGIC or (len(blob) - 4) % _INDEX.itemsize:
-            continue
-        pack = os.path.join(folder, n[:-4] + ".pack")
-        for sha, off, length in np.frombuffer(blob, _INDEX, offset=4).tolist():
-            out[bytes(sha).hex()] = (pack, off, length)
-    return out
-
-
-class EntryReader:
-    """Reads entries out of packs by (pack, offset, length), keeping a few packs open."""
-
-    def __init__(self):
-        self._open: dict[str, int] = {}
-
-    def read(self, where: tuple, *, ids: bool = True) -> Entry | None:
-        """The entry at `where`, or None when its pack is missing or damaged (it is then made again).
-        `ids=False` reads only the header (and a failure's reason)."""
-        pack, offset, length = where
-        try:
-            fd = self._open.get(pack)
-            if fd is None:
-                if len(self._open) >= 16:
-                    os.close(self._open.pop(next(iter(self._open))))
-                fd = self._open[pack] = os.open(pack, os.O_RDONLY)
-            head = os.pread(fd, _HEADER.size, offset)
-            if len(head) == _HEADER.size and not ids and not _HEADER.unpack(head)[1] & _FAILED:
-                return _entry_from(head, ids=False)
-            blob = os.pread(fd, length, offset)
-        except OSError:
-            return None
-        return _entry_from(blob, ids=ids) if len(blob) == length else None
-
-    def close(self) -> None:
-        for fd in self._open.values():
-            os.close(fd)
-        self._open.clear()
-
-
-# ---- sequences laid end to end -------------------------------------------------------------------------------
-
-class Sequences:
-    """Pieces laid end to end in one token array: piece k is `tokens[starts[k]:starts[k + 1]]`.
-
-    Reads as a list of pieces (len, iteration, `seqs[k]` an int64 copy of piece k, `seqs[a:b]` a list of
-    them); the windows of `data` read `tokens` (often a read-only memory map, uint16 or int32) directly.
-    """
-
-    def __init__(self, tokens: np.ndarray, starts: np.ndarray):
-        self.tokens = tokens  # (N,)
-        self.starts = np.asarray(starts, np.int64)  # (n + 1,)
-
-    @classmethod
-    def of(cls, sequences) -> Sequences:
-        """A list of 1-D id arrays (or a Sequences, returned as it is) -> Sequences, in memory."""
-        if isinstance(sequences, Sequences):
-            return sequences
-        seqs = [np.asarray(s, np.int64) for s in sequences]
-        tokens = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
-        return cls(tokens, np.r_[0, np.cumsum([len(s) for s in seqs], dtype=np.int64)])
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.starts)
-
-    def __len__(self) -> int:
-        return len(self.starts) - 1
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        k = range(len(self))[k]
-        return np.array(self.tokens[self.starts[k]:self.starts[k + 1]], np.int64)
-
-    def __iter__(self):
-        return (self[k] for k in range(len(self)))
-
-
-def gather(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """(B,) start offsets -> (B, length) int64 windows `tokens[start : start + length]`, indices clipped to the
-    array. A memory-mapped `tokens` is read through a fresh map closed afterwards (as nanoGPT does every
-    batch), so the pages read do not pile up in the process's resident set over a run."""
-    src = tokens
-    if isinstance(tokens, np.memmap) and isinstance(tokens.base, mmap.mmap):  # a whole map, not a view of one
-        src = np.memmap(tokens.filename, tokens.dtype, mode="r", offset=tokens.offset, shape=tokens.shape)
-    idx = np.minimum(np.asarray(starts, np.int64)[:, None] + np.arange(length), len(tokens) - 1)  # (B, length)
-    out = np.asarray(src[idx], np.int64)
-    del src
-    return out
-
-
-# ---- the store -----------------------------------------------------------------------------------------------
 
 class TokenStore:
     """A store opened from its folder: `sequences(split)`, the piece index `index` (numpy columns) and `meta`.
@@ -441,19 +281,4 @@ def _collect_packs(stores: Path, now: float, max_idle: float) -> None:
                 needed.update(z["sha"].tolist())
         except Exception:  # noqa: BLE001 - a damaged store needs nothing
             continue
-    for idx in packs.glob("*.idx"):
-        try:
-            if now - idx.stat().st_mtime <= max_idle:
-                continue
-            blob = idx.read_bytes()
-        except OSError:
-            continue
-        if blob[:4] != _MAGIC or (len(blob) - 4) % _INDEX.itemsize:
-            continue
-        shas = {bytes(s).hex().encode() for s in np.frombuffer(blob, _INDEX, offset=4)["sha"].tolist()}
-        if not shas & needed:
-            for f in (idx, idx.with_suffix(".pack")):
-                try:
-                    f.unlink()
-                except OSError:
-                    pass
+    remove_unneeded_packs(packs, needed, now, max_idle)

@@ -3,7 +3,7 @@
 A piece's cache entry is keyed by its content (sha1; an ABC book's tune by content and number) and the
 tokenizer config, so a file moved or re-exported is not tokenized again, and a file that does not
 parse is cached with its reason. `preparation` lays the entries out in a token store.
-May import: errors, io, encodings, data.store. Not: models, training, generation, evaluation, app.
+May import: errors, io, encodings, data (packs, store). Not: models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..encodings.tokenizer import Tokenizer
 from ..encodings.traits import meter_repaired
 from ..errors import MidiReadError
 from ..io.midi import NOTATION_SUFFIXES, abc_tunes
+from . import packs as pk
 from . import store as st
 
 ENCODERS_VERSION = 3  # bump when an encoder's output changes for the same config: old cache entries are ignored
@@ -55,27 +56,27 @@ class _Cache:
         self.dir, self.tok_dict = str(cache_dir), tok_dict
         self.folders = {n: os.path.join(self.dir, _tok_key(tok_dict, n), "packs") for n in (False, True)}
         self.index: dict[bool, dict] = {False: {}, True: {}}
-        self.reader = st.EntryReader()
+        self.reader = pk.EntryReader()
         self.dtype = st.token_dtype(_tokenizer(tok_dict).vocab_size)
 
     def load(self) -> _Cache:
-        self.index = {n: st.read_index(f) for n, f in self.folders.items()}
+        self.index = {n: pk.read_index(f) for n, f in self.folders.items()}
         return self
 
     def has(self, path: str, sha: str) -> bool:
         return sha in self.index[_notation(path)]
 
-    def read(self, path: str, sha: str, *, ids: bool = True) -> st.Entry | None:
+    def read(self, path: str, sha: str, *, ids: bool = True) -> pk.Entry | None:
         where = self.index[_notation(path)].get(sha)
         return self.reader.read(where, ids=ids) if where else None
 
-    def write(self, made: list[tuple[str, str, st.Entry]]) -> dict[tuple[bool, str], tuple]:
+    def write(self, made: list[tuple[str, str, pk.Entry]]) -> dict[tuple[bool, str], tuple]:
         """Pack new entries [(path, sha, Entry)]; returns and indexes {(notation, sha): (pack, offset, length)}."""
         out = {}
         for n in (False, True):
             entries = list({sha: e for path, sha, e in made if _notation(path) == n}.items())
             if entries:
-                where = st.write_pack(self.folders[n], entries, self.dtype)
+                where = pk.write_pack(self.folders[n], entries, self.dtype)
                 self.index[n].update(where)
                 out.update({(n, sha): w for sha, w in where.items()})
         return out
@@ -96,7 +97,7 @@ def _tokenizer(tok_dict: dict) -> Tokenizer:
     return _tokenizers[key]
 
 
-def _tokenize(path: str, tune: int | None, tok_dict: dict, known=()) -> tuple[str, str | None, st.Entry | None]:
+def _tokenize(path: str, tune: int | None, tok_dict: dict, known=()) -> tuple[str, str | None, pk.Entry | None]:
     """Worker: one piece -> (sha, None, its entry), or (sha, None, None) when `known` holds the sha (the
     content is in the cache already), or ("", reason, None) when the file cannot be read. A tune of an ABC
     book has the sha of the file's content and its number, so it is cached (and split) alone. A file that
@@ -117,7 +118,7 @@ def _tokenize(path: str, tune: int | None, tok_dict: dict, known=()) -> tuple[st
     return sha, None, _encode(path, data, tune, _tokenizer(tok_dict))
 
 
-def _encode(path: str, data: bytes, tune: int | None, tok: Tokenizer) -> st.Entry:
+def _encode(path: str, data: bytes, tune: int | None, tok: Tokenizer) -> pk.Entry:
     """A file's bytes (a notation file is read from `path`) -> its cache entry: ids, or the reason it failed."""
     from ..io import midi
 
@@ -126,14 +127,14 @@ def _encode(path: str, data: bytes, tune: int | None, tok: Tokenizer) -> st.Entr
         score = midi.read(path if _notation(path) else data, name=path if tune is None else f"{path}#X:{tune}",
                           tune=tune)
         if len(score) == 0:
-            return st.Entry(none, error="no notes")
+            return pk.Entry(none, error="no notes")
         ids = tok.codec.encode(score, tok.vocab)
     except MidiReadError as e:
-        return st.Entry(none, error=e.reason)
+        return pk.Entry(none, error=e.reason)
     if len(ids) == 0:
-        return st.Entry(none, error=f"no notes the {tok.encoding} encoding keeps")
+        return pk.Entry(none, error=f"no notes the {tok.encoding} encoding keeps")
     repaired = meter_repaired(tok, score)
-    return st.Entry(ids, score.duration_seconds, repaired)
+    return pk.Entry(ids, score.duration_seconds, repaired)
 
 
 _known: dict[bool, set[str]] = {False: set(), True: set()}  # a worker's copy of the cache's shas

@@ -1,6 +1,6 @@
 """What training reads: pieces as one stream, or windows that start each piece from a fresh state.
 
-May import: errors, encodings, data.corpus. Not: models, training, generation, evaluation, app.
+May import: errors, encodings, data (corpus, sequences). Not: models, training, generation, evaluation, app.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import torch
 
 from ..encodings.tokenizer import PAD, Tokenizer
 from ..errors import ConfigError, MusiclstmError
-from . import store as st
 from .corpus import Piece, sequence
-from .store import Sequences
+from .sequences import Sequences, gather
 
 
 def stream(pieces: list[Piece], tokenizer: Tokenizer) -> torch.Tensor:
@@ -85,7 +84,7 @@ class PieceWindows:
         if self._cached[0] != epoch:
             self._cached = (epoch, self._layout(epoch))
         idx = self._cached[1][:, i]  # (B,) window indices
-        w = st.gather(self.tokens, self.pos[idx], self.length + 1)  # (B, T+1)
+        w = gather(self.tokens, self.pos[idx], self.length + 1)  # (B, T+1)
         pad = np.arange(self.length)[None, :] >= self.valid[idx, None]  # (B, T) past the piece's last pair
         x, y = np.where(pad, PAD, w[:, :-1]), np.where(pad, PAD, w[:, 1:])
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(self.first[idx])
@@ -126,8 +125,8 @@ class Windows:
         if self.mode == "tbptt":
             s = i * self.length
             width = max(0, min(self.length, self.lane_len - s))
-            w = torch.from_numpy(st.gather(self.data, self.lanes + s, width + 1))  # (B, width + 1)
+            w = torch.from_numpy(gather(self.data, self.lanes + s, width + 1))  # (B, width + 1)
             return w[:, :-1], w[:, 1:], torch.full((self.batch,), i == 0)
         starts = torch.randint(0, len(self.data) - self.length, (self.batch,), generator=generator)
-        w = torch.from_numpy(st.gather(self.data, starts.numpy(), self.length + 1))  # (B, T+1)
+        w = torch.from_numpy(gather(self.data, starts.numpy(), self.length + 1))  # (B, T+1)
         return w[:, :-1], w[:, 1:], torch.ones(self.batch, dtype=torch.bool)

@@ -134,15 +134,47 @@ class Codec:
             return np.zeros(0, np.int64)
         q = self.c.ticks_per_quarter
         on = np.round(score.start * q).astype(np.int64)
-        dur = np.round((score.end - score.start) * q).astype(np.int64)
-        d_ix = np.clip(np.searchsorted(self.durations, dur), 0, len(self.durations) - 1)
-        lower = np.maximum(d_ix - 1, 0)  # nearest table entry
-        d_ix = np.where(np.abs(self.durations[lower] - dur) <= np.abs(self.durations[d_ix] - dur), lower, d_ix)
+        d_ix = self._duration_index(np.round((score.end - score.start) * q).astype(np.int64))
         program = np.where(score.is_drum, DRUMS, score.program)
         last = int(on.max())
+        bars, bar_sig, bar_lens = self._bars(score.time_signatures, last)
+        new_sig = np.r_[True, bar_sig[1:] != bar_sig[:-1]]
+        t_tick, t_bin = self._tempo_changes(score.tempos, last)
+        pos_tick = np.unique(np.r_[on, t_tick])
 
-        # bars: restart the bar grid at every time-signature change
-        ts = score.time_signatures
+        # (tick, order, rank) keys: BAR 0, TIMESIG 1, KEY 1.5, POSITION 2, TEMPO 3, notes 4 (W tokens each)
+        note_toks, keep, rank, note_bar, repeat = self._notes(score, vocab, on, d_ix, program, bars, bar_lens, t_tick)
+        keys_tick, keys_val = self._keys(score, bars) if self.c.version >= 2 else (np.zeros(0, np.int64),) * 2
+        # a repeated bar is BAR [TIMESIG] [KEY] REPEAT_d: its positions and notes are not written
+        copied = repeat > 0
+        keep &= ~copied[note_bar][:, None]
+        pos_tick = pos_tick[~copied[np.searchsorted(bars, pos_tick, side="right") - 1]]
+        rep_ix = np.searchsorted(self.c.repeat_distances, repeat[copied])
+        W = note_toks.shape[1]
+        tick = np.r_[bars, bars[new_sig], keys_tick, bars[copied], pos_tick, t_tick, np.repeat(on, W)[keep.ravel()]]
+        order = np.r_[np.zeros(len(bars)), np.ones(new_sig.sum()), np.full(len(keys_tick), 1.5),
+                      np.full(copied.sum(), 1.75), np.full(len(pos_tick), 2), np.full(len(t_tick), 3),
+                      np.full(keep.sum(), 4)]
+        sub = np.r_[np.zeros(len(bars) + new_sig.sum() + len(keys_tick) + copied.sum() + len(pos_tick) + len(t_tick)),
+                    (rank[:, None] * W + np.arange(W)).ravel()[keep.ravel()]]
+        bar_ids = vocab.id("BAR", np.arange(len(bars)) % self.bar_cycle)
+        toks = np.r_[bar_ids, vocab.id("TIMESIG", bar_sig[new_sig]),
+                     vocab.id("KEY", keys_val) if len(keys_val) else np.zeros(0, np.int64),
+                     vocab.id("REPEAT", rep_ix) if copied.any() else np.zeros(0, np.int64),
+                     vocab.id("POSITION", self._position(bars, pos_tick)), vocab.id("TEMPO", t_bin),
+                     note_toks.ravel()[keep.ravel()]]
+        return toks[np.lexsort((sub, order, tick))].astype(np.int64)
+
+    def _duration_index(self, dur: np.ndarray) -> np.ndarray:
+        """Durations in ticks -> the index of the nearest entry of the duration table (the shorter on a tie)."""
+        d_ix = np.clip(np.searchsorted(self.durations, dur), 0, len(self.durations) - 1)
+        lower = np.maximum(d_ix - 1, 0)  # nearest table entry
+        return np.where(np.abs(self.durations[lower] - dur) <= np.abs(self.durations[d_ix] - dur), lower, d_ix)
+
+    def _bars(self, ts: np.ndarray, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start tick, TIMESIG index, length in ticks) of every bar up to tick `last`: the bar grid restarts at
+        every time-signature change of `ts` (rows of quarter, numerator, denominator)."""
+        q = self.c.ticks_per_quarter
         if self.c.version >= 2 and not plausible_meter(ts):
             ts = np.array([[0.0, 4, 4]])
         ts_tick = np.round(ts[:, 0] * q).astype(np.int64)
@@ -170,23 +202,26 @@ class Codec:
             bars.append(starts)
             bar_sig.append(np.full(len(starts), s))
             bar_lens.append(np.full(len(starts), n))
-        bars, bar_sig, bar_lens = np.concatenate(bars), np.concatenate(bar_sig), np.concatenate(bar_lens)
-        new_sig = np.r_[True, bar_sig[1:] != bar_sig[:-1]]
+        return np.concatenate(bars), np.concatenate(bar_sig), np.concatenate(bar_lens)
 
-        def position(ticks):
-            b = np.searchsorted(bars, ticks, side="right") - 1
-            return np.clip(ticks - bars[b], 0, self.positions - 1)
+    def _position(self, bars: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+        """Ticks -> their POSITION in the bar they fall in."""
+        b = np.searchsorted(bars, ticks, side="right") - 1
+        return np.clip(ticks - bars[b], 0, self.positions - 1)
 
-        # tempo changes on the grid, deduplicated by bin, none after the last onset
-        t_tick = np.round(score.tempos[:, 0] * q).astype(np.int64)
-        t_bin = np.clip(np.round(score.tempos[:, 1]) - self.tempos[0], 0, len(self.tempos) - 1).astype(np.int64)
+    def _tempo_changes(self, tempos: np.ndarray, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tick, TEMPO index) of the tempo changes on the grid, deduplicated by bin, none after tick `last`."""
+        q = self.c.ticks_per_quarter
+        t_tick = np.round(tempos[:, 0] * q).astype(np.int64)
+        t_bin = np.clip(np.round(tempos[:, 1]) - self.tempos[0], 0, len(self.tempos) - 1).astype(np.int64)
         keep = np.r_[t_tick[1:] > t_tick[:-1], True] & (t_tick <= last)
         t_tick, t_bin = t_tick[keep], t_bin[keep]
         keep = np.r_[True, t_bin[1:] != t_bin[:-1]]
-        t_tick, t_bin = t_tick[keep], t_bin[keep]
-        pos_tick = np.unique(np.r_[on, t_tick])
+        return t_tick[keep], t_bin[keep]
 
-        # (tick, order, rank) keys: BAR 0, TIMESIG 1, KEY 1.5, POSITION 2, TEMPO 3, notes 4 (W tokens each)
+    def _notes(self, score: Score, vocab, on, d_ix, program, bars, bar_lens, t_tick):
+        """The notes' tokens: (note_toks (n, W) ids, keep (n, W) which of them are written, each note's rank in
+        the sorted order, each note's bar, per bar the distance it repeats (version 3, else 0))."""
         n = len(on)
         role = self._roles(score, program)
         note_order = np.lexsort((score.pitch, program, role, on))
@@ -200,7 +235,14 @@ class Codec:
             repeat, vb = self._repeats(bars, bar_lens, note_bar, note_order,
                                        np.stack([on - bars[note_bar], role, program, score.pitch, d_ix], 1), vb,
                                        no_repeat=np.isin(np.arange(len(bars)), t_bar))
-        pitch_tok = np.where(program == DRUMS, vocab.id("DRUM", score.pitch), vocab.id("PITCH", score.pitch))
+        note_toks, keep = self._note_columns(vocab, score.pitch, program, role, vb, d_ix, note_order)
+        return note_toks, keep, rank, note_bar, repeat
+
+    def _note_columns(self, vocab, pitch, program, role, vb, d_ix, note_order):
+        """Each note's tokens as a row (the columns of the version) and which of them are written: ROLE, PROGRAM
+        and VELOCITY (versions 2 and up) only where they change from the previous note in `note_order`."""
+        n = len(pitch)
+        pitch_tok = np.where(program == DRUMS, vocab.id("DRUM", pitch), vocab.id("PITCH", pitch))
         if self.c.version >= 4:  # [ROLE] [PROGRAM] [VELOCITY] PITCH DURATION, the bracketed ones only on change
             note_toks = np.stack([vocab.id("ROLE", np.maximum(role, 0)), vocab.id("PROGRAM", program),
                                   vocab.id("VELOCITY", vb), pitch_tok, vocab.id("DURATION", d_ix)], axis=1)
@@ -220,26 +262,7 @@ class Codec:
             note_toks = np.stack([vocab.id("PROGRAM", program), pitch_tok, vocab.id("VELOCITY", vb),
                                   vocab.id("DURATION", d_ix)], axis=1)
             keep = np.ones((n, 4), dtype=bool)
-        keys_tick, keys_val = self._keys(score, bars) if self.c.version >= 2 else (np.zeros(0, np.int64),) * 2
-        # a repeated bar is BAR [TIMESIG] [KEY] REPEAT_d: its positions and notes are not written
-        copied = repeat > 0
-        keep &= ~copied[note_bar][:, None]
-        pos_tick = pos_tick[~copied[np.searchsorted(bars, pos_tick, side="right") - 1]]
-        rep_ix = np.searchsorted(self.c.repeat_distances, repeat[copied])
-        W = note_toks.shape[1]
-        tick = np.r_[bars, bars[new_sig], keys_tick, bars[copied], pos_tick, t_tick, np.repeat(on, W)[keep.ravel()]]
-        order = np.r_[np.zeros(len(bars)), np.ones(new_sig.sum()), np.full(len(keys_tick), 1.5),
-                      np.full(copied.sum(), 1.75), np.full(len(pos_tick), 2), np.full(len(t_tick), 3),
-                      np.full(keep.sum(), 4)]
-        sub = np.r_[np.zeros(len(bars) + new_sig.sum() + len(keys_tick) + copied.sum() + len(pos_tick) + len(t_tick)),
-                    (rank[:, None] * W + np.arange(W)).ravel()[keep.ravel()]]
-        bar_ids = vocab.id("BAR", np.arange(len(bars)) % self.bar_cycle)
-        toks = np.r_[bar_ids, vocab.id("TIMESIG", bar_sig[new_sig]),
-                     vocab.id("KEY", keys_val) if len(keys_val) else np.zeros(0, np.int64),
-                     vocab.id("REPEAT", rep_ix) if copied.any() else np.zeros(0, np.int64),
-                     vocab.id("POSITION", position(pos_tick)), vocab.id("TEMPO", t_bin),
-                     note_toks.ravel()[keep.ravel()]]
-        return toks[np.lexsort((sub, order, tick))].astype(np.int64)
+        return note_toks, keep
 
     def _roles(self, score: Score, program: np.ndarray) -> np.ndarray:
         """Version 4: each note's track role (`ROLES`) where the piece needs it, that is where tracks of different

@@ -180,71 +180,22 @@ class RemiGrammar(Grammar):
         return ~self.state["any_note"] & (self.state["bars"] > 0)
 
     def allowed(self, B):
-        s, c, v2 = self.state, self.c, self.v2
+        s = self.state
         a = torch.zeros(B, self.v.size, dtype=torch.bool)
         ph = s["phase"]
-        ready = s["sig"] & (s["key"] | (not v2))  # the opening meter (and key) are there
+        ready = s["sig"] & (s["key"] | (not self.v2))  # the opening meter (and key) are there
         after_bar = (ph == 1) | (ph == 7) | (ph == 8)
         # a position may hold only a TEMPO (the encoder writes one where a bar opens with a rest): BAR or a
         # later POSITION may follow it, as in the training data (else the model is forced into a note there)
         tempo_only = (ph == 9) & (s["pos"] >= 0)
-        n_bar = self._rng["BAR"][1] - self._rng["BAR"][0]  # version 3 numbers its bars: only the next number
-        a[torch.arange(B), self.v.offset["BAR"] + s["bars"] % n_bar] = ((ph == 0) | (ph == 6) | (ph == 10)
-                                                        | ((after_bar | tempo_only) & ready))
-        a[:, self.r("TIMESIG")] = (ph == 1)[:, None]
-        if v2:
-            a[:, self.r("KEY")] = ((ph == 7) | ((ph == 1) & s["sig"]))[:, None]
-            if c.key:  # the KEY token (the written key signature) is the key asked
-                tonic, minor = parse_key(c.key)
-                a[:, self.r("KEY")] &= torch.arange(self._rng["KEY"][1] - self._rng["KEY"][0])[None] == \
-                    tonic + 12 * int(minor)
-        n_pos = self._rng["POSITION"][1] - self._rng["POSITION"][0]
-        later = (torch.arange(n_pos)[None] > s["pos"][:, None]) & (torch.arange(n_pos)[None] < s["bar_len"][:, None])
-        a[:, self.r("POSITION")] = later & (((ph == 6) | after_bar | tempo_only) & ready)[:, None]
-        if c.max_polyphony:  # only positions where some allowed pitch could still start
-            t = s["bar_start"][:, None] + torch.arange(n_pos)[None]  # (B, P) ticks
-            sounding = s["ends"][:, None, :] > t[:, :, None]  # (B, P, 256): pitched keys, then drum keys
-            key = (~sounding[..., :128] & self.pitches).any(-1) | ((~sounding[..., 128:]).any(-1) & bool(c.drums))
-            room = (sounding.sum(-1) < c.max_polyphony) & key  # counted as notes are (drums too)
-            a[:, self.r("POSITION")] &= room
-        tempo_ok = torch.ones(len(self.tok.codec.tempos), dtype=torch.bool)
-        if c.qpm is not None:
-            tempos = self.tok.codec.tempos
-            tempo_ok = torch.from_numpy(tempos == np.clip(round(c.qpm), tempos[0], tempos[-1]))
-        a[:, self.r("TEMPO")] = (ph == 2)[:, None] & tempo_ok[None]
-        # which notes could still start here: a free pitch (polyphony, key, range) on an allowed program
-        free = s["ends"] <= s["now"][:, None]  # (B, 256): that pitch is not sounding now
-        if c.max_polyphony:
-            free &= ((~free).sum(1, keepdim=True) < c.max_polyphony)
-        pitch_ok = free[:, :128] & self.pitches[None]
-        drum_ok = free[:, 128:]
-        progs = torch.zeros(129, dtype=torch.bool)
-        progs[list(c.programs) if c.programs is not None else slice(0, 128)] = True
-        progs[128] = c.drums
-        playable = (pitch_ok.any(1) & progs[:128].any()) | (drum_ok.any(1) & c.drums)
+        self._allow_bar_lines(a, B, ready, after_bar, tempo_only)
+        self._allow_positions(a, ready, after_bar, tempo_only)
+        self._allow_tempos(a)
+        pitch_ok, drum_ok, progs = self._free_keys()
+        playable = (pitch_ok.any(1) & progs[:128].any()) | (drum_ok.any(1) & self.c.drums)
         at_onset = ((ph == 2) | (ph == 9) | (ph == 6)) & (s["pos"] >= 0) & s["tempo"] & playable
-        if c.qpm is not None:  # the piece's tempo is given: it must be stated before the first note
-            a[:, self.r("TEMPO")] &= ~s["tempo"][:, None]
-        if v2:
-            prog_ok = progs[s["program"].clamp(0, 128)] & (s["program"] >= 0)  # the current program may go on
-            if self.v4:  # a ROLE where a note could start, only one that changes; a note follows it
-                n_roles = self._rng["ROLE"][1] - self._rng["ROLE"][0]
-                a[:, self.r("ROLE")] = at_onset[:, None] & (torch.arange(n_roles)[None] != s["role"][:, None])
-            named_role = ph == 11
-            new_prog = (at_onset | named_role)[:, None] & progs[None] & \
-                (torch.arange(129)[None] != s["program"][:, None])
-            new_prog &= torch.where(torch.arange(129)[None] == 128, drum_ok.any(1, keepdim=True),
-                                    pitch_ok.any(1, keepdim=True))
-            a[:, self.r("PROGRAM")] = new_prog
-            # a note may be named from here: after its PROGRAM, or on the current program if it has a free key
-            own = torch.where(s["drum"], drum_ok.any(1), pitch_ok.any(1))
-            head = ((at_onset | named_role) & prog_ok & own) | (ph == 3)
-            a[:, self.r("VELOCITY")] = head[:, None] & (torch.arange(self.tok.config.velocity_bins)[None]
-                                                         != s["velocity"][:, None])
-            named = (head & (s["velocity"] >= 0)) | (ph == 5)
-            a[:, self.r("PITCH")] = (named & ~s["drum"])[:, None] & pitch_ok
-            a[:, self.r("DRUM")] = (named & s["drum"])[:, None] & drum_ok
-            a[:, self.r("DURATION")] = (ph == 4)[:, None]
+        if self.v2:
+            self._allow_notes(a, at_onset, pitch_ok, drum_ok, progs)
         else:
             a[:, self.r("PROGRAM")] = at_onset[:, None] & progs[None]
             a[:, self.r("PITCH")] = ((ph == 3) & ~s["drum"])[:, None] & pitch_ok
@@ -255,6 +206,84 @@ class RemiGrammar(Grammar):
             a[:, self.r("REPEAT")] = self._repeatable(after_bar & ready)
         a[:, EOS] = (ph == 6) | (ph == 10)
         return a
+
+    def _allow_bar_lines(self, a, B, ready, after_bar, tempo_only) -> None:
+        """BAR (version 3: only the next number) after a note, a REPEAT or the start, or once the opening meter
+        is there after a bar line or a lone TEMPO; TIMESIG right after BAR; KEY (version 2) after the meter."""
+        s, c, ph = self.state, self.c, self.state["phase"]
+        n_bar = self._rng["BAR"][1] - self._rng["BAR"][0]  # version 3 numbers its bars: only the next number
+        a[torch.arange(B), self.v.offset["BAR"] + s["bars"] % n_bar] = ((ph == 0) | (ph == 6) | (ph == 10)
+                                                        | ((after_bar | tempo_only) & ready))
+        a[:, self.r("TIMESIG")] = (ph == 1)[:, None]
+        if self.v2:
+            a[:, self.r("KEY")] = ((ph == 7) | ((ph == 1) & s["sig"]))[:, None]
+            if c.key:  # the KEY token (the written key signature) is the key asked
+                tonic, minor = parse_key(c.key)
+                a[:, self.r("KEY")] &= torch.arange(self._rng["KEY"][1] - self._rng["KEY"][0])[None] == \
+                    tonic + 12 * int(minor)
+
+    def _allow_positions(self, a, ready, after_bar, tempo_only) -> None:
+        """POSITIONs later in the bar, after a note, a bar line or a lone TEMPO; with a polyphony cap, only those
+        where some allowed key could still start."""
+        s, c, ph = self.state, self.c, self.state["phase"]
+        n_pos = self._rng["POSITION"][1] - self._rng["POSITION"][0]
+        later = (torch.arange(n_pos)[None] > s["pos"][:, None]) & (torch.arange(n_pos)[None] < s["bar_len"][:, None])
+        a[:, self.r("POSITION")] = later & (((ph == 6) | after_bar | tempo_only) & ready)[:, None]
+        if c.max_polyphony:  # only positions where some allowed pitch could still start
+            t = s["bar_start"][:, None] + torch.arange(n_pos)[None]  # (B, P) ticks
+            sounding = s["ends"][:, None, :] > t[:, :, None]  # (B, P, 256): pitched keys, then drum keys
+            key = (~sounding[..., :128] & self.pitches).any(-1) | ((~sounding[..., 128:]).any(-1) & bool(c.drums))
+            room = (sounding.sum(-1) < c.max_polyphony) & key  # counted as notes are (drums too)
+            a[:, self.r("POSITION")] &= room
+
+    def _allow_tempos(self, a) -> None:
+        """TEMPO right after a POSITION; with a tempo asked, only that one, and only before the first."""
+        s, c = self.state, self.c
+        tempo_ok = torch.ones(len(self.tok.codec.tempos), dtype=torch.bool)
+        if c.qpm is not None:
+            tempos = self.tok.codec.tempos
+            tempo_ok = torch.from_numpy(tempos == np.clip(round(c.qpm), tempos[0], tempos[-1]))
+        a[:, self.r("TEMPO")] = (s["phase"] == 2)[:, None] & tempo_ok[None]
+        if c.qpm is not None:  # the piece's tempo is given: it must be stated before the first note
+            a[:, self.r("TEMPO")] &= ~s["tempo"][:, None]
+
+    def _free_keys(self):
+        """Which notes could still start now: (B, 128) free pitches (polyphony, key, range), (B, 128) free drum
+        keys, and the (129,) programs allowed (128: drums)."""
+        s, c = self.state, self.c
+        free = s["ends"] <= s["now"][:, None]  # (B, 256): that pitch is not sounding now
+        if c.max_polyphony:
+            free &= ((~free).sum(1, keepdim=True) < c.max_polyphony)
+        pitch_ok = free[:, :128] & self.pitches[None]
+        drum_ok = free[:, 128:]
+        progs = torch.zeros(129, dtype=torch.bool)
+        progs[list(c.programs) if c.programs is not None else slice(0, 128)] = True
+        progs[128] = c.drums
+        return pitch_ok, drum_ok, progs
+
+    def _allow_notes(self, a, at_onset, pitch_ok, drum_ok, progs) -> None:
+        """Versions 2 and up: [ROLE] [PROGRAM] [VELOCITY] PITCH|DRUM DURATION, a ROLE, PROGRAM or VELOCITY only
+        where it changes, a note only on a free key of an allowed program."""
+        s, ph = self.state, self.state["phase"]
+        prog_ok = progs[s["program"].clamp(0, 128)] & (s["program"] >= 0)  # the current program may go on
+        if self.v4:  # a ROLE where a note could start, only one that changes; a note follows it
+            n_roles = self._rng["ROLE"][1] - self._rng["ROLE"][0]
+            a[:, self.r("ROLE")] = at_onset[:, None] & (torch.arange(n_roles)[None] != s["role"][:, None])
+        named_role = ph == 11
+        new_prog = (at_onset | named_role)[:, None] & progs[None] & \
+            (torch.arange(129)[None] != s["program"][:, None])
+        new_prog &= torch.where(torch.arange(129)[None] == 128, drum_ok.any(1, keepdim=True),
+                                pitch_ok.any(1, keepdim=True))
+        a[:, self.r("PROGRAM")] = new_prog
+        # a note may be named from here: after its PROGRAM, or on the current program if it has a free key
+        own = torch.where(s["drum"], drum_ok.any(1), pitch_ok.any(1))
+        head = ((at_onset | named_role) & prog_ok & own) | (ph == 3)
+        a[:, self.r("VELOCITY")] = head[:, None] & (torch.arange(self.tok.config.velocity_bins)[None]
+                                                     != s["velocity"][:, None])
+        named = (head & (s["velocity"] >= 0)) | (ph == 5)
+        a[:, self.r("PITCH")] = (named & ~s["drum"])[:, None] & pitch_ok
+        a[:, self.r("DRUM")] = (named & s["drum"])[:, None] & drum_ok
+        a[:, self.r("DURATION")] = (ph == 4)[:, None]
 
     def _repeatable(self, here: torch.Tensor) -> torch.Tensor:
         """(B, distances): REPEAT_d only right after a bar line, where bar d back exists, holds notes and has this

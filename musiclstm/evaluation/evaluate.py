@@ -285,7 +285,35 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     styles = model.meta.get("train", {}).get("styles", "none") if tok.styles else "none"
     kw = dict(styles=styles, jobs=jobs, cache_dir=cache_dir, progress=progress)
     held, fit, check = _held_out(model, corpus, train_corpus, kw, note)
+    result, seqs, held_scores = _likelihood(model, held, fit, check, order)
+    result["warnings"] = warnings
+    if samples <= 0:
+        return result
 
+    _, sample_seqs = compose(model, seconds=sample_seconds, num=samples, seed=seed, return_ids=True,
+                             harmonizer=harmonizer)
+    result["harmonizer"] = is_chorale_model(model) if harmonizer is None else bool(harmonizer)
+    sample_seqs = [np.asarray(s, np.int64) for s in sample_seqs]
+    draw = np.random.default_rng(seed).permutation(len(held))[:pieces]
+    real_ids = [seqs[i] for i in sorted(draw)]
+    real_scores = [held_scores[i] if held_scores is not None else tok.decode_score(seqs[i]) for i in sorted(draw)]
+    gen_scores = [tok.decode_score(s) for s in sample_seqs]
+    result["music"] = music_statistics(tok, real_ids, sample_seqs, quarters=quarters, seconds=sample_seconds,
+                                       seed=seed, real_scores=real_scores, sample_scores=gen_scores)
+    result["samples"] = _sample_features(real_scores, gen_scores, quarters=quarters, count=samples,
+                                         seconds=sample_seconds, seed=seed)
+    result["memorisation"] = _memorisation(tok, fit, gen_scores)
+    zero = sum(int(((s.end - s.start) <= 0).sum()) for s in gen_scores)
+    beats = sum(int(((s.end - s.start) > 16).sum()) for s in gen_scores)
+    result["validity"] = {**_validity(model, [list(s) for s in sample_seqs]), "zero_length_notes": zero,
+                          "notes_over_16_beats": beats}
+    return result
+
+
+def _likelihood(model, held: list, fit: list, check, order: int) -> tuple[dict, list[np.ndarray], list]:
+    """The held-out pieces scored: (the result so far: counts, NLL per token, per note and by token type beside
+    the Kneser-Ney n-gram fitted on `fit`, the repeat probe; the held-out sequences; their decoded scores)."""
+    tok = model.tokenizer
     style_lo, style_hi = tok.vocab.offset["STYLE"], tok.vocab.offset["STYLE"] + len(tok.styles)
     ngram = KneserNey(order, tok.vocab_size).fit(data.sequence(p, tok)[1:] for p in fit)
     seqs = [data.sequence(p, tok) for p in held]
@@ -311,41 +339,34 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
               "by_type": {k: {"tokens": v["tokens"], "nll_nats_per_token": v["nll_nats_per_token"],
                               "ngram_nll_nats_per_token": base["by_type"][k]["nll_nats_per_token"]}
                           for k, v in lstm["by_type"].items()},
-              "repeat_probe": repeat_probe(tok, seqs, full_nll, held_scores), "warnings": warnings}
-    if samples <= 0:
-        return result
+              "repeat_probe": repeat_probe(tok, seqs, full_nll, held_scores)}
+    return result, seqs, held_scores
 
-    _, sample_seqs = compose(model, seconds=sample_seconds, num=samples, seed=seed, return_ids=True,
-                             harmonizer=harmonizer)
-    result["harmonizer"] = is_chorale_model(model) if harmonizer is None else bool(harmonizer)
-    sample_seqs = [np.asarray(s, np.int64) for s in sample_seqs]
-    draw = np.random.default_rng(seed).permutation(len(held))[:pieces]
-    real_ids = [seqs[i] for i in sorted(draw)]
-    real_scores = [held_scores[i] if held_scores is not None else tok.decode_score(seqs[i]) for i in sorted(draw)]
-    gen_scores = [tok.decode_score(s) for s in sample_seqs]
-    result["music"] = music_statistics(tok, real_ids, sample_seqs, quarters=quarters, seconds=sample_seconds,
-                                       seed=seed, real_scores=real_scores, sample_scores=gen_scores)
+
+def _sample_features(real_scores: list, gen_scores: list, *, quarters: float, count: int, seconds: float,
+                     seed: int) -> dict:
+    """The samples beside the held-out pieces (cut to `quarters`): the overlapping area of each feature's
+    distribution, the features' means, and how much of each stays in its key."""
     ref_scores = [music.excerpt(s, quarters) for s in real_scores]
     gen_f = [f for f in map(features, gen_scores) if f]
     ref_f = [f for f in map(features, ref_scores) if f]
     oa = {name: overlap_area([f[name] for f in ref_f], [f[name] for f in gen_f]) for name in FEATURES}
-    result["samples"] = {"count": samples, "seconds": sample_seconds, "seed": seed,
-                         "overlapping_area": oa, "mean_overlapping_area": float(np.nanmean(list(oa.values()))),
-                         "generated_mean": {k: float(np.mean([f[k].mean() for f in gen_f])) for k in FEATURES[1:]},
-                         "data_mean": {k: float(np.mean([f[k].mean() for f in ref_f])) for k in FEATURES[1:]},
-                         "in_key": {"generated": float(np.mean([in_key(x) for x in gen_scores if len(x)])),
-                                    "data": float(np.mean([in_key(x) for x in ref_scores if len(x)]))}}
+    return {"count": count, "seconds": seconds, "seed": seed,
+            "overlapping_area": oa, "mean_overlapping_area": float(np.nanmean(list(oa.values()))),
+            "generated_mean": {k: float(np.mean([f[k].mean() for f in gen_f])) for k in FEATURES[1:]},
+            "data_mean": {k: float(np.mean([f[k].mean() for f in ref_f])) for k in FEATURES[1:]},
+            "in_key": {"generated": float(np.mean([in_key(x) for x in gen_scores if len(x)])),
+                       "data": float(np.mean([in_key(x) for x in ref_scores if len(x)]))}}
+
+
+def _memorisation(tok, fit: list, gen_scores: list) -> dict:
+    """The longest run of notes each sample copies from a training piece (those decoded one at a time)."""
     training_codes = (_note_codes(tok.decode_score(p.ids)) for p in fit)  # decoded one at a time
     sample_codes = [_note_codes(s) for s in gen_scores]
     copies = longest_copies(sample_codes, training_codes)
     notes = [len(c) for c in sample_codes]
-    result["memorisation"] = {"longest_copied_notes": int(max(copies)), "mean_longest_copied_notes":
-                              float(np.mean(copies)), "notes_per_sample": float(np.mean(notes))}
-    zero = sum(int(((s.end - s.start) <= 0).sum()) for s in gen_scores)
-    beats = sum(int(((s.end - s.start) > 16).sum()) for s in gen_scores)
-    result["validity"] = {**_validity(model, [list(s) for s in sample_seqs]), "zero_length_notes": zero,
-                          "notes_over_16_beats": beats}
-    return result
+    return {"longest_copied_notes": int(max(copies)), "mean_longest_copied_notes": float(np.mean(copies)),
+            "notes_per_sample": float(np.mean(notes))}
 
 
 def jsonable(x):

@@ -2,7 +2,7 @@
 statistics (real, model, shuffled; mean±sd and Cohen's d), overlap, memorisation and validity;
 two models side by side.
 
-May import: nothing in musiclstm (plain dicts in, text out).
+May import: nothing in musiclstm (plain dicts in, text out). Not: the rest of evaluation, nor any room below.
 """
 
 from __future__ import annotations

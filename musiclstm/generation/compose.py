@@ -145,21 +145,9 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
                         prime_bars=prime_bars, prime_notes=prime_notes)
     _check_lengths(num, seconds, bars, tokens)
     tok = model.tokenizer
-    programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
-    if instruments or drums:  # `--drums` alone asks for drums too
-        check_instruments(model, programs or (), bool(want_drums or drums))
-    learned_programs, learned_pitches = learned(model)  # the model writes only what it learned
-    voiced = _voicing(programs, learned_programs) if tok.encoding == "remi" else None
-    allowed_programs = (tuple(sorted(voiced)) if voiced else programs) or None
-    if allowed_programs is None and learned_programs is not None:
-        allowed_programs = tuple(p for p in learned_programs if p < 128)
-    if programs is not None:
-        default_drums = want_drums
-    else:
-        default_drums = 128 in learned_programs if learned_programs is not None else True
-    controls = _controls(tok, key=key, pitch_range=_within(pitch_range, learned_pitches), tempo=tempo, bars=bars,
-                         programs=allowed_programs, drums=drums if drums is not None else default_drums,
-                         max_polyphony=max_polyphony)
+    controls, programs, voiced = _sampling_controls(model, instruments=instruments, drums=drums, key=key,
+                                                    pitch_range=pitch_range, tempo=tempo, bars=bars,
+                                                    max_polyphony=max_polyphony)
     pscore = prime_score(prime, prime_seconds=prime_seconds, prime_bars=prime_bars, prime_notes=prime_notes)
     if style is None and tok.styles and model.meta.get("train", {}).get("styles", "none") != "none":
         style = tok.styles[0]
@@ -183,6 +171,30 @@ def compose(model: Model, prime=None, *, seconds: float | None = None, bars: int
     if return_ids:
         return (out if num > 1 else out[0]), seqs
     return out if num > 1 else out[0]
+
+
+def _sampling_controls(model: Model, *, instruments: str | None, drums: bool | None, key: str | None, pitch_range,
+                       tempo: float | None, bars: int | None, max_polyphony: int | None):
+    """(the grammar's `Controls`, the programs asked (None: any), the voicing of those on the model's learned
+    programs (remi)): the instruments asked checked against what the model learned, and the model kept to the
+    programs, drums and pitch range it learned unless asked otherwise."""
+    tok = model.tokenizer
+    programs, want_drums = parse_instruments(instruments) if instruments else (None, None)
+    if instruments or drums:  # `--drums` alone asks for drums too
+        check_instruments(model, programs or (), bool(want_drums or drums))
+    learned_programs, learned_pitches = learned(model)  # the model writes only what it learned
+    voiced = _voicing(programs, learned_programs) if tok.encoding == "remi" else None
+    allowed_programs = (tuple(sorted(voiced)) if voiced else programs) or None
+    if allowed_programs is None and learned_programs is not None:
+        allowed_programs = tuple(p for p in learned_programs if p < 128)
+    if programs is not None:
+        default_drums = want_drums
+    else:
+        default_drums = 128 in learned_programs if learned_programs is not None else True
+    controls = _controls(tok, key=key, pitch_range=_within(pitch_range, learned_pitches), tempo=tempo, bars=bars,
+                         programs=allowed_programs, drums=drums if drums is not None else default_drums,
+                         max_polyphony=max_polyphony)
+    return controls, programs, voiced
 
 
 def is_chorale_model(model: Model) -> bool:

@@ -164,14 +164,7 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
         raise ConfigError(f"transpose must be between -{MAX_TRANSPOSE} and {MAX_TRANSPOSE} semitones")
     line.pitch = line.pitch + int(transpose)
     h = load(model)
-    lo, hi = h.ranges[0]
-    if line.pitch.min() < lo or line.pitch.max() > hi:
-        shift = lo - int(line.pitch.min()) if line.pitch.min() < lo else hi - int(line.pitch.max())
-        octave = int(math.copysign(12 * math.ceil(abs(shift) / 12), shift))
-        fits = hi - lo >= np.ptp(line.pitch) and abs(int(transpose) + octave) <= MAX_TRANSPOSE
-        hint = f"; try --transpose {int(transpose) + octave}" if fits else ""  # only advice the option takes
-        raise ConfigError(f"the melody spans MIDI {line.pitch.min()}-{line.pitch.max()}, outside the soprano "
-                          f"range {lo}-{hi}{hint}")
+    _check_soprano_range(line, h.ranges[0], transpose)
     T = int(np.round(line.end.max() * STEPS))
     if T > MAX_QUARTERS * STEPS:
         raise ConfigError(f"the melody lasts {T / STEPS:g} quarters; harmonize takes at most {MAX_QUARTERS}")
@@ -185,11 +178,7 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
         warnings.append(f"{outside:.0%} of the melody's notes are outside {key_name(tonic, minor)} (the melody "
                         f"reads as {key_name(*own)}); the harmony keeps to both")
     pcs = scale(tonic, minor) | {int(p) % 12 for p in line.pitch}
-    pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
-    for st, en, p in zip(line.start, line.end, line.pitch, strict=True):
-        a, b = int(round(st * STEPS)), max(int(round(en * STEPS)), int(round(st * STEPS)) + 1)
-        pitches[a:b, 0], onset[a, 0] = p, True
-    grid = h.cells.from_pitches(pitches, onset)
+    grid = _soprano_grid(line, T, h.cells)
     free = np.zeros((T, 4), bool)
     free[:, 1:] = True
     gen = torch.Generator().manual_seed(int(seed))
@@ -206,6 +195,27 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
                     cadences=parse_cadences(cadences), fermatas=marks,
                     steps=T, notes=int(len(result)), warnings=warnings)
     return result
+
+
+def _check_soprano_range(line: Score, soprano: tuple[int, int], transpose: int) -> None:
+    """Refuse a melody outside the soprano's range, suggesting the --transpose that fits it (where one does)."""
+    lo, hi = soprano
+    if line.pitch.min() < lo or line.pitch.max() > hi:
+        shift = lo - int(line.pitch.min()) if line.pitch.min() < lo else hi - int(line.pitch.max())
+        octave = int(math.copysign(12 * math.ceil(abs(shift) / 12), shift))
+        fits = hi - lo >= np.ptp(line.pitch) and abs(int(transpose) + octave) <= MAX_TRANSPOSE
+        hint = f"; try --transpose {int(transpose) + octave}" if fits else ""  # only advice the option takes
+        raise ConfigError(f"the melody spans MIDI {line.pitch.min()}-{line.pitch.max()}, outside the soprano "
+                          f"range {lo}-{hi}{hint}")
+
+
+def _soprano_grid(line: Score, T: int, cells: Cells) -> np.ndarray:
+    """The (T, 4) cells of a melody in the soprano, the other voices empty (to be drawn)."""
+    pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
+    for st, en, p in zip(line.start, line.end, line.pitch, strict=True):
+        a, b = int(round(st * STEPS)), max(int(round(en * STEPS)), int(round(st * STEPS)) + 1)
+        pitches[a:b, 0], onset[a, 0] = p, True
+    return cells.from_pitches(pitches, onset)
 
 
 def parse_cadences(cadences) -> list[int]:
@@ -310,19 +320,9 @@ def infill(piece, bars: str = "1", *, voices: str = "SATB", model=None, seed: in
     if T > MAX_QUARTERS * STEPS:  # the same cap as harmonize: the grid and each Gibbs sweep grow with T
         raise ConfigError(f"the piece lasts {T / STEPS:g} quarters; infill takes at most {MAX_QUARTERS}")
     h = load(model)
-    pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
-    for i in np.argsort(s.start, kind="stable"):
-        e = max(int(round(s.end[i] * STEPS)), on[i] + 1)
-        pitches[on[i]:e, v_of_note[i]], onset[on[i], v_of_note[i]] = s.pitch[i], True
-    grid = h.cells.from_pitches(pitches, onset)
+    grid = _voices_grid(s, on, v_of_note, T, h.cells)
     redo = np.isin(v_of_note, which) & (s.start >= lo_q - 1e-9) & (s.start < hi_q - 1e-9)
-    free = np.zeros((T, 4), bool)
-    a_s, b_s = int(round(lo_q * STEPS)), int(round(hi_q * STEPS))
-    free[a_s:b_s, which] = True
-    for i in np.flatnonzero(~redo & np.isin(v_of_note, which)):  # notes kept: their cells stay
-        free[on[i]:max(int(round(s.end[i] * STEPS)), on[i] + 1), v_of_note[i]] = False
-    for i in np.flatnonzero(redo):  # the whole of a note redrawn is free, even past the last bar
-        free[on[i]:max(int(round(s.end[i] * STEPS)), on[i] + 1), v_of_note[i]] = True
+    free = _free_cells(s, on, v_of_note, which, redo, (lo_q, hi_q), T)
     ranges = [(min(lo, int(s.pitch[v_of_note == v].min())), max(hi, int(s.pitch[v_of_note == v].max())))
               for v, (lo, hi) in enumerate(h.ranges)]
     tonic, minor, _ = key_fit(np.bincount(s.pitch % 12, weights=s.end - s.start, minlength=12))
@@ -330,13 +330,7 @@ def infill(piece, bars: str = "1", *, voices: str = "SATB", model=None, seed: in
     gen = torch.Generator().manual_seed(int(seed))
     new = gibbs(h.net, h.cells, grid, free, allowed_cells(h.cells, ranges, pcs), iterations=iterations,
                 temperature=temperature, generator=gen, rules=rules)
-    # new notes: those starting in a free cell (a HOLD continuing a kept note is not a new note)
-    from ..encodings.grid import Codec, Config
-
-    dec = Codec(Config(voices=4, hold=True, max_hold_steps=10**6)).decode(new.reshape(-1), h.cells.tokenizer.vocab)
-    d_on = np.round(dec.start * STEPS).astype(int)
-    fresh = free[np.clip(d_on, 0, T - 1), dec.track.astype(int)]
-    dec = dec.select(fresh)
+    dec = _new_notes(new, free, T, h.cells)
     keep = s.select(~redo)
     out = Score(np.r_[keep.start, dec.start], np.r_[keep.end, dec.end], np.r_[keep.pitch, dec.pitch],
                 np.r_[keep.velocity, np.full(len(dec), 80)],
@@ -348,3 +342,36 @@ def infill(piece, bars: str = "1", *, voices: str = "SATB", model=None, seed: in
                     added=int(len(dec)), seconds=time.time() - t0, key=key_name(tonic, minor))
     return to_pretty_midi(out)
 
+
+def _voices_grid(s: Score, on: np.ndarray, v_of_note: np.ndarray, T: int, cells: Cells) -> np.ndarray:
+    """The (T, 4) cells of a four-part piece, each note in its voice (`v_of_note`) from its onset step `on`."""
+    pitches, onset = np.full((T, 4), -1), np.zeros((T, 4), bool)
+    for i in np.argsort(s.start, kind="stable"):
+        e = max(int(round(s.end[i] * STEPS)), on[i] + 1)
+        pitches[on[i]:e, v_of_note[i]], onset[on[i], v_of_note[i]] = s.pitch[i], True
+    return cells.from_pitches(pitches, onset)
+
+
+def _free_cells(s: Score, on: np.ndarray, v_of_note: np.ndarray, which: list[int], redo: np.ndarray,
+                span: tuple[float, float], T: int) -> np.ndarray:
+    """(T, 4) the cells to draw: the voices `which` within `span` (quarters), less the cells of the notes kept
+    there, plus the whole of every note redrawn (`redo`), even past the span."""
+    free = np.zeros((T, 4), bool)
+    a_s, b_s = int(round(span[0] * STEPS)), int(round(span[1] * STEPS))
+    free[a_s:b_s, which] = True
+    for i in np.flatnonzero(~redo & np.isin(v_of_note, which)):  # notes kept: their cells stay
+        free[on[i]:max(int(round(s.end[i] * STEPS)), on[i] + 1), v_of_note[i]] = False
+    for i in np.flatnonzero(redo):  # the whole of a note redrawn is free, even past the last bar
+        free[on[i]:max(int(round(s.end[i] * STEPS)), on[i] + 1), v_of_note[i]] = True
+    return free
+
+
+def _new_notes(new: np.ndarray, free: np.ndarray, T: int, cells: Cells) -> Score:
+    """The notes of the drawn grid `new` that start in a free cell (a HOLD continuing a kept note is not a new
+    note), decoded with voices as tracks 0-3."""
+    from ..encodings.grid import Codec, Config
+
+    dec = Codec(Config(voices=4, hold=True, max_hold_steps=10**6)).decode(new.reshape(-1), cells.tokenizer.vocab)
+    d_on = np.round(dec.start * STEPS).astype(int)
+    fresh = free[np.clip(d_on, 0, T - 1), dec.track.astype(int)]
+    return dec.select(fresh)

@@ -137,13 +137,8 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
     uniforms = torch.rand(max_tokens, batch, 1, generator=gen).clamp_(min=1e-7).to(device)
     n = P
     for t in range(max_tokens):
-        logits = logits.float() if memory is None else memory.log_probs(logits, net.top(state))
-        if repetition_penalty > 1:
-            logits = _penalize(logits, buf[:, max(0, n - repetition_window): n], repetition_penalty)
-        if constraint is not None:
-            allowed = constraint(buf[:, :n], logits)
-            if allowed is not None:
-                logits = logits.masked_fill(~allowed, float("-inf"))
+        logits = _as_drawn(logits, net, state, memory, buf[:, :n], repetition_penalty, repetition_window,
+                           constraint)
         nxt = draw(logits, uniforms[t], temperature, top_k, top_p)
         if eos is not None:
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
@@ -163,6 +158,20 @@ def generate(model, prime=None, max_tokens: int = 512, temperature: float = 1.0,
     if eos is not None:  # trim everything after each sequence's first generated EOS
         ids = [s[: P + s[P:].index(eos) + 1] if eos in s[P:] else s for s in ids]
     return ids
+
+
+def _as_drawn(logits: torch.Tensor, net, state, memory: Memory | None, ids: torch.Tensor, repetition_penalty: float,
+              repetition_window: int, constraint: Constraint | None) -> torch.Tensor:
+    """The next step's logits as they are drawn from: the cache's memory of the piece mixed in, the ids of the
+    latest `repetition_window` penalized, and what `constraint` does not allow after `ids` (B, n) masked out."""
+    logits = logits.float() if memory is None else memory.log_probs(logits, net.top(state))
+    if repetition_penalty > 1:
+        logits = _penalize(logits, ids[:, max(0, ids.shape[1] - repetition_window):], repetition_penalty)
+    if constraint is not None:
+        allowed = constraint(ids, logits)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+    return logits
 
 
 def _penalize(logits: torch.Tensor, recent: torch.Tensor, penalty: float) -> torch.Tensor:

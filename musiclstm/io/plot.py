@@ -3,7 +3,8 @@
 Each drawing function takes an optional `ax` (or `fig`) and returns it; without one it makes a
 pyplot figure, which a notebook shows inline. The `save_*` helpers draw on a bare
 `matplotlib.figure.Figure`, so writing a PNG never touches the notebook's or the user's backend.
-May import: nothing in musiclstm but io (matplotlib on plain arrays and PrettyMIDI).
+May import: nothing in musiclstm but io (matplotlib on plain arrays and PrettyMIDI). Not: encodings, data,
+models, generation, training, evaluation, app.
 """
 
 from __future__ import annotations

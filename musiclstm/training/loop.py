@@ -177,16 +177,8 @@ def run_loop(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg, *, step: int
             n_all, mean_clock = sum_over_ranks([n_targets, clock["elapsed"]], world, device)
             n_all = int(n_all)
             if n_all:
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step, cfg, total, mean_clock / world)
-                nll_all = sum_over_ranks([nll.item()], world, device)[0]  # a NaN on any rank is a NaN on all
-                if not math.isfinite(nll_all):
-                    diverged(step, nll_all / n_all)
-                opt.zero_grad(set_to_none=True)
-                # DDP averages the ranks' gradients: each rank divides its sum by the mean targets per rank
-                (nll / (n_all / world)).backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                opt.step()
+                nll_all = _update(net, opt, cfg, nll, n_all, lr=lr_at(step, cfg, total, mean_clock / world),
+                                  step=step, diverged=diverged, world=world, device=device)
                 loss_sum, loss_n = loss_sum + nll_all, loss_n + n_all
             if after_step is not None:
                 after_step()
@@ -207,6 +199,23 @@ def run_loop(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg, *, step: int
     clock["elapsed"] = elapsed()
     return LoopEnd(step, interrupted, loss_sum / max(1, loss_n), tokens / max(1e-9, time.time() - t0), validated,
                    clock["elapsed"])
+
+
+def _update(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg, nll: torch.Tensor, n_all: int, *, lr: float,
+            step: int, diverged: Callable[[int, float], None], world: int, device: torch.device) -> float:
+    """One optimizer step at learning rate `lr` on this rank's summed NLL `nll` of `n_all` real targets (all
+    ranks together); returns the NLL summed over the ranks (`diverged` is called first when it is not finite)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    nll_all = sum_over_ranks([nll.item()], world, device)[0]  # a NaN on any rank is a NaN on all
+    if not math.isfinite(nll_all):
+        diverged(step, nll_all / n_all)
+    opt.zero_grad(set_to_none=True)
+    # DDP averages the ranks' gradients: each rank divides its sum by the mean targets per rank
+    (nll / (n_all / world)).backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    opt.step()
+    return nll_all
 
 
 def sum_over_ranks(values: list[float], world: int, device: torch.device) -> list[float]:
