@@ -468,3 +468,18 @@ def test_cli_compose_harmonizer_option_changes_the_lower_voices(tmp_path):
     assert lower(ruled) != lower(own)
     v = voices(musiclstm.read(ruled), by_track=True)
     assert v["parallel_fifths"] == 0 and v["parallel_octaves"] == 0
+
+
+def test_tied_bars_get_the_harmony_of_their_first_appearance(tiny, tmp_path):
+    phrase = [72, 74, 76, 72]  # one 4/4 bar, played three times, then a closing bar
+    melody_file(tmp_path / "m.mid", phrase * 3 + [72], [1] * 12 + [4])
+    assert C._tie_steps([(4, 8, 0), (8, 12, 4)], 64)[32:48].tolist() == list(range(0, 16))  # a copy of a copy
+
+    def lower(score, a, b):
+        return sorted((round(s - a, 3), round(e - a, 3), int(p), int(t)) for s, e, p, t in
+                      zip(score.start, score.end, score.pitch, score.track, strict=True) if t > 0 and a <= s < b)
+
+    free = C.harmonize_score(tmp_path / "m.mid", model=tiny, seed=1, iterations=8)
+    tied = C.harmonize_score(tmp_path / "m.mid", model=tiny, seed=1, iterations=8, ties=[(4, 8, 0), (8, 12, 4)])
+    assert lower(tied, 0, 4) and lower(tied, 4, 8) == lower(tied, 0, 4) and lower(tied, 8, 12) == lower(tied, 0, 4)
+    assert not (lower(free, 4, 8) == lower(free, 0, 4) == lower(free, 8, 12))  # untied, the tiny model varies

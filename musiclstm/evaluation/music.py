@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..io.score import ROLES, Score, bar_lines, key_fit, tracks_by_height
+from ..io.score import ROLES, Score, bar_contents, bar_lines, first_copies, key_fit, tracks_by_height
 from ..theory import SATB_RANGES, parallels, scale, scale_consistency
 
 NAN = float("nan")
@@ -173,35 +173,6 @@ def rhythm(score: Score) -> dict[str, float]:
 
 
 # ---- form ------------------------------------------------------------------------------------
-def bar_contents(score: Score, bars: np.ndarray | None = None) -> list[np.ndarray]:
-    """Per bar, its notes as (onset in the bar, pitch, duration) rows on a 12-per-quarter grid, sorted."""
-    s = pitched(score)
-    bars = bar_lines(s) if bars is None else bars
-    idx = np.searchsorted(bars, s.start + 1e-9, side="right") - 1
-    rows = np.stack([np.round((s.start - bars[np.clip(idx, 0, None)]) * GRID), s.pitch,
-                     np.round((s.end - s.start) * GRID)], 1).astype(np.int64)
-    out = []
-    for i in range(len(bars)):
-        r = rows[idx == i]
-        out.append(r[np.lexsort((r[:, 2], r[:, 1], r[:, 0]))])
-    return out
-
-
-def first_copies(score: Score, bars: np.ndarray | None = None, *, transposed: bool = False) -> np.ndarray:
-    """Per bar, the index of the first bar with the same notes (itself when new; with `transposed`,
-    at any pitch); -1 for an empty bar."""
-    first: dict[bytes, int] = {}
-    out = []
-    for i, r in enumerate(bar_contents(score, bars)):
-        if len(r) == 0:
-            out.append(-1)
-            continue
-        if transposed:
-            r = r - [0, r[:, 1].min(), 0]
-        out.append(first.setdefault(r.tobytes(), i))
-    return np.array(out, np.int64)
-
-
 def repeated_bars(score: Score, bars: np.ndarray | None = None, *, transposed: bool = False) -> np.ndarray:
     """Per bar, whether it repeats an earlier non-empty bar note for note (onset in the bar, pitch,
     duration) or, with `transposed`, at another pitch. Empty bars never repeat."""

@@ -209,7 +209,8 @@ def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None, key: str
     harmonizer writes by its rules: the line on the 16th grid, one note at a time, moved by octaves into the
     soprano's range; in the piece's written key; voices on the chorale programs (or the instruments asked).
     A primer's notes (the first `primer_notes`) are kept as they are, its tracks as voices from the top; the
-    new music is harmonized from the bar line where it begins."""
+    new music is harmonized from the bar line where it begins. A bar the model repeated note for note (all
+    voices) keeps the harmony of its first appearance (`harmonize_score`'s ties), so its form stays."""
     from ..io.score import bar_lines
     from .harmonize import harmonize_score, load
 
@@ -232,7 +233,7 @@ def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None, key: str
     top.pitch = top.pitch + shift
     top.pitch = np.where(top.pitch < lo, top.pitch + 12 * np.ceil((lo - top.pitch) / 12),
                          np.where(top.pitch > hi, top.pitch - 12 * np.ceil((top.pitch - hi) / 12), top.pitch))
-    out = harmonize_score(top, model=h, seed=seed, top_voice=True)
+    out = harmonize_score(top, model=h, seed=seed, top_voice=True, ties=_repeated_spans(part, lines, origin))
     out = out.select(out.start >= first - origin - 1e-9)  # nothing under the primer
     out.start, out.end = out.start + origin, out.end + origin
     if primer_notes:  # the primer's own notes, each track a voice from the top
@@ -250,6 +251,18 @@ def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None, key: str
     out.tracks = [Track(p, False, f"{v.title()} ({_gm(p)})") for v, p in zip(names, programs, strict=True)]
     out.key_signatures = written_key(out, key, primer_notes)  # the signature follows the parts as harmonized
     return out
+
+
+def _repeated_spans(part: Score, lines: np.ndarray, origin: float) -> list[tuple[float, float, float]]:
+    """(start, end, first appearance) in quarters from `origin` of each bar of `part` that repeats an earlier
+    bar note for note; the closing bar is left out (it closes on the tonic)."""
+    from ..io.score import first_copies
+
+    first = first_copies(part, lines)
+    last = int(np.searchsorted(lines, float(part.start.max()) + 1e-9, side="right")) - 1
+    bounds = np.r_[lines, np.inf]
+    return [(lines[i] - origin, min(bounds[i + 1], lines[i] + 64) - origin, lines[f] - origin)
+            for i, f in enumerate(first) if 0 <= f < i < last and lines[f] >= origin]
 
 
 def _check_lengths(num: int, seconds, bars, tokens) -> None:

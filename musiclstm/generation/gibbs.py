@@ -151,11 +151,13 @@ def _settle(net, cells, x, free, allowed, beat, temperature, gen, rounds: int = 
 @torch.no_grad()
 def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, allowed: torch.Tensor, *,
           iterations: int = 64, temperature: float = 0.8, generator: torch.Generator | None = None,
-          phase: int = 0, rules: bool = True) -> np.ndarray:
+          phase: int = 0, rules: bool = True, ties: np.ndarray | None = None) -> np.ndarray:
     """Redraw the `free` cells of `grid` ((T, 4) ids) by annealed pseudo-Gibbs sampling; the other
     cells never change. Temperature 0 takes the most likely cell each time. With `rules`, a note is
     not drawn where it would make parallel fifths or octaves or cross a voice (`forbidden_pitches`,
-    against the cells known at that moment), unless every note is forbidden there."""
+    against the cells known at that moment), unless every note is forbidden there. `ties` ((T,) steps, -1
+    for none): a step tied to an earlier one takes that step's free cells after every draw, so a repeated
+    bar of the melody gets the same harmony, chosen in the context of both places."""
     net.eval()
     gen = generator or torch.Generator().manual_seed(0)
     T = len(grid)
@@ -165,6 +167,15 @@ def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, all
     x[free_t] = net.mask_id
     if not free_t.any():
         return x.numpy()
+    tied = np.flatnonzero(np.asarray(ties) >= 0) if ties is not None else np.zeros(0, np.int64)
+    src = torch.from_numpy(np.asarray(ties)[tied]) if len(tied) else None
+    tied_t = torch.from_numpy(tied)
+
+    def tie(x: torch.Tensor) -> None:
+        if src is not None:
+            keep = free_t[tied_t] & free_t[src]
+            x[tied_t] = torch.where(keep, x[src], x[tied_t])
+
     for n in range(max(1, iterations)):
         share = max(0.05, 1.0 - n / (0.75 * max(1, iterations)) * 0.95)
         pick = free_t & (torch.rand(T, 4, generator=gen) < share) if n else free_t.clone()
@@ -174,8 +185,10 @@ def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, all
         x[pick] = net.mask_id
         draw = _draw(_logits(net, cells, x, allowed, beat, rules), temperature, gen)
         x[pick] = draw[pick]
+        tie(x)
     if rules:  # notes still breaking a rule (drawn together with the note they clash with): redraw them
         x = _settle(net, cells, x, free_t, allowed, beat, temperature, gen)
+        tie(x)
     out = x.numpy()
     for t in range(T):  # a HOLD whose note was redrawn into a rest is a rest
         bad = free[t] & (out[t] == cells.hold) & ((out[t - 1] == cells.rest) if t else True)

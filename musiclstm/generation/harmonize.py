@@ -143,7 +143,7 @@ def harmonize(melody, *, model=None, seed: int = 0, temperature: float = 0.8, it
 
 def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0.8, iterations: int = 64,
                     key: str | None = None, transpose: int = 0, top_voice: bool = False, rules: bool = True,
-                    cadences=None, info: dict | None = None) -> Score:
+                    cadences=None, ties=None, info: dict | None = None) -> Score:
     """Harmonize `melody` (a path to MIDI/MusicXML/ABC, MIDI bytes, a PrettyMIDI or a `Score`) in four parts.
 
     The soprano is the melody exactly (transposed by `transpose` semitones); alto, tenor and bass are
@@ -153,6 +153,8 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
     cadences: the last chord's bass on the tonic, and at the last melody note of each bar in `cadences` (bar
     numbers from 1, where phrases close: "4,8,12" or a list; by default a MusicXML melody's fermatas) the bass on
     the tonic or the dominant.
+    `ties`: (start, end, source) quarters of the melody: the span start..end repeats the one from source, and
+    its lower voices are tied to those there (the same harmony; `compose` passes the bars its model repeated).
     `info`, if a dict, receives what was done (key, melody track, seconds). Returns the four-part `Score`.
     """
     from ..io.midi import fermatas, read
@@ -188,13 +190,28 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
         closes = _closes(score, line, parse_cadences(cadences), marks, tonic, minor)
         allowed = cadence_cells(allowed, h.cells, T, closes)
     out = gibbs(h.net, h.cells, grid, free, allowed, iterations=iterations,
-                temperature=temperature, generator=gen, rules=rules)
+                temperature=temperature, generator=gen, rules=rules, ties=_tie_steps(ties, T))
     result = _assemble(line, out, h.cells, score)
     if info is not None:
         info.update(key=key_name(tonic, minor), key_given=bool(key), melody=note, seconds=time.time() - t0,
                     cadences=parse_cadences(cadences), fermatas=marks,
                     steps=T, notes=int(len(result)), warnings=warnings)
     return result
+
+
+def _tie_steps(ties, T: int) -> np.ndarray | None:
+    """(start, end, source) spans in quarters -> per grid step, the earlier step it is tied to (-1: none)."""
+    if not ties:
+        return None
+    out = np.full(T, -1, np.int64)
+    for start, end, source in ties:
+        a, b, s = (int(round(q * STEPS)) for q in (start, end, source))
+        n = max(0, min(b, T) - a)
+        if 0 <= s < a and n > 0:
+            out[a:a + n] = np.arange(s, s + n)
+    while (out >= 0).any() and (out[np.maximum(out, 0)] >= 0).any():  # a copy of a copy: to the first place
+        out = np.where((out >= 0) & (out[np.maximum(out, 0)] >= 0), out[np.maximum(out, 0)], out)
+    return out
 
 
 def _check_soprano_range(line: Score, soprano: tuple[int, int], transpose: int) -> None:

@@ -212,3 +212,33 @@ def tracks_by_height(score: Score) -> np.ndarray:
     tracks = np.unique(score.track).astype(np.int64)
     means = np.array([score.pitch[score.track == k].mean() for k in tracks])
     return tracks[np.argsort(-means, kind="stable")] if len(tracks) else tracks
+
+
+def bar_contents(score: Score, bars: np.ndarray | None = None, grid: int = 12) -> list[np.ndarray]:
+    """Per bar, its pitched notes as (onset in the bar, pitch, duration) rows on a `grid`-per-quarter grid
+    (12: remi's 16ths and triplets), sorted."""
+    s = score.select(~score.is_drum)
+    bars = bar_lines(s) if bars is None else bars
+    idx = np.searchsorted(bars, s.start + 1e-9, side="right") - 1
+    rows = np.stack([np.round((s.start - bars[np.clip(idx, 0, None)]) * grid), s.pitch,
+                     np.round((s.end - s.start) * grid)], 1).astype(np.int64)
+    out = []
+    for i in range(len(bars)):
+        r = rows[idx == i]
+        out.append(r[np.lexsort((r[:, 2], r[:, 1], r[:, 0]))])
+    return out
+
+
+def first_copies(score: Score, bars: np.ndarray | None = None, *, transposed: bool = False) -> np.ndarray:
+    """Per bar, the index of the first bar with the same notes (itself when new; with `transposed`,
+    at any pitch); -1 for an empty bar."""
+    first: dict[bytes, int] = {}
+    out = []
+    for i, r in enumerate(bar_contents(score, bars)):
+        if len(r) == 0:
+            out.append(-1)
+            continue
+        if transposed:
+            r = r - [0, r[:, 1].min(), 0]
+        out.append(first.setdefault(r.tobytes(), i))
+    return np.array(out, np.int64)
