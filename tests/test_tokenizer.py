@@ -762,3 +762,25 @@ def test_roles_are_not_written_where_programs_tell_the_tracks_apart():
     names = tok.names(tok.encode(s))
     assert not any(n.startswith("ROLE") for n in names)
     assert names.count("VELOCITY_4") == 1  # velocity 80 in 8 levels, named once
+
+
+def test_melody_first_holds_the_counter_melody_until_the_melody_has_entered():
+    import torch
+
+    from musiclstm.encodings.grammar import Controls
+    from musiclstm.encodings.registry import grammar_for
+
+    tok = Tokenizer("remi")
+    names = tok.names(range(tok.vocab_size))
+
+    def roles(ids, **controls):
+        a = grammar_for(tok, Controls(**controls))(torch.tensor([ids]), torch.zeros(1, tok.vocab_size))[0]
+        return {names[i] for i in a.nonzero().squeeze(1).tolist() if names[i].startswith("ROLE")}
+
+    ids = tok.encode(_pop_like(), eos=False)
+    opening = ids[:ids.index(tok.vocab.id("ROLE", 1))]  # up to the first note's ROLE (BOS BAR ... POSITION)
+    assert "ROLE_counter-melody" in roles(opening)  # the grammar alone allows either
+    assert roles(opening, melody_first=True) == roles(opening) - {"ROLE_counter-melody"}
+    first_note = opening + [tok.vocab.id("ROLE", 1), tok.vocab.id("PROGRAM", 0), tok.vocab.id("VELOCITY", 4),
+                            tok.vocab.id("PITCH", 72), tok.vocab.id("DURATION", 11), tok.vocab.id("POSITION", 6)]
+    assert "ROLE_counter-melody" in roles(first_note, melody_first=True)  # once the melody has entered

@@ -30,6 +30,7 @@ class Controls:
     max_polyphony: int | None = None  #: most notes sounding at once
     max_note_steps: int | None = None  #: the longest note, in the encoding's time steps
     qpm: float | None = None  #: remi: the only TEMPO the piece may use
+    melody_first: bool = False  #: remi 4: no counter-melody before the melody has entered (`compose` sets it)
 
     def pitch_mask(self) -> torch.Tensor:
         m = torch.ones(128, dtype=torch.bool)

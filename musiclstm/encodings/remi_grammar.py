@@ -1,6 +1,6 @@
 """The remi encoding's grammar: BAR/POSITION/PROGRAM/PITCH/VELOCITY/DURATION in order.
 
-May import: errors, encodings (grammar, tokenizer). Not: data, models and the rooms above.
+May import: errors, theory, io.score (ROLES), encodings (grammar, tokenizer). Not: data, models and the rooms above.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..io.score import ROLES
 from ..theory import parse_key
 from .grammar import Grammar
 from .tokenizer import EOS
@@ -46,7 +47,7 @@ class RemiGrammar(Grammar):
                 "now": torch.zeros(B, dtype=torch.long), "bar_start": torch.full((B,), -4 * q, dtype=torch.long),
                 "ends": torch.zeros(B, 256, dtype=torch.long), "pitch": torch.zeros(B, dtype=torch.long),
                 "bars": torch.zeros(B, dtype=torch.long), "sig": z(), "key": z(), "tempo": z(), "bar_notes": z(),
-                "any_note": z(),
+                "any_note": z(), "melody": z(),
                 "program": torch.full((B,), -1, dtype=torch.long), "role": torch.full((B,), -1, dtype=torch.long),
                 "velocity": torch.full((B,), -1, dtype=torch.long),
                 "qpm": torch.full((B,), 120.0, dtype=torch.float64), "secs": torch.zeros(B, dtype=torch.float64)}
@@ -83,6 +84,7 @@ class RemiGrammar(Grammar):
         role = is_("ROLE")
         if self.v4:
             s["role"] = torch.where(role, val("ROLE"), s["role"])
+            s["melody"] |= role & (val("ROLE") == ROLES.index("melody"))
         vel = is_("VELOCITY")
         s["velocity"] = torch.where(vel, val("VELOCITY"), s["velocity"])
         pitch, drum = is_("PITCH"), is_("DRUM")
@@ -269,6 +271,9 @@ class RemiGrammar(Grammar):
         if self.v4:  # a ROLE where a note could start, only one that changes; a note follows it
             n_roles = self._rng["ROLE"][1] - self._rng["ROLE"][0]
             a[:, self.r("ROLE")] = at_onset[:, None] & (torch.arange(n_roles)[None] != s["role"][:, None])
+            if self.c.melody_first:  # a counter-melody answers a melody: not before it
+                counter = self._rng["ROLE"][0] + ROLES.index("counter-melody")
+                a[:, counter] &= s["melody"]
         named_role = ph == 11
         new_prog = (at_onset | named_role)[:, None] & progs[None] & \
             (torch.arange(129)[None] != s["program"][:, None])

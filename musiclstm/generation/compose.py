@@ -285,7 +285,8 @@ def _controls(tok, *, key, pitch_range, tempo, bars, programs, drums, max_polyph
     return Controls(key=key, pitch_range=tuple(pitch_range) if pitch_range else None,
                     qpm=tempo if tok.encoding == "remi" else None,
                     programs=programs if tok.encoding == "remi" and programs else None,
-                    drums=drums, max_polyphony=max_polyphony)
+                    drums=drums, max_polyphony=max_polyphony,
+                    melody_first=tok.encoding == "remi" and tok.config.version >= 4)
 
 
 def _draw(model: Model, controls: Controls, prime_ids: list[int], length: Length, seed: int, num: int,
