@@ -227,6 +227,7 @@ def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None, key: str
     start, end = np.round((top.start - origin) * steps) / steps, np.round((top.end - origin) * steps) / steps
     top.start, top.end = start, np.maximum(end, start + 1 / steps)
     top.time_signatures = top.time_signatures.copy()
+    top.key_signatures = harmony_key = written_key(score, key, primer_notes)  # the key the model played (or asked)
     top.time_signatures[:, 0] = np.maximum(top.time_signatures[:, 0] - origin, 0)
     lo, hi = h.ranges[0]
     shift = 12 * round((lo + hi - top.pitch.min() - top.pitch.max()) / 24)  # centre the line in the range
@@ -249,7 +250,7 @@ def _chorale(score: Score, *, seed: int, voiced: dict[int, int] | None, key: str
     if voiced:
         programs = [voiced[p] for p in programs]
     out.tracks = [Track(p, False, f"{v.title()} ({_gm(p)})") for v, p in zip(names, programs, strict=True)]
-    out.key_signatures = written_key(out, key, primer_notes)  # the signature follows the parts as harmonized
+    out.key_signatures = harmony_key  # the key the harmonizer closed in: its last chord is that key's tonic triad
     return out
 
 
