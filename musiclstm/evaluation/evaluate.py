@@ -273,7 +273,8 @@ def evaluate(model, corpus, *, train_corpus=None, samples: int = 20, sample_seco
     seeded draw), both cut to `quarters`. `warn(message)` reports problems [one line on stderr]. `harmonizer`
     is compose's: samples of a chorale model have their lower voices written by the harmonizer [on for those].
     """
-    from ..generation.compose import compose, is_chorale_model
+    from ..generation.chorales import is_chorale_model
+    from ..generation.compose import compose
 
     warnings: list[str] = []
 
