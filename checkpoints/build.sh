@@ -6,9 +6,10 @@
 # folk and bach train for a fixed wall-clock budget (--max-time, with the learning-rate decay following the
 # clock: --anneal-by-time), one thread each, the two side by side on this 2-core CPU, so a rebuild on a
 # faster machine sees more epochs (runs land in runs/bundled/NAME; metrics.jsonl records every epoch).
-# remi v4 for new runs (the shipped folk.pt is v3: a repeated bar is one REPEAT_d token; key tokens, PROGRAM/VELOCITY only on change); pop: remi v4 (v3 plus
-# ROLE tokens where tracks share a program, 8 velocity levels); the bundled bach is still the remi v2 model (a remi 3
-# retrain, 26 epochs on a shared core, scored worse: README "Chorales by the rules"); each piece from a fresh state (--windows pieces),
+# All on remi v4 (a repeated bar is one REPEAT_d token; key tokens; PROGRAM/VELOCITY only on change; ROLE tokens where
+# tracks share a program, 8 velocity levels). The shipped folk, bach, pop, harmonizer and jsb16 files come from the GPU
+# recipe, checkpoints/build_gpu.sh (the same networks, 470 s each on an H200: far more epochs than this CPU recipe
+# gives, and better numbers: README "The bundled models"). Each piece from a fresh state (--windows pieces),
 # 512-token windows so a repeat eight bars back is inside the window the gradient sees.
 # bach transposes each chorale by up to 3 semitones (its KEY token moves with it); folk has data enough.
 # POP909 is not bundled with music21: clone https://github.com/music-x-lab/POP909-Dataset and set
@@ -52,7 +53,7 @@ for name in "${@:-bach folk pop jsb harmonizer}"; do
         musiclstm train corpora/bach --model harmonizer --holdout "$JSB/Jsb16thSeparated.json" --out "$RUNS/harmonizer" \
           --embed 64 --hidden 256 --layers 2 --dropout 0.2 --seq-len 128 --batch-size 32 --lr 2e-3 --augment 6 \
           --epochs 1000 --eval-every 100 --patience 10 --max-time 4800 --anneal-by-time --seed 0 --threads 1 --force -q
-        slim "$RUNS/harmonizer" checkpoints/harmonizer.pt "Four-part chorale harmonizer (music21 chorales, JSB test split left out), bidirectional LSTM 2x256" ;;
+        slim "$RUNS/harmonizer" checkpoints/harmonizer.pt "Four-part chorale harmonizer (music21 chorales, JSB test split left out), bidirectional LSTM 2x256 (CPU recipe; the shipped one is build_gpu.sh's 2x320)" ;;
       *) echo "unknown model $name (bach, folk, pop, jsb or harmonizer)" >&2; exit 2 ;;
     esac
   done
