@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MusiclstmError
-from ..io.score import Score, Track, tracks_by_height
+from ..io.score import Score, Track, first_copies, tracks_by_height
 from ..models.checkpoint import Model
 from .finishing import _gm, _voice_programs, learned, written_key
 
@@ -74,10 +74,7 @@ def harmonized_chorale(score: Score, *, seed: int, voiced: dict[int, int] | None
 def _repeated_spans(part: Score, lines: np.ndarray, origin: float) -> list[tuple[float, float, float]]:
     """(start, end, first appearance) in quarters from `origin` of each bar of `part` that repeats an earlier
     bar note for note; the closing bar is left out (it closes on the tonic)."""
-    from ..io.score import first_copies
-
     first = first_copies(part, lines)
     last = int(np.searchsorted(lines, float(part.start.max()) + 1e-9, side="right")) - 1
-    bounds = np.r_[lines, np.inf]
-    return [(lines[i] - origin, min(bounds[i + 1], lines[i] + 64) - origin, lines[f] - origin)
+    return [(lines[i] - origin, lines[i + 1] - origin, lines[f] - origin)  # i < last: bar i + 1 exists
             for i, f in enumerate(first) if 0 <= f < i < last and lines[f] >= origin]

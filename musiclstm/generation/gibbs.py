@@ -167,14 +167,14 @@ def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, all
     x[free_t] = net.mask_id
     if not free_t.any():
         return x.numpy()
-    tied = np.flatnonzero(np.asarray(ties) >= 0) if ties is not None else np.zeros(0, np.int64)
-    src = torch.from_numpy(np.asarray(ties)[tied]) if len(tied) else None
-    tied_t = torch.from_numpy(tied)
+    ties_t = torch.from_numpy(np.asarray(ties if ties is not None else np.full(T, -1), np.int64))
+    tied = torch.nonzero(ties_t >= 0).flatten()
+    src = ties_t[tied]
+    keep = free_t[tied] & free_t[src]  # (steps tied, 4): the free cells that take their source's value
 
     def tie(x: torch.Tensor) -> None:
-        if src is not None:
-            keep = free_t[tied_t] & free_t[src]
-            x[tied_t] = torch.where(keep, x[src], x[tied_t])
+        if len(tied):
+            x[tied] = torch.where(keep, x[src], x[tied])
 
     for n in range(max(1, iterations)):
         share = max(0.05, 1.0 - n / (0.75 * max(1, iterations)) * 0.95)

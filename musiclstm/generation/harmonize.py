@@ -209,8 +209,9 @@ def _tie_steps(ties, T: int) -> np.ndarray | None:
         n = max(0, min(b, T) - a)
         if 0 <= s < a and n > 0:
             out[a:a + n] = np.arange(s, s + n)
-    while (out >= 0).any() and (out[np.maximum(out, 0)] >= 0).any():  # a copy of a copy: to the first place
-        out = np.where((out >= 0) & (out[np.maximum(out, 0)] >= 0), out[np.maximum(out, 0)], out)
+    for t in np.flatnonzero(out >= 0):  # a copy of a copy: to the first place (sources come first, resolved)
+        if out[out[t]] >= 0:
+            out[t] = out[out[t]]
     return out
 
 
