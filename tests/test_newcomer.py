@@ -398,3 +398,17 @@ def test_a_composed_piece_ends_on_the_tonic(name, seed):
         tonic = int(piece.key_signatures[0, 1])
         bass = piece.select(piece.track == 3)
         assert bass.pitch[bass.start == bass.start.max()] % 12 == tonic
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_pop_piece_has_no_counter_melody_before_its_melody(seed):
+    """compose on a remi 4 model with track roles: the counter-melody (POP909's BRIDGE) enters only after the melody."""
+    import musiclstm as ml
+    from musiclstm.generation.compose import compose
+    from musiclstm.io.midi import read
+
+    piece = read(compose(ml.load("pop"), seconds=20, seed=seed))
+    first = {t.name: float(piece.start[piece.track == k].min()) for k, t in enumerate(piece.tracks)
+             if (piece.track == k).any()}
+    assert "Melody" in first and "Accompaniment" in first
+    assert first.get("Counter-melody", float("inf")) >= first["Melody"]
