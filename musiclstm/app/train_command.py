@@ -54,6 +54,8 @@ from .cli import DEFAULT_THREADS, EXISTING, cli, set_threads, wants_progress
 @click.option("--seed", type=int)
 @click.option("--jobs", type=click.IntRange(1), help="Worker processes for preparation.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--init", help="Start from this checkpoint's weights (a file or bundled name): fine-tuning; "
+                             "its network sizes and tokens are kept.")
 @click.option("--force", is_flag=True, help="Start over in an --out that already holds a run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--model", "kind", type=click.Choice(["lm", "harmonizer"]), default="lm", show_default=True,
@@ -71,6 +73,7 @@ def train(corpus, out, preset, config_file, resume, force, quiet, threads, kind,
     musiclstm corpus export bach corpora/bach
     musiclstm train corpora/bach --out runs/bach --preset small
     musiclstm train corpora/bach --out runs/bach --resume      # after Ctrl-C
+    musiclstm train my_tunes --out runs/mine --init folk --lr 5e-4   # fine-tune a bundled model
     torchrun --nproc_per_node=2 -m musiclstm train corpora/bach --out runs/ddp
     musiclstm train corpora/bach --model harmonizer --out runs/harmonizer   # for harmonize / infill
     """

@@ -2,7 +2,7 @@
 
 `BaseTrainConfig` holds the schedule, sizes, early stopping and seeds both kinds use (and `build`:
 defaults, then a preset, then a TOML file, then explicit options); `TrainConfig` adds what only the
-left-to-right LSTM uses (encoding, windows, styles, precision, device, samples, the cache);
+left-to-right LSTM uses (encoding, windows, styles, samples, the cache);
 `HarmonizerTrainConfig` is the chorale harmonizer's. A config is stored in every checkpoint.
 May import: errors. Not: any other room.
 """
@@ -52,6 +52,7 @@ class BaseTrainConfig:
     seed: int = 0  #: seeds initialisation, window order and samples
     jobs: int | None = None  #: worker processes for preparation (default: all cores)
     device: str = "auto"  #: auto, cpu, cuda, cuda:N or mps
+    precision: str = "auto"  #: auto (bf16 on GPUs and CPUs with native bf16, else fp32), fp32, bf16 or fp16 (CUDA)
 
     @classmethod
     def build(cls, preset: str = "small", config_file: str | os.PathLike | None = None, **overrides):
@@ -80,6 +81,8 @@ class BaseTrainConfig:
             raise ConfigError("seq_len, batch_size and epochs must be >= 1 and lr > 0")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("val_fraction must be in [0, 1)")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError("precision must be auto, fp32, bf16 or fp16")
 
 
 @dataclass
@@ -92,7 +95,6 @@ class TrainConfig(BaseTrainConfig):
     windows: str = "pieces"  #: pieces (each piece from a fresh state, carried within it), tbptt (one stream) or random
     augment_stretch: float = 0.0  #: random tempo stretch by a factor in [1/(1+s), 1+s], per lane and epoch
     styles: str = "none"  #: conditioning: none, folder (top sub-folder name) or corpus (corpus name)
-    precision: str = "auto"  #: auto (bf16 on GPUs and CPUs with native bf16, else fp32), fp32, bf16 or fp16 (CUDA)
     sample_tokens: int = 256  #: length of the sample MIDI written at each validation (0: none)
     cache: bool = True  #: at the end, tune the continuous cache (musiclstm.models.cache) on up to 40 validation pieces
 
@@ -100,8 +102,6 @@ class TrainConfig(BaseTrainConfig):
         super().check()
         if self.windows not in ("pieces", "tbptt", "random"):
             raise ConfigError("windows must be pieces, tbptt or random")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError("precision must be auto, fp32, bf16 or fp16")
         if self.styles not in ("none", "folder", "corpus"):
             raise ConfigError("styles must be none, folder or corpus")
 

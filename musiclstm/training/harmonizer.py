@@ -24,7 +24,7 @@ from ..errors import MusiclstmError
 from ..models import checkpoint
 from ..models.harmonizer import STEPS, Cells, Harmonizer, HarmonizerConfig
 from .config import HARMONIZER_UNUSED, HarmonizerTrainConfig
-from .loop import pick_device, run_loop
+from .loop import autocast, pick_device, resolve_precision, run_loop, starting_point
 
 
 def melody_signature(soprano: np.ndarray, n: int = 8) -> tuple[int, ...]:
@@ -118,11 +118,12 @@ def _batch(grids, idx, L, cells: Cells, shifts, gen, *, crop: bool = True):
     return cells.transpose(x, k), beat, valid
 
 
-def _loss(net: Harmonizer, x, beat, mask) -> torch.Tensor:
+def _loss(net: Harmonizer, x, beat, mask, precision: str = "fp32") -> torch.Tensor:
     device = next(net.parameters()).device
     x, beat, mask = x.to(device), beat.to(device), mask.to(device)
     inp = x.masked_fill(mask, net.mask_id)
-    logits = net(inp, beat)
+    with autocast(device, precision):
+        logits = net(inp, beat)
     return F.cross_entropy(logits[mask].float(), x[mask])
 
 
@@ -164,7 +165,7 @@ def _validate(net, grids, idx, cells, L: int = 512) -> float:
 UNUSED = HARMONIZER_UNUSED  # TrainConfig fields a harmonizer's training does not use (refused by the command line)
 
 
-def train(corpus, out, *, holdout=None, force: bool = False, progress: bool = True, cache_dir=None,
+def train(corpus, out, *, holdout=None, init=None, force: bool = False, progress: bool = True, cache_dir=None,
           preset: str = "small", config_file=None, callback=None, **options) -> Path:
     """Train a harmonizer on the four-part chorales in `corpus`; returns `out`/best.pt.
 
@@ -172,21 +173,25 @@ def train(corpus, out, *, holdout=None, force: bool = False, progress: bool = Tr
     window, batch_size, lr, max_steps, max_time, anneal_by_time, eval_every, patience, seed,
     val_fraction, augment_transpose: at most this many semitones, to keys the voice ranges allow).
     `holdout`: a JSB Chorales .json whose test chorales are left out and whose valid ones validate
-    (see `split_by_melody`). Writes last.pt, best.pt, metrics.jsonl and config.json into `out`.
+    (see `split_by_melody`). `init`: a harmonizer checkpoint (file or bundled name) to start from, its
+    weights and network sizes (fine-tuning: embed, hidden and layers are its own). Validation is in fp32;
+    `precision` applies to the training steps. Writes last.pt, best.pt, metrics.jsonl and config.json into `out`.
     """
     out = Path(out)
     if (out / "last.pt").exists() and not force:
         raise MusiclstmError(f"{out} already holds a run; use --force to start over")
+    start, options = starting_point(init, "harmonizer", options, ("embed", "hidden", "layers"))
     cfg = HarmonizerTrainConfig.build(preset, config_file, **{"embed": 64, "seq_len": 128, "dropout": 0.2,
                                                               "augment_transpose": 6,
                                                               **{k: v for k, v in options.items() if v is not None}})
-    return _HarmonizerRun(corpus, out, cfg, holdout, cache_dir, progress, callback).run()
+    return _HarmonizerRun(corpus, out, cfg, holdout, cache_dir, progress, callback, start).run()
 
 
 class _HarmonizerRun:
     """One harmonizer training run: its chorales, network and progress, and the hooks of the shared loop."""
 
-    def __init__(self, corpus, out: Path, cfg: HarmonizerTrainConfig, holdout, cache_dir, progress: bool, callback):
+    def __init__(self, corpus, out: Path, cfg: HarmonizerTrainConfig, holdout, cache_dir, progress: bool, callback,
+                 start=None):
         from ..encodings.tokenizer import Tokenizer
 
         self.out, self.cfg, self.holdout, self.progress, self.callback = out, cfg, holdout, progress, callback
@@ -205,6 +210,12 @@ class _HarmonizerRun:
         self.device = pick_device(cfg.device)
         self.net = Harmonizer(HarmonizerConfig(self.tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers,
                                                cfg.dropout)).to(self.device)
+        if start is not None:  # fine-tuning: the checkpoint's weights (its sizes are cfg's; dropout may differ)
+            if start.tokenizer != self.tokenizer:
+                raise MusiclstmError(f"{start.path.name} reads other tokens than a harmonizer trained now")
+            self.net.load_state_dict(start.net.state_dict())
+        self.init = {"path": str(start.path), "fingerprint": start.fingerprint} if start is not None else None
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         steps_in = sum(len(grids[i]) for i in self.train_idx)
@@ -222,6 +233,7 @@ class _HarmonizerRun:
 
     def meta(self, step: int) -> dict:
         return {"step": step, "train": asdict(self.cfg), "data": self.data_info, "ranges": self.ranges,
+                "init": self.init, "precision": self.precision,
                 "best_val_nll": self.best, "metrics": self.history[-1] if self.history else {},
                 "torch": torch.__version__}
 
@@ -233,7 +245,7 @@ class _HarmonizerRun:
         n = int(mask.sum())
         if n == 0:  # nothing masked in this batch (its cross-entropy would be NaN): no step, never "diverged"
             return torch.zeros((), device=self.device), 0
-        return _loss(self.net, x, beat, mask) * n, n
+        return _loss(self.net, x, beat, mask, self.precision) * n, n
 
     def diverged(self, step: int, loss_value: float) -> None:
         raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value}; lower --lr")

@@ -69,6 +69,23 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def starting_point(init, kind: str, options: dict, sizes: tuple[str, ...]):
+    """Fine-tuning: the checkpoint `init` (a file or bundled name) of model `kind`, and `options` with its network
+    `sizes` filled in from it (an explicit size is refused: the network is the checkpoint's). (None, options)
+    without `init`."""
+    if init is None:
+        return None, options
+    from ..errors import MusiclstmError
+    from ..models import checkpoint
+
+    given = [k for k in sizes if options.get(k) is not None]
+    if given:
+        raise MusiclstmError(f"--{given[0].replace('_', '-')} does not apply with --init: the network is the "
+                             f"checkpoint's")
+    start = checkpoint.load(init, kind=kind)
+    return start, {**options, **{k: getattr(start.net.config, k) for k in sizes}}
+
+
 def autocast(device: torch.device, precision: str):
     p = resolve_precision(precision, device)
     if p in ("bf16", "fp16"):
