@@ -2,6 +2,8 @@
 
 `export("bach", out_dir)` writes one file per piece at 480 ticks per quarter, in worker processes, keeping
 files already there and reporting pieces music21 cannot convert. Listing globs files and scans ABC `X:` lines.
+MIDI drops fermatas: a collection that marks them (the chorales) also gets `fermatas.json` beside its files,
+{file name: [quarters where a note under a fermata starts]}, which `fermatas_of` reads back.
 May import: errors, io. Not: encodings, models, training, generation, evaluation, app.
 """
 
@@ -40,6 +42,7 @@ class Collection:
     licence: str
     globs: tuple[str, ...]
     shared_numbering: tuple[str, ...] = ()
+    fermatas: bool = False  # whether its pieces mark fermatas (kept in FERMATAS beside the MIDI files)
 
     def paths(self) -> list[Path]:
         """The collection's files, sorted; where two globs match a folder/stem pair the earlier glob wins."""
@@ -70,7 +73,7 @@ class ExportReport:
 
 COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
     Collection("bach", "J. S. Bach's four-part chorales (~410, MusicXML)", _M21_LICENCE,
-               ("bach/bwv*.mxl", "bach/bwv*.xml")),
+               ("bach/bwv*.mxl", "bach/bwv*.xml"), fermatas=True),
     Collection("folk", "Irish/Scottish/American fiddle tunes: O'Neill's Music of Ireland (1850) and "
                "Ryan's Mammoth Collection (~2,900 ABC tunes, one melody each)", _M21_LICENCE,
                ("oneills1850/*.abc", "ryansMammoth/*.abc"), shared_numbering=("oneills1850",)),
@@ -116,7 +119,48 @@ def export(name: str, out_dir: Path, *, jobs: int | None = None, limit: int | No
         _run(todo, min(jobs, len(todo)), report, progress=progress and sys.stderr.isatty(), desc=name)
     report.written.sort()
     report.skipped.sort()
+    if COLLECTIONS[name].fermatas and (todo or not (out_dir / FERMATAS).exists()):
+        _write_fermatas(out_dir, [(p, d) for p, d in targets if d.exists()])
     return report
+
+
+FERMATAS = "fermatas.json"  # beside an exported collection's MIDI files: {file name: [fermata quarters]}
+
+
+def _write_fermatas(out_dir: Path, done: list[tuple[_Piece, Path]]) -> None:
+    import json
+
+    from ..io.midi import fermatas
+
+    marks = {}
+    for piece, dest in done:
+        with contextlib.suppress(MusiclstmError):  # a piece whose marks cannot be read has none recorded
+            marks[dest.name] = fermatas(piece.source)
+    (out_dir / FERMATAS).write_text(json.dumps(marks, indent=0))
+
+
+def fermatas_of(path: str | os.PathLike) -> list[float] | None:
+    """Where the notes of a piece under a fermata start (quarters, as `io.midi.read` places them): a notation
+    file's own marks, else its folder's `fermatas.json` (written by `export`); None when nothing says."""
+    import json
+
+    from ..io.midi import NOTATION_SUFFIXES, fermatas
+
+    path = Path(path)
+    if path.suffix.lower() in NOTATION_SUFFIXES:
+        with contextlib.suppress(MusiclstmError):
+            return fermatas(path)
+        return None
+    sidecar = path.parent / FERMATAS
+    if not sidecar.is_file():
+        return None
+    try:
+        marks = json.loads(sidecar.read_text()).get(path.name)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(marks, list) or not all(isinstance(q, int | float) for q in marks):
+        return None
+    return [float(q) for q in marks]
 
 
 def _run(todo: list[tuple[_Piece, Path]], jobs: int, report: ExportReport, *, progress: bool, desc: str) -> None:

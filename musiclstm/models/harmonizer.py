@@ -31,11 +31,16 @@ class HarmonizerConfig:
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.2
+    fermatas: bool = False  #: a fermata channel (DeepBach's metadata): per step unknown, none, or under a fermata
     kind: str = KIND
 
 
+FERMATA_UNKNOWN, FERMATA_NONE, FERMATA_HERE = 0, 1, 2  # the fermata channel's values at a step
+
+
 class Harmonizer(nn.Module):
-    """(B, T, 4) cell ids (MASK = vocab_size) and (B, T) beat positions -> (B, T, 4, vocab) logits."""
+    """(B, T, 4) cell ids (MASK = vocab_size), (B, T) beat positions and, with `config.fermatas`, optional
+    (B, T) fermata values (`FERMATA_*`; None: unknown) -> (B, T, 4, vocab) logits."""
 
     def __init__(self, config: HarmonizerConfig):
         super().__init__()
@@ -43,6 +48,9 @@ class Harmonizer(nn.Module):
         E, H = c.embed, c.hidden
         self.cells = nn.ModuleList(nn.Embedding(c.vocab_size + 1, E) for _ in VOICES)
         self.beat = nn.Embedding(STEPS, E)
+        if c.fermatas:  # added to the beat's embedding; zero at first, so a model trained without it is unchanged
+            self.fermata = nn.Embedding(3, E)
+            nn.init.zeros_(self.fermata.weight)
         self.lstm = nn.LSTM(5 * E, H, c.layers, batch_first=True, bidirectional=True,
                             dropout=c.dropout if c.layers > 1 else 0.0)
         self.center = nn.Sequential(nn.Linear(5 * E, H), nn.ReLU())
@@ -53,19 +61,23 @@ class Harmonizer(nn.Module):
     def mask_id(self) -> int:
         return self.config.vocab_size
 
-    def _inputs(self, cells: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
-        return torch.cat([emb(cells[..., v]) for v, emb in enumerate(self.cells)] + [self.beat(beat)], -1)
+    def _inputs(self, cells: torch.Tensor, beat: torch.Tensor, fermata: torch.Tensor | None = None) -> torch.Tensor:
+        metadata = self.beat(beat)
+        if self.config.fermatas:
+            metadata = metadata + self.fermata(fermata if fermata is not None else torch.zeros_like(beat))
+        return torch.cat([emb(cells[..., v]) for v, emb in enumerate(self.cells)] + [metadata], -1)
 
-    def forward(self, cells: torch.Tensor, beat: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self._inputs(cells, beat))
+    def forward(self, cells: torch.Tensor, beat: torch.Tensor, fermata: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.drop(self._inputs(cells, beat, fermata))
         h, _ = self.lstm(x)
         z = torch.cat([self.drop(h), self.center(x)], -1)
         return torch.stack([head(z) for head in self.heads], 2)
 
     @torch.no_grad()
-    def states(self, cells: torch.Tensor, beat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def states(self, cells: torch.Tensor, beat: torch.Tensor,
+               fermata: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The top layer's forward (past) and backward (future) LSTM outputs: two (B, T, hidden)."""
-        h, _ = self.lstm(self._inputs(cells, beat))
+        h, _ = self.lstm(self._inputs(cells, beat, fermata))
         return h[..., : self.config.hidden], h[..., self.config.hidden:]
 
     def num_parameters(self) -> int:

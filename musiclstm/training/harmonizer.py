@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.collections import fermatas_of
 from ..errors import MusiclstmError
 from ..models import checkpoint
-from ..models.harmonizer import STEPS, Cells, Harmonizer, HarmonizerConfig
+from ..models.harmonizer import FERMATA_HERE, FERMATA_NONE, FERMATA_UNKNOWN, STEPS, Cells, Harmonizer, HarmonizerConfig
 from .config import HARMONIZER_UNUSED, HarmonizerTrainConfig
 from .loop import autocast, pick_device, resolve_precision, run_loop, starting_point
 
@@ -44,6 +45,24 @@ def _grids(corpus, tokenizer, cache_dir=None, val_fraction: float = 0.1, jobs=No
     pieces = [p for p in prepared.pieces if len(p.ids) % 4 == 0 and len(p.ids) >= 64]
     grids = [np.asarray(p.ids, np.int64).reshape(-1, 4) for p in pieces]  # ids: uint16 views into the token store
     return grids, [str(p.path) for p in pieces], [p.split for p in pieces]
+
+
+def fermata_channel(grid: np.ndarray, cells: Cells, marks: list[float] | None) -> np.ndarray:
+    """(T,) fermata values of a chorale: unknown without `marks` (quarters where a note under a fermata starts),
+    else none, but under a fermata from the soprano's onset there for as long as its note sounds."""
+    T = len(grid)
+    if marks is None:
+        return np.full(T, FERMATA_UNKNOWN, np.int64)
+    out = np.full(T, FERMATA_NONE, np.int64)
+    held = np.asarray(grid)[:, 0] == cells.hold
+    for q in marks:
+        t = int(round(q * STEPS))
+        if 0 <= t < T:
+            out[t] = FERMATA_HERE
+            while t + 1 < T and held[t + 1]:
+                t += 1
+                out[t] = FERMATA_HERE
+    return out
 
 
 def content_signature(pitches: np.ndarray) -> tuple:
@@ -99,10 +118,12 @@ def _masks(B: int, L: int, valid: torch.Tensor, gen: torch.Generator) -> torch.T
     return m & valid[..., None]
 
 
-def _batch(grids, idx, L, cells: Cells, shifts, gen, *, crop: bool = True):
-    """Crops of L steps (beat-aligned) from pieces `idx`, each transposed by a shift it allows."""
+def _batch(grids, idx, L, cells: Cells, shifts, gen, *, crop: bool = True, fermatas=None, hide: float = 0.0):
+    """Crops of L steps (beat-aligned) from pieces `idx`, each transposed by a shift it allows, and their
+    fermata channel (`fermatas[i]`; a share `hide` of the windows are given it as unknown)."""
     B = len(idx)
     x = torch.zeros(B, L, 4, dtype=torch.long)
+    ferm = torch.zeros(B, L, dtype=torch.long)
     beat = torch.zeros(B, L, dtype=torch.long)
     valid = torch.zeros(B, L, dtype=torch.bool)
     k = torch.zeros(B, dtype=torch.long)
@@ -111,19 +132,22 @@ def _batch(grids, idx, L, cells: Cells, shifts, gen, *, crop: bool = True):
         s = 4 * int(torch.randint(0, max(1, (len(g) - L) // 4 + 1), (1,), generator=gen)) if crop else 0
         piece = torch.from_numpy(np.array(g[s:s + L], np.int64))
         x[b, :len(piece)], valid[b, :len(piece)] = piece, True
+        if fermatas is not None and (hide <= 0 or float(torch.rand(1, generator=gen)) >= hide):
+            ferm[b, :len(piece)] = torch.from_numpy(fermatas[i][s:s + L])
         beat[b] = (torch.arange(L) + s) % STEPS
         if shifts is not None:
             ks = shifts[i]
             k[b] = ks[int(torch.randint(0, len(ks), (1,), generator=gen))]
-    return cells.transpose(x, k), beat, valid
+    return cells.transpose(x, k), beat, valid, ferm
 
 
-def _loss(net: Harmonizer, x, beat, mask, precision: str = "fp32") -> torch.Tensor:
+def _loss(net: Harmonizer, x, beat, mask, precision: str = "fp32", fermata=None) -> torch.Tensor:
     device = next(net.parameters()).device
     x, beat, mask = x.to(device), beat.to(device), mask.to(device)
     inp = x.masked_fill(mask, net.mask_id)
+    fermata = fermata.to(device) if fermata is not None and net.config.fermatas else None
     with autocast(device, precision):
-        logits = net(inp, beat)
+        logits = net(inp, beat, fermata)
     return F.cross_entropy(logits[mask].float(), x[mask])
 
 
@@ -146,22 +170,24 @@ def _shifts(grid, cells: Cells, ranges) -> list[int]:
     return [k for k, ok in zip(range(-6, 7), fits, strict=True) if ok] or [0]
 
 
-def _validate(net, grids, idx, cells, L: int = 512) -> float:
-    """Validation NLL per masked cell: fixed masks (seed 0) over whole pieces (up to L steps)."""
+def _validate(net, grids, idx, cells, L: int = 512, fermatas=None) -> float:
+    """Validation NLL per masked cell: fixed masks (seed 0) over whole pieces (up to L steps), the fermata
+    channel as the data gives it (`fermatas`; None: unknown)."""
     net.eval()
     gen = torch.Generator().manual_seed(0)
     total, n = 0.0, 0
     with torch.no_grad():
         for j in range(0, len(idx), 16):
-            x, beat, valid = _batch(grids, idx[j:j + 16], L, cells, None, gen, crop=False)
+            x, beat, valid, ferm = _batch(grids, idx[j:j + 16], L, cells, None, gen, crop=False, fermatas=fermatas)
             mask = _masks(len(x), L, valid, gen)
             if mask.any():
-                total += float(_loss(net, x, beat, mask)) * int(mask.sum())
+                total += float(_loss(net, x, beat, mask, fermata=ferm)) * int(mask.sum())
                 n += int(mask.sum())
     net.train()
     return total / max(1, n)
 
 
+HIDE_FERMATAS = 0.5  # share of training windows given the fermata channel as unknown (as a melody without marks)
 UNUSED = HARMONIZER_UNUSED  # TrainConfig fields a harmonizer's training does not use (refused by the command line)
 
 
@@ -208,12 +234,17 @@ class _HarmonizerRun:
         self.shifts = {i: [k for k in _shifts(grids[i], cells, ranges) if abs(k) <= cfg.augment_transpose] or [0]
                        for i in self.train_idx}
         self.device = pick_device(cfg.device)
+        marks = [fermatas_of(n) for n in names]  # the fermata channel where the data marks fermatas
+        self.fermatas = [fermata_channel(g, cells, m) for g, m in zip(grids, marks, strict=True)] \
+            if any(m is not None for m in marks) else None
         self.net = Harmonizer(HarmonizerConfig(self.tokenizer.vocab_size, cfg.embed, cfg.hidden, cfg.layers,
-                                               cfg.dropout)).to(self.device)
+                                               cfg.dropout, fermatas=self.fermatas is not None)).to(self.device)
         if start is not None:  # fine-tuning: the checkpoint's weights (its sizes are cfg's; dropout may differ)
             if start.tokenizer != self.tokenizer:
                 raise MusiclstmError(f"{start.path.name} reads other tokens than a harmonizer trained now")
-            self.net.load_state_dict(start.net.state_dict())
+            missing, _ = self.net.load_state_dict(start.net.state_dict(), strict=False)
+            if set(missing) - {"fermata.weight"}:  # only the fermata channel may be new (it starts at zero)
+                raise MusiclstmError(f"{start.path.name} lacks {', '.join(missing)}")
         self.init = {"path": str(start.path), "fingerprint": start.fingerprint} if start is not None else None
         self.precision = resolve_precision(cfg.precision, self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -224,7 +255,8 @@ class _HarmonizerRun:
         self.eval_every = cfg.eval_every or per_epoch
         self.data_info = {"files": len(grids), "train": len(self.train_idx), "valid": len(self.valid_idx),
                           "left_out": left_out, "out_of_range": [Path(names[i]).name for i in wide],
-                          "steps": steps_in, "holdout": Path(holdout).name if holdout else None}
+                          "steps": steps_in, "holdout": Path(holdout).name if holdout else None,
+                          "with_fermatas": sum(m is not None for m in marks)}
         weights = np.array([len(grids[i]) for i in self.train_idx], float)
         self.weights = weights / weights.sum()
         self.rng = np.random.default_rng(cfg.seed)
@@ -240,19 +272,21 @@ class _HarmonizerRun:
     def step_loss(self, step: int) -> tuple[torch.Tensor, int]:
         """The loop's model-specific part: chorale windows (transposed), masked cells, their NLL."""
         idx = self.rng.choice(self.train_idx, size=self.cfg.batch_size, p=self.weights).tolist()
-        x, beat, valid = _batch(self.grids, idx, self.cfg.seq_len, self.cells, self.shifts, self.gen)
+        x, beat, valid, ferm = _batch(self.grids, idx, self.cfg.seq_len, self.cells, self.shifts, self.gen,
+                                      fermatas=self.fermatas, hide=HIDE_FERMATAS)
         mask = _masks(len(x), self.cfg.seq_len, valid, self.gen)
         n = int(mask.sum())
         if n == 0:  # nothing masked in this batch (its cross-entropy would be NaN): no step, never "diverged"
             return torch.zeros((), device=self.device), 0
-        return _loss(self.net, x, beat, mask, self.precision) * n, n
+        return _loss(self.net, x, beat, mask, self.precision, ferm) * n, n
 
     def diverged(self, step: int, loss_value: float) -> None:
         raise MusiclstmError(f"training diverged at step {step}: the loss is {loss_value}; lower --lr")
 
     def validate(self, step: int, train_loss: float, tok_s: float) -> bool:
         """Score the validation chorales, record the row, save last.pt (and best.pt); True: stop early."""
-        val = _validate(self.net, self.grids, self.valid_idx, self.cells) if self.valid_idx else float("nan")
+        val = _validate(self.net, self.grids, self.valid_idx, self.cells, fermatas=self.fermatas) \
+            if self.valid_idx else float("nan")
         row = {"step": step, "train_nll": round(train_loss, 5), "val_nll": round(val, 5),
                "seconds": round(time.time() - self.t0, 1)}
         self.history.append(row)
