@@ -117,16 +117,16 @@ def _draw(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> tor
     return torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=gen).view(probs.shape[:-1])
 
 
-def _logits(net, cells, x, allowed, beat, rules: bool) -> torch.Tensor:
+def _logits(net, cells, x, allowed, beat, rules: bool, fermata=None) -> torch.Tensor:
     """The model's logits for every cell of x, within `allowed`, HOLD only after a sounding cell."""
-    logits = net(x[None], beat)[0].float().masked_fill(~(allowed if allowed.dim() == 3 else allowed[None]),
+    logits = net(x[None], beat, fermata)[0].float().masked_fill(~(allowed if allowed.dim() == 3 else allowed[None]),
                                                        float("-inf"))
     prev = torch.cat([torch.full((1, 4), cells.rest), x[:-1]])
     logits[..., cells.hold] = logits[..., cells.hold].masked_fill(prev == cells.rest, float("-inf"))
     return _apply_rules(logits, x, cells, net.mask_id) if rules else logits
 
 
-def _settle(net, cells, x, free, allowed, beat, temperature, gen, rounds: int = 8):
+def _settle(net, cells, x, free, allowed, beat, temperature, gen, rounds: int = 8, fermata=None):
     """Redraw, a few at a time (never two at neighbouring steps), the free notes that break a rule."""
     for _ in range(rounds):
         xn = x.numpy()
@@ -143,7 +143,7 @@ def _settle(net, cells, x, free, allowed, beat, temperature, gen, rounds: int = 
                 pick[t, v], taken = True, t
         pick_t = torch.from_numpy(pick)
         x[pick_t] = net.mask_id
-        draw = _draw(_logits(net, cells, x, allowed, beat, True), temperature, gen)
+        draw = _draw(_logits(net, cells, x, allowed, beat, True, fermata), temperature, gen)
         x[pick_t] = draw[pick_t]
     return x
 
@@ -151,13 +151,15 @@ def _settle(net, cells, x, free, allowed, beat, temperature, gen, rounds: int = 
 @torch.no_grad()
 def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, allowed: torch.Tensor, *,
           iterations: int = 64, temperature: float = 0.8, generator: torch.Generator | None = None,
-          phase: int = 0, rules: bool = True, ties: np.ndarray | None = None) -> np.ndarray:
+          phase: int = 0, rules: bool = True, ties: np.ndarray | None = None,
+          fermata: np.ndarray | None = None) -> np.ndarray:
     """Redraw the `free` cells of `grid` ((T, 4) ids) by annealed pseudo-Gibbs sampling; the other
     cells never change. Temperature 0 takes the most likely cell each time. With `rules`, a note is
     not drawn where it would make parallel fifths or octaves or cross a voice (`forbidden_pitches`,
     against the cells known at that moment), unless every note is forbidden there. `ties` ((T,) steps, -1
     for none): a step tied to an earlier one takes that step's free cells after every draw, so a repeated
-    bar of the melody gets the same harmony, chosen in the context of both places."""
+    bar of the melody gets the same harmony, chosen in the context of both places. `fermata` ((T,) values of the
+    model's fermata channel, `models.harmonizer.FERMATA_*`): where phrases close; None: unknown."""
     net.eval()
     gen = generator or torch.Generator().manual_seed(0)
     T = len(grid)
@@ -167,6 +169,8 @@ def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, all
     x[free_t] = net.mask_id
     if not free_t.any():
         return x.numpy()
+    fermata = torch.from_numpy(np.asarray(fermata, np.int64))[None] \
+        if fermata is not None and net.config.fermatas else None
     ties_t = torch.from_numpy(np.asarray(ties if ties is not None else np.full(T, -1), np.int64))
     tied = torch.nonzero(ties_t >= 0).flatten()
     src = ties_t[tied]
@@ -183,11 +187,11 @@ def gibbs(net: Harmonizer, cells: Cells, grid: np.ndarray, free: np.ndarray, all
             pick.view(-1)[torch.nonzero(free_t.view(-1)).flatten()[
                 int(torch.randint(0, int(free_t.sum()), (1,), generator=gen))]] = True
         x[pick] = net.mask_id
-        draw = _draw(_logits(net, cells, x, allowed, beat, rules), temperature, gen)
+        draw = _draw(_logits(net, cells, x, allowed, beat, rules, fermata), temperature, gen)
         x[pick] = draw[pick]
         tie(x)
     if rules:  # notes still breaking a rule (drawn together with the note they clash with): redraw them
-        x = _settle(net, cells, x, free_t, allowed, beat, temperature, gen)
+        x = _settle(net, cells, x, free_t, allowed, beat, temperature, gen, fermata=fermata)
         tie(x)
     out = x.numpy()
     for t in range(T):  # a HOLD whose note was redrawn into a rest is a rest

@@ -186,11 +186,11 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
     gen = torch.Generator().manual_seed(int(seed))
     allowed = allowed_cells(h.cells, h.ranges, pcs)
     marks = fermatas(melody) if cadences is None else []  # a MusicXML melody's fermatas close its phrases
+    ends = _phrase_ends(score, line, parse_cadences(cadences), marks)
     if rules:
-        closes = _closes(score, line, parse_cadences(cadences), marks, tonic, minor)
-        allowed = cadence_cells(allowed, h.cells, T, closes)
-    out = gibbs(h.net, h.cells, grid, free, allowed, iterations=iterations,
-                temperature=temperature, generator=gen, rules=rules, ties=_tie_steps(ties, T))
+        allowed = cadence_cells(allowed, h.cells, T, _closes(line, ends, tonic, minor))
+    out = gibbs(h.net, h.cells, grid, free, allowed, iterations=iterations, temperature=temperature,
+                generator=gen, rules=rules, ties=_tie_steps(ties, T), fermata=fermata_steps(line, ends, T))
     result = _assemble(line, out, h.cells, score)
     if info is not None:
         info.update(key=key_name(tonic, minor), key_given=bool(key), melody=note, seconds=time.time() - t0,
@@ -250,15 +250,14 @@ def parse_cadences(cadences) -> list[int]:
     return bars
 
 
-def _closes(score: Score, line: Score, bars: list[int], marks: list[float], tonic: int, minor: bool) -> list[tuple]:
-    """`gibbs.cadence_cells`' closes under the melody notes where phrases close: under the last note, the tonic
-    triad over the tonic, struck with it and held; under the last note beginning in each cadence bar, and each
-    note under a fermata (`marks`, quarters), the bass on the tonic or the dominant."""
+def _phrase_ends(score: Score, line: Score, bars: list[int], marks: list[float]) -> list[tuple[int, int]]:
+    """(onset, end) grid steps of the melody notes where phrases close: the last note beginning in each cadence
+    bar (numbers from 1) and each note under a fermata (`marks`, quarters)."""
     from ..io.score import bar_lines
 
     on = np.round(line.start * STEPS).astype(int)
     off = np.maximum(np.round(line.end * STEPS).astype(int), on + 1)
-    closes = []
+    ends = []
     if bars:
         lines = bar_lines(score, float(line.end.max()))
         if bars[-1] > len(lines):
@@ -267,14 +266,38 @@ def _closes(score: Score, line: Score, bars: list[int], marks: list[float], toni
         for b in bars:
             inside = np.flatnonzero((line.start >= edges[b - 1] - 1e-9) & (line.start < edges[b] - 1e-9))
             if len(inside):
-                closes.append((int(on[inside[-1]]), int(off[inside[-1]]), {3: {tonic % 12, (tonic + 7) % 12}}, True))
+                ends.append((int(on[inside[-1]]), int(off[inside[-1]])))
     for q in marks:
         under = np.flatnonzero((line.start <= q + 1e-6) & (line.end > q + 1e-6))
         if len(under):
-            closes.append((int(on[under[-1]]), int(off[under[-1]]), {3: {tonic % 12, (tonic + 7) % 12}}, True))
+            ends.append((int(on[under[-1]]), int(off[under[-1]])))
+    return ends
+
+
+def _closes(line: Score, ends: list[tuple[int, int]], tonic: int, minor: bool) -> list[tuple]:
+    """`gibbs.cadence_cells`' closes under the melody notes where phrases close (`ends`): under the last note,
+    the tonic triad over the tonic, struck with it and held; under the others the bass on the tonic or the
+    dominant."""
+    on = int(np.round(line.start[-1] * STEPS))
+    off = max(int(np.round(line.end[-1] * STEPS)), on + 1)
+    closes = [(a, b, {3: {tonic % 12, (tonic + 7) % 12}}, True) for a, b in ends]
     triad = {tonic % 12, (tonic + 3 + (not minor)) % 12, (tonic + 7) % 12}
-    closes.append((int(on[-1]), int(off[-1]), {1: triad, 2: triad, 3: {tonic % 12}}, False))
+    closes.append((on, off, {1: triad, 2: triad, 3: {tonic % 12}}, False))
     return closes
+
+
+def fermata_steps(line: Score, ends: list[tuple[int, int]], T: int) -> np.ndarray | None:
+    """The harmonizer's fermata channel for a melody whose phrase ends are known (`ends`, and its last note):
+    under a fermata there, none elsewhere; None (unknown) when nothing marks them."""
+    from ..models.harmonizer import FERMATA_HERE, FERMATA_NONE
+
+    if not ends:
+        return None
+    out = np.full(T, FERMATA_NONE, np.int64)
+    last = int(np.round(line.start[-1] * STEPS))
+    for a, b in [*ends, (last, T)]:
+        out[a:b] = FERMATA_HERE
+    return out
 
 
 def _assemble(soprano: Score, grid: np.ndarray, cells: Cells, like: Score) -> Score:
