@@ -1,0 +1,147 @@
+"""Two ways to compose a chorale (issue 25, item 1), measured with `musiclstm evaluate`'s statistics.
+
+* left-to-right + harmonizer (what `musiclstm compose --style bach` does): the bundled `bach` LSTM writes the
+  piece, its top voice is kept as the soprano and the harmonizer writes alto, tenor and bass under it.
+* from scratch (DeepBach's way): annealed pseudo-Gibbs over all four voices of an empty grid with the harmonizer
+  alone. Each chorale takes its shape from a training chorale drawn at random (DeepBach draws phrase lengths and
+  cadence positions from the corpus): its length (cut at the first fermata after `--seconds`), meter, pickup,
+  tempo, key and fermatas. The fermatas go to the harmonizer's fermata channel (when it has one) and the same
+  cadence rules `harmonize` uses hold there: the bass on the tonic or the dominant under each, the tonic triad
+  over the tonic at the end. Every voice keeps to its range and to the key's scale.
+
+Both are compared with held-out chorales of the `bach` model's validation split, each read through the `bach`
+tokenizer and cut to the first 60 quarters, as `evaluate` does (its `music_statistics`).
+
+    python bench/chorale_methods.py                        # corpora/bach, 20 pieces each
+    python bench/chorale_methods.py --corpus /work/corpora/bach --harmonizer runs/h/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musiclstm import data
+from musiclstm.data.collections import fermatas_of
+from musiclstm.encodings.grid import Codec, Config
+from musiclstm.evaluation.evaluate import music_statistics
+from musiclstm.generation import gibbs as G
+from musiclstm.generation import harmonize as H
+from musiclstm.generation.compose import compose
+from musiclstm.io.midi import read
+from musiclstm.io.score import Score, Track, key_fit
+from musiclstm.models import checkpoint
+from musiclstm.models import harmonizer as HN
+from musiclstm.training.harmonizer import fermata_channel
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = ("in_scale", "window_key_changes", "steps", "skips", "leaps", "repeated", "parallel_fifths",
+        "parallel_octaves", "voice_crossings", "repeated_bars", "empty_beat_rate", "last_bass_on_tonic")
+
+
+def template_shape(path: Path, h: H.Loaded, seconds: float):
+    """A training chorale's shape: (its grid cut at the first fermata ending after `seconds`, its fermata
+    quarters before the cut, the score read, (tonic, minor))."""
+    score = read(path)
+    ids = np.asarray(h.cells.tokenizer.encode(score), np.int64)[1:-1]  # without BOS and EOS
+    grid = ids[: len(ids) // 4 * 4].reshape(-1, 4)
+    marks = fermatas_of(path) or []
+    ferm = fermata_channel(grid, h.cells, marks)
+    qpm = float(score.tempos[0, 1]) if len(score.tempos) else 100.0
+    want = int(seconds * qpm / 60 * HN.STEPS)
+    ends = [t + 1 for t in range(len(ferm) - 1) if ferm[t] == HN.FERMATA_HERE and ferm[t + 1] != HN.FERMATA_HERE]
+    cut = next((e for e in ends if e >= want), len(grid))
+    tonic, minor = key_fit(np.bincount(score.pitch % 12, weights=score.end - score.start, minlength=12))[:2]
+    return grid[:cut], [q for q in marks if q * HN.STEPS < cut], score, (int(tonic), bool(minor))
+
+
+def from_scratch(h: H.Loaded, path: Path, seconds: float, seed: int, iterations: int) -> Score:
+    """A chorale drawn by annealed pseudo-Gibbs over all four voices, shaped like the chorale at `path`."""
+    grid, marks, like, (tonic, minor) = template_shape(path, h, seconds)
+    T = len(grid)
+    c = h.cells
+    first = int(np.flatnonzero((grid != c.rest).any(1))[0])  # a pickup's empty steps stay empty
+    x = np.full((T, 4), c.rest, np.int64)
+    free = np.zeros((T, 4), bool)
+    free[first:] = True
+    ferm = fermata_channel(grid, c, marks)
+    if (ferm[first:] != HN.FERMATA_HERE).all():
+        ferm[-1] = HN.FERMATA_HERE
+    triad = {tonic % 12, (tonic + 3 + (not minor)) % 12, (tonic + 7) % 12}
+    runs = [t for t in range(first, T) if ferm[t] == HN.FERMATA_HERE and (t == first or ferm[t - 1] != ferm[t])]
+    closes = []
+    for a in runs:
+        b = a
+        while b + 1 < T and ferm[b + 1] == HN.FERMATA_HERE:
+            b += 1
+        closes.append((a, b + 1, {3: {tonic, (tonic + 7) % 12}}, True))
+    last = max(first, T - 4 * HN.STEPS)  # the closing chord: the last beat of the piece at least
+    closes.append((last, T, {0: triad, 1: triad, 2: triad, 3: {tonic}}, False))
+    allowed = G.cadence_cells(G.allowed_cells(c, h.ranges, {(tonic + k) % 12 for k in
+                                                          ((0, 2, 3, 5, 7, 8, 10, 11) if minor else
+                                                           (0, 2, 4, 5, 7, 9, 11))}), c, T, closes)
+    out = G.gibbs(h.net, c, x, free, allowed, iterations=iterations, temperature=0.8,
+                  generator=torch.Generator().manual_seed(seed), rules=True, fermata=ferm)
+    s = Codec(Config(voices=4, hold=True, max_hold_steps=10**6)).decode(out.reshape(-1), c.tokenizer.vocab)
+    qpm = float(like.tempos[0, 1]) if len(like.tempos) else 100.0
+    return Score(s.start, s.end, s.pitch, np.full(len(s), 80), s.track,
+                 tracks=[Track(H.PROGRAM, False, name) for name in HN.VOICES],
+                 tempos=np.array([[0.0, qpm]]), time_signatures=like.time_signatures,
+                 key_signatures=np.array([[0.0, tonic, int(minor)]]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=str(ROOT / "corpora" / "bach"), help="the exported bach chorales")
+    ap.add_argument("--harmonizer", default=None, help="harmonizer checkpoint [bundled]")
+    ap.add_argument("--pieces", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--iterations", type=int, default=64)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if not Path(args.corpus).is_dir():
+        raise SystemExit(f"skipped: {args.corpus} not found (musiclstm corpus export bach {args.corpus})")
+    lm = checkpoint.load("bach")
+    h = H.load(args.harmonizer)
+    tok = lm.tokenizer
+    prepared = data.prepare(data.as_paths(args.corpus), tok, val_fraction=lm.meta["train"].get("val_fraction", 0.1),
+                            progress=False)
+    held = prepared.split("valid")
+    real_ids = [np.asarray(p.ids, np.int64) for p in held][:60]
+    real = [tok.decode_score(i) for i in real_ids]
+    train = [p for p in prepared.split("train") if fermatas_of(p.path)]
+    print(f"{len(real)} held-out chorales; {len(train)} training chorales with fermatas as templates; "
+          f"harmonizer {h.meta.get('path') or args.harmonizer or 'bundled'} (fermata channel: "
+          f"{'yes' if h.net.config.fermatas else 'no'})")
+
+    t0 = time.time()
+    _, ltr_ids = compose(lm, seconds=args.seconds, num=args.pieces, seed=0, return_ids=True)
+    ltr_ids = [np.asarray(s, np.int64) for s in ltr_ids]
+    ltr_s = (time.time() - t0) / args.pieces
+    rng = np.random.default_rng(0)
+    t0 = time.time()
+    scratch = [from_scratch(h, Path(train[int(rng.integers(len(train)))].path), args.seconds, i, args.iterations)
+               for i in range(args.pieces)]
+    scratch_s = (time.time() - t0) / args.pieces
+    scratch_ids = [np.asarray(tok.encode(s), np.int64) for s in scratch]  # read through the same tokenizer
+    kw = dict(quarters=60.0, seconds=args.seconds, seed=0, real_scores=real)
+    a = music_statistics(tok, real_ids, ltr_ids, sample_scores=[tok.decode_score(i) for i in ltr_ids], **kw)
+    b = music_statistics(tok, real_ids, scratch_ids, sample_scores=[tok.decode_score(i) for i in scratch_ids], **kw)
+    print(f"\n{'statistic (mean over pieces)':28s} {'Bach':>6s} {'LTR+harm.':>10s} {'scratch':>8s}   closer to Bach")
+    wins = {"LTR": 0, "scratch": 0}
+    for k in ROWS:
+        r, x, y = (a["statistics"][k]["real"]["mean"], a["statistics"][k]["model"]["mean"],
+                   b["statistics"][k]["model"]["mean"])
+        who = "LTR" if abs(x - r) < abs(y - r) else "scratch" if abs(y - r) < abs(x - r) else "tie"
+        wins[who] = wins.get(who, 0) + 1
+        print(f"{k:28s} {r:6.2f} {x:10.2f} {y:8.2f}   {who}")
+    print(f"\ncloser to Bach: left-to-right + harmonizer on {wins['LTR']} statistics, from scratch on "
+          f"{wins['scratch']}; seconds per piece: {ltr_s:.1f} vs {scratch_s:.1f} (one thread)")
+
+
+if __name__ == "__main__":
+    main()
