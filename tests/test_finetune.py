@@ -142,6 +142,9 @@ def test_harmonize_gives_the_network_the_fermatas_of_a_musicxml_melody(chorales,
     here = seen[0][0].tolist()
     assert [t for t, v in enumerate(here) if v == HN.FERMATA_HERE] == [12, 13, 14, 15, 28, 29, 30, 31]  # 3rd, last
     assert set(here) == {HN.FERMATA_NONE, HN.FERMATA_HERE}
+    r = CliRunner().invoke(cli, ["harmonize", str(tmp_path / "m.musicxml"), "-c", str(h.model.path), "-o",
+                                 str(tmp_path / "h.mid"), "--iterations", "2", "--seed", "0"])
+    assert r.exit_code == 0 and "phrases close at its 1 fermata(s)" in r.output, r.output
     seen.clear()
     musiclstm.harmonize(tmp_path / "m.musicxml", model=h, seed=0, iterations=2, cadences="")  # no marks read
     assert seen[0] is None  # nothing says where phrases close: the channel is unknown

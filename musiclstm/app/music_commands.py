@@ -138,6 +138,8 @@ def _chorale_command(kind: str, source: Path, out, force, extras, seed, threads,
     what = {k: v for k, v in info.items() if k in ("melody", "key", "bars", "voices")}
     said = "; ".join(str(v) if k == "melody" else f"{k} {v if k != 'bars' else '-'.join(map(str, v))}"
                      for k, v in what.items() if v)
+    if info.get("fermatas"):  # read from a MusicXML / ABC melody: where its phrases close
+        said += f"; phrases close at its {len(info['fermatas'])} fermata(s)"
     click.echo(f"wrote {', '.join(map(str, written))} ({pm.get_end_time():.1f} s, "
                f"{sum(len(i.notes) for i in pm.instruments)} notes; {said}; {info['seconds']:.1f} s; seed {seed})")
     if extras["wav"]:
