@@ -1,6 +1,7 @@
 """The harmonizer: a bidirectional LSTM over four-part chorales on a 16th grid, and its cells.
 
-DeepBach-style: the four cells' embeddings and the position in the beat go into a bidirectional LSTM
+DeepBach-style: the four cells' embeddings and the position in the beat (plus, with `fermatas`, whether the
+step is under a fermata: DeepBach's metadata) go into a bidirectional LSTM
 whose forward half at step t has read steps <= t and backward half steps >= t; a "center" layer reads
 step t's own cells; four heads predict the cells. `Cells` converts between grid tokens and pitches.
 Trained in `training.harmonizer`, sampled in `generation.gibbs` / `generation.harmonize`.

@@ -4,8 +4,11 @@ Random cells of each chorale window are replaced by MASK and the loss is the NLL
 cells. Masks are of four kinds: the lower voices with the soprano given (harmonizing), any voice
 (general context), the lower voices from a random step on (what a left-to-right reading sees), and
 blocks of beats in some voices (infilling). Pieces are transposed at random to the keys the voice
-ranges allow. `train` runs the shared loop (`loop.run_loop`) with the harmonizer's batches, loss and
-validation; its config shares `BaseTrainConfig` with the LSTM's.
+ranges allow. Where the corpus marks fermatas (`data.collections.fermatas_of`: MusicXML, or the `fermatas.json`
+that `corpus export bach` writes), the network gets a fermata channel (DeepBach's metadata) and half the windows
+see it as unknown. `init` starts from a checkpoint's weights (fine-tuning). `train` runs the shared loop
+(`loop.run_loop`) with the harmonizer's batches, loss and validation; its config shares `BaseTrainConfig` with
+the LSTM's.
 May import: errors, encodings, data, models, training (the shared loop). Not: generation, evaluation, app.
 """
 
