@@ -46,6 +46,8 @@ def test_a_harmonizer_fine_tune_starts_from_the_checkpoints_weights(chorales, tm
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)  # lr ~0: the same weights
     meta = checkpoint.read(again)["meta"]
     assert meta["init"]["path"] == str(first) and meta["train"]["hidden"] == 16
+    r = CliRunner().invoke(cli, ["info", str(again)])
+    assert r.exit_code == 0 and f"fine-tuned from {first}" in r.output, r.output
     fresh = chorale_train.train(chorales, tmp_path / "c", progress=False, max_steps=1, eval_every=1, lr=1e-12,
                                 **sizes, hidden=16, embed=8, layers=1)
     assert not all(torch.allclose(before[k], v, atol=1e-6) for k, v in _weights(fresh).items())
@@ -115,6 +117,8 @@ def test_a_harmonizer_learns_the_channel_where_the_corpus_marks_fermatas(chorale
     h = C.load(best)
     assert h.net.config.fermatas and h.meta["data"]["with_fermatas"] == 2
     assert h.net.fermata.weight.abs().sum() > 0  # trained: the channel moved from zero
+    r = CliRunner().invoke(cli, ["info", str(best)])
+    assert r.exit_code == 0 and "bidirectional lstm 1x16, embed 8, fermata channel" in r.output, r.output
 
 
 def test_harmonize_gives_the_network_the_fermatas_of_a_musicxml_melody(chorales, tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ def info(checkpoint, as_json) -> None:
               "config": {"train": meta.get("train"), "model": meta.get("model"), "tokenizer": meta.get("tokenizer")},
               "metrics": meta.get("metrics", {}), "best_val_nll": meta.get("best_val_nll"),
               "fingerprint": meta.get("fingerprint"), "data": meta.get("data"),
-              "precision": meta.get("precision"), "world_size": meta.get("world_size")}
+              "precision": meta.get("precision"), "world_size": meta.get("world_size"), "init": meta.get("init")}
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -37,8 +37,11 @@ def info(checkpoint, as_json) -> None:
     data = f", data {report['fingerprint']}" if report["fingerprint"] else ""
     click.echo(f"{path}\n  step {report['step']}{epoch}{data}")
     cell = "harmonizer: bidirectional lstm" if m.get("kind") == "harmonizer" else m.get("cell")
-    click.echo(f"  model: {cell} {m.get('layers')}x{m.get('hidden')}, embed {m.get('embed')}, "
+    channel = ", fermata channel" if m.get("fermatas") else ""
+    click.echo(f"  model: {cell} {m.get('layers')}x{m.get('hidden')}, embed {m.get('embed')}{channel}, "
                f"vocab {m.get('vocab_size')}; encoding {t.get('encoding')}, styles {t.get('styles') or 'none'}")
+    if report["init"]:
+        click.echo(f"  fine-tuned from {report['init']['path']} (weights {report['init']['fingerprint']})")
     metrics = dict(report["metrics"])
     if isinstance(metrics.get("time"), int | float):  # a unix time: when the metrics were taken, in words
         import datetime
