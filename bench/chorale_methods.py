@@ -73,13 +73,15 @@ def from_scratch(h: H.Loaded, path: Path, seconds: float, seed: int, iterations:
         ferm[-1] = HN.FERMATA_HERE
     triad = {tonic % 12, (tonic + 3 + (not minor)) % 12, (tonic + 7) % 12}
     runs = [t for t in range(first, T) if ferm[t] == HN.FERMATA_HERE and (t == first or ferm[t - 1] != ferm[t])]
-    closes = []
+    spans = []
     for a in runs:
         b = a
         while b + 1 < T and ferm[b + 1] == HN.FERMATA_HERE:
             b += 1
-        closes.append((a, b + 1, {3: {tonic, (tonic + 7) % 12}}, True))
-    last = max(first, T - 4 * HN.STEPS)  # the closing chord: the last beat of the piece at least
+        spans.append((a, b + 1))
+    # the closing chord: under the last fermata where it ends the piece, else over the last 4 quarters
+    last = spans[-1][0] if spans and spans[-1][1] == T else max(first, T - 4 * HN.STEPS)
+    closes = [(a, b, {3: {tonic, (tonic + 7) % 12}}, True) for a, b in spans if b <= last]
     closes.append((last, T, {0: triad, 1: triad, 2: triad, 3: {tonic}}, False))
     allowed = G.cadence_cells(G.allowed_cells(c, h.ranges, {(tonic + k) % 12 for k in
                                                           ((0, 2, 3, 5, 7, 8, 10, 11) if minor else
