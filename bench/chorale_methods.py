@@ -36,56 +36,50 @@ from musiclstm.io.midi import read
 from musiclstm.io.score import Score, Track, key_fit
 from musiclstm.models import checkpoint
 from musiclstm.models import harmonizer as HN
-from musiclstm.training.harmonizer import fermata_channel
+from musiclstm.theory import scale
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = ("in_scale", "window_key_changes", "steps", "skips", "leaps", "repeated", "parallel_fifths",
         "parallel_octaves", "voice_crossings", "repeated_bars", "empty_beat_rate", "last_bass_on_tonic")
 
 
+def fermata_spans(ferm: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) steps of each run of steps under a fermata."""
+    here = np.r_[False, ferm == HN.FERMATA_HERE, False]
+    edges = np.flatnonzero(here[1:] != here[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
 def template_shape(path: Path, h: H.Loaded, seconds: float):
-    """A training chorale's shape: (its grid cut at the first fermata ending after `seconds`, its fermata
-    quarters before the cut, the score read, (tonic, minor))."""
+    """A training chorale's shape: (its grid and fermata channel, cut at the first fermata ending after
+    `seconds`, the score read, (tonic, minor))."""
     score = read(path)
     ids = np.asarray(h.cells.tokenizer.encode(score), np.int64)[1:-1]  # without BOS and EOS
     grid = ids[: len(ids) // 4 * 4].reshape(-1, 4)
-    marks = fermatas_of(path) or []
-    ferm = fermata_channel(grid, h.cells, marks)
+    ferm = HN.fermata_channel(grid, h.cells, fermatas_of(path) or [])
     qpm = float(score.tempos[0, 1]) if len(score.tempos) else 100.0
     want = int(seconds * qpm / 60 * HN.STEPS)
-    ends = [t + 1 for t in range(len(ferm) - 1) if ferm[t] == HN.FERMATA_HERE and ferm[t + 1] != HN.FERMATA_HERE]
-    cut = next((e for e in ends if e >= want), len(grid))
+    cut = next((b for _, b in fermata_spans(ferm) if b >= want), len(grid))
     tonic, minor = key_fit(np.bincount(score.pitch % 12, weights=score.end - score.start, minlength=12))[:2]
-    return grid[:cut], [q for q in marks if q * HN.STEPS < cut], score, (int(tonic), bool(minor))
+    return grid[:cut], ferm[:cut], score, (int(tonic), bool(minor))
 
 
 def from_scratch(h: H.Loaded, path: Path, seconds: float, seed: int, iterations: int) -> Score:
     """A chorale drawn by annealed pseudo-Gibbs over all four voices, shaped like the chorale at `path`."""
-    grid, marks, like, (tonic, minor) = template_shape(path, h, seconds)
+    grid, ferm, like, (tonic, minor) = template_shape(path, h, seconds)
     T = len(grid)
     c = h.cells
     first = int(np.flatnonzero((grid != c.rest).any(1))[0])  # a pickup's empty steps stay empty
     x = np.full((T, 4), c.rest, np.int64)
     free = np.zeros((T, 4), bool)
     free[first:] = True
-    ferm = fermata_channel(grid, c, marks)
-    if (ferm[first:] != HN.FERMATA_HERE).all():
-        ferm[-1] = HN.FERMATA_HERE
+    spans = fermata_spans(ferm)
     triad = {tonic % 12, (tonic + 3 + (not minor)) % 12, (tonic + 7) % 12}
-    runs = [t for t in range(first, T) if ferm[t] == HN.FERMATA_HERE and (t == first or ferm[t - 1] != ferm[t])]
-    spans = []
-    for a in runs:
-        b = a
-        while b + 1 < T and ferm[b + 1] == HN.FERMATA_HERE:
-            b += 1
-        spans.append((a, b + 1))
     # the closing chord: under the last fermata where it ends the piece, else over the last 4 quarters
     last = spans[-1][0] if spans and spans[-1][1] == T else max(first, T - 4 * HN.STEPS)
     closes = [(a, b, {3: {tonic, (tonic + 7) % 12}}, True) for a, b in spans if b <= last]
     closes.append((last, T, {0: triad, 1: triad, 2: triad, 3: {tonic}}, False))
-    allowed = G.cadence_cells(G.allowed_cells(c, h.ranges, {(tonic + k) % 12 for k in
-                                                          ((0, 2, 3, 5, 7, 8, 10, 11) if minor else
-                                                           (0, 2, 4, 5, 7, 9, 11))}), c, T, closes)
+    allowed = G.cadence_cells(G.allowed_cells(c, h.ranges, scale(tonic, minor)), c, T, closes)
     out = G.gibbs(h.net, c, x, free, allowed, iterations=iterations, temperature=0.8,
                   generator=torch.Generator().manual_seed(seed), rules=True, fermata=ferm)
     s = Codec(Config(voices=4, hold=True, max_hold_steps=10**6)).decode(out.reshape(-1), c.tokenizer.vocab)

@@ -24,8 +24,8 @@ import torch
 from musiclstm.data.collections import FERMATAS, fermatas_of
 from musiclstm.encodings.tokenizer import Tokenizer
 from musiclstm.generation import harmonize as H
-from musiclstm.models.harmonizer import Cells
-from musiclstm.training.harmonizer import _grids, _validate, fermata_channel, split_by_melody
+from musiclstm.models.harmonizer import Cells, fermata_channel
+from musiclstm.training.harmonizer import _grids, _validate, split_by_melody
 
 ROOT = Path(__file__).resolve().parent.parent
 JSB = ROOT.parent / "shared" / "data" / "jsb" / "Jsb16thSeparated.json"

@@ -84,10 +84,10 @@ def test_the_fermata_channel_covers_the_soprano_note_under_each_mark():
     onset = np.zeros((12, 4), bool)
     onset[[0, 4, 10], :] = True  # the soprano's notes: steps 0-3, 4-9 (under the fermata at quarter 1), 10-11
     grid = cells.from_pitches(p, onset)
-    ch = chorale_train.fermata_channel(grid, cells, [1.0])
+    ch = HN.fermata_channel(grid, cells, [1.0])
     assert ch.tolist() == [HN.FERMATA_NONE] * 4 + [HN.FERMATA_HERE] * 6 + [HN.FERMATA_NONE] * 2
-    assert (chorale_train.fermata_channel(grid, cells, None) == HN.FERMATA_UNKNOWN).all()
-    assert (chorale_train.fermata_channel(grid, cells, []) == HN.FERMATA_NONE).all()
+    assert (HN.fermata_channel(grid, cells, None) == HN.FERMATA_UNKNOWN).all()
+    assert (HN.fermata_channel(grid, cells, []) == HN.FERMATA_NONE).all()
 
 
 def test_the_channel_starts_at_zero_so_a_model_without_it_is_unchanged():

@@ -31,7 +31,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io.score import Score, Track, key_fit, tracks_by_height
-from ..models.harmonizer import KIND, STEPS, VOICES, Cells, Harmonizer
+from ..models.harmonizer import KIND, STEPS, VOICES, Cells, Harmonizer, fermata_channel
 from ..theory import key_name, parse_key, scale
 from .gibbs import allowed_cells, cadence_cells, gibbs
 
@@ -189,8 +189,10 @@ def harmonize_score(melody, *, model=None, seed: int = 0, temperature: float = 0
     ends = _phrase_ends(score, line, parse_cadences(cadences), marks)
     if rules:
         allowed = cadence_cells(allowed, h.cells, T, _closes(line, ends, tonic, minor))
+    # the fermata channel: under the phrase ends and the last note, unknown when nothing marks the phrase ends
+    marked = fermata_channel(grid, h.cells, [a / STEPS for a, _ in ends] + [float(line.start[-1])]) if ends else None
     out = gibbs(h.net, h.cells, grid, free, allowed, iterations=iterations, temperature=temperature,
-                generator=gen, rules=rules, ties=_tie_steps(ties, T), fermata=fermata_steps(line, ends, T))
+                generator=gen, rules=rules, ties=_tie_steps(ties, T), fermata=marked)
     result = _assemble(line, out, h.cells, score)
     if info is not None:
         info.update(key=key_name(tonic, minor), key_given=bool(key), melody=note, seconds=time.time() - t0,
@@ -284,20 +286,6 @@ def _closes(line: Score, ends: list[tuple[int, int]], tonic: int, minor: bool) -
     triad = {tonic % 12, (tonic + 3 + (not minor)) % 12, (tonic + 7) % 12}
     closes.append((on, off, {1: triad, 2: triad, 3: {tonic % 12}}, False))
     return closes
-
-
-def fermata_steps(line: Score, ends: list[tuple[int, int]], T: int) -> np.ndarray | None:
-    """The harmonizer's fermata channel for a melody whose phrase ends are known (`ends`, and its last note):
-    under a fermata there, none elsewhere; None (unknown) when nothing marks them."""
-    from ..models.harmonizer import FERMATA_HERE, FERMATA_NONE
-
-    if not ends:
-        return None
-    out = np.full(T, FERMATA_NONE, np.int64)
-    last = int(np.round(line.start[-1] * STEPS))
-    for a, b in [*ends, (last, T)]:
-        out[a:b] = FERMATA_HERE
-    return out
 
 
 def _assemble(soprano: Score, grid: np.ndarray, cells: Cells, like: Score) -> Score:

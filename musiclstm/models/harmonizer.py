@@ -117,3 +117,21 @@ class Cells:
         """Shift the PITCH cells of each (B, T, V) item by its k (B,) semitones."""
         is_pitch = (cells >= self.pitch0) & (cells < self.pitch0 + 128)
         return torch.where(is_pitch, cells + k.view(-1, 1, 1), cells)
+
+
+def fermata_channel(grid: np.ndarray, cells: Cells, marks: list[float] | None) -> np.ndarray:
+    """(T,) fermata values of a chorale: unknown without `marks` (quarters where a note under a fermata starts),
+    else none, but under a fermata from the soprano's onset there for as long as its note sounds."""
+    T = len(grid)
+    if marks is None:
+        return np.full(T, FERMATA_UNKNOWN, np.int64)
+    out = np.full(T, FERMATA_NONE, np.int64)
+    held = np.asarray(grid)[:, 0] == cells.hold
+    for q in marks:
+        t = int(round(q * STEPS))
+        if 0 <= t < T:
+            out[t] = FERMATA_HERE
+            while t + 1 < T and held[t + 1]:
+                t += 1
+                out[t] = FERMATA_HERE
+    return out

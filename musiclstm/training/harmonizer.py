@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..data.collections import fermatas_of
 from ..errors import MusiclstmError
 from ..models import checkpoint
-from ..models.harmonizer import FERMATA_HERE, FERMATA_NONE, FERMATA_UNKNOWN, STEPS, Cells, Harmonizer, HarmonizerConfig
+from ..models.harmonizer import STEPS, Cells, Harmonizer, HarmonizerConfig, fermata_channel
 from .config import HARMONIZER_UNUSED, HarmonizerTrainConfig
 from .loop import autocast, pick_device, resolve_precision, run_loop, starting_point
 
@@ -48,24 +48,6 @@ def _grids(corpus, tokenizer, cache_dir=None, val_fraction: float = 0.1, jobs=No
     pieces = [p for p in prepared.pieces if len(p.ids) % 4 == 0 and len(p.ids) >= 64]
     grids = [np.asarray(p.ids, np.int64).reshape(-1, 4) for p in pieces]  # ids: uint16 views into the token store
     return grids, [str(p.path) for p in pieces], [p.split for p in pieces]
-
-
-def fermata_channel(grid: np.ndarray, cells: Cells, marks: list[float] | None) -> np.ndarray:
-    """(T,) fermata values of a chorale: unknown without `marks` (quarters where a note under a fermata starts),
-    else none, but under a fermata from the soprano's onset there for as long as its note sounds."""
-    T = len(grid)
-    if marks is None:
-        return np.full(T, FERMATA_UNKNOWN, np.int64)
-    out = np.full(T, FERMATA_NONE, np.int64)
-    held = np.asarray(grid)[:, 0] == cells.hold
-    for q in marks:
-        t = int(round(q * STEPS))
-        if 0 <= t < T:
-            out[t] = FERMATA_HERE
-            while t + 1 < T and held[t + 1]:
-                t += 1
-                out[t] = FERMATA_HERE
-    return out
 
 
 def content_signature(pitches: np.ndarray) -> tuple:
