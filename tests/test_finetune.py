@@ -164,3 +164,13 @@ def test_export_keeps_the_fermatas_midi_drops(tmp_path):
     score = musiclstm.io.midi.read(tmp_path / "bach" / name)
     starts = set(np.round(score.start, 3).tolist())
     assert all(round(q, 3) in starts for q in qs)  # each mark is where the exported MIDI's notes start
+
+
+def test_a_run_fine_tuned_from_a_bundled_model_records_its_name_not_this_machines_path(tmp_path):
+    import shutil
+
+    bundled = checkpoint.load("jsb_quarter")
+    assert checkpoint.origin(bundled) == {"path": "bundled jsb_quarter", "fingerprint": bundled.fingerprint}
+    copy = tmp_path / "mine.pt"
+    shutil.copy(bundled.path, copy)
+    assert checkpoint.origin(checkpoint.load(copy))["path"] == str(copy.resolve())

@@ -76,6 +76,14 @@ class Model:
         return Cache(**{k: c[k] for k in ("lam", "theta", "window", "skip") if k in c}) if c else None
 
 
+def origin(model: Model) -> dict:
+    """Where a fine-tuned run started (recorded as its meta's "init"): a bundled model by its name, so no
+    machine's install path is kept, a file by its path; with the weights' fingerprint."""
+    path = Path(model.path).resolve() if model.path is not None else None
+    names = [n for n, f in bundled_models(None).items() if path is not None and Path(f).resolve() == path]
+    return {"path": f"bundled {names[0]}" if names else str(path), "fingerprint": model.fingerprint}
+
+
 def weights_fingerprint(net: torch.nn.Module) -> str:
     """sha256 over every parameter and buffer (name, shape, float32 bytes), first 16 hex digits."""
     h = hashlib.sha256()

@@ -230,7 +230,7 @@ class _HarmonizerRun:
             missing, _ = self.net.load_state_dict(start.net.state_dict(), strict=False)
             if set(missing) - {"fermata.weight"}:  # only the fermata channel may be new (it starts at zero)
                 raise MusiclstmError(f"{start.path.name} lacks {', '.join(missing)}")
-        self.init = {"path": str(start.path), "fingerprint": start.fingerprint} if start is not None else None
+        self.init = checkpoint.origin(start) if start is not None else None
         self.precision = resolve_precision(cfg.precision, self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)

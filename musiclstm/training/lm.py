@@ -240,7 +240,7 @@ class _Run:
                 "best_val_nll": st["best"],
                 "data": _data_meta(self.corpus, self.cfg),
                 "world_size": self.world, "precision": resolve_precision(self.cfg.precision, self.device),
-                "init": {"path": str(self.start.path), "fingerprint": self.start.fingerprint} if self.start else None,
+                "init": checkpoint.origin(self.start) if self.start else None,
                 "torch": torch.__version__}
 
     def save_last(self, step: int) -> None:
