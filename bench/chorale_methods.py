@@ -1,4 +1,4 @@
-"""Two ways to compose a chorale (issue 25, item 1), measured with `musiclstm evaluate`'s statistics.
+"""Three ways to compose a chorale (issue 25, item 1), measured with `musiclstm evaluate`'s statistics.
 
 * left-to-right + harmonizer (what `musiclstm compose --style bach` does): the bundled `bach` LSTM writes the
   piece, its top voice is kept as the soprano and the harmonizer writes alto, tenor and bass under it.
@@ -8,8 +8,11 @@
   tempo, key and fermatas. The fermatas go to the harmonizer's fermata channel (when it has one) and the same
   cadence rules `harmonize` uses hold there: the bass on the tonic or the dominant under each, the tonic triad
   over the tonic at the end. Every voice keeps to its range and to the key's scale.
+* JSB soprano + harmonizer: the bundled `jsb16` LSTM (JSB's 16th grid, where a repeated note and a held note are
+  one cell value, and every piece is in 4/4) writes the piece, its top voice is kept as the soprano and the
+  harmonizer writes the rest, as for the first way (`generation.chorales.harmonized_chorale`).
 
-Both are compared with held-out chorales of the `bach` model's validation split, each read through the `bach`
+All three are compared with held-out chorales of the `bach` model's validation split, each read through the `bach`
 tokenizer and cut to the first 60 quarters, as `evaluate` does (its `music_statistics`).
 
     python bench/chorale_methods.py                        # corpora/bach, 20 pieces each
@@ -31,6 +34,7 @@ from musiclstm.encodings.grid import Codec, Config
 from musiclstm.evaluation.evaluate import music_statistics
 from musiclstm.generation import gibbs as G
 from musiclstm.generation import harmonize as H
+from musiclstm.generation.chorales import harmonized_chorale
 from musiclstm.generation.compose import compose
 from musiclstm.io.midi import read
 from musiclstm.io.score import Score, Track, key_fit
@@ -93,7 +97,8 @@ def from_scratch(h: H.Loaded, path: Path, seconds: float, seed: int, iterations:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(ROOT / "corpora" / "bach"), help="the exported bach chorales")
-    ap.add_argument("--harmonizer", default=None, help="harmonizer checkpoint [bundled]")
+    ap.add_argument("--harmonizer", default=None, help="the from-scratch way's harmonizer [bundled]; the other "
+                    "two use the bundled one, as compose does")
     ap.add_argument("--pieces", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--iterations", type=int, default=64)
@@ -123,20 +128,31 @@ def main() -> None:
     scratch = [from_scratch(h, Path(train[int(rng.integers(len(train)))].path), args.seconds, i, args.iterations)
                for i in range(args.pieces)]
     scratch_s = (time.time() - t0) / args.pieces
-    scratch_ids = [np.asarray(tok.encode(s), np.int64) for s in scratch]  # read through the same tokenizer
+    t0 = time.time()
+    jsb = checkpoint.load("jsb16")
+    _, jsb_ids = compose(jsb, seconds=args.seconds, num=args.pieces, seed=0, return_ids=True)
+    jsb_chorales = [harmonized_chorale(jsb.tokenizer.decode_score(np.asarray(s)), seed=i, voiced=None)
+                    for i, s in enumerate(jsb_ids)]
+    jsb_s = (time.time() - t0) / args.pieces
+    methods = {"LTR+harm.": ltr_ids,  # each read through the bach tokenizer, as evaluate reads samples
+               "scratch": [np.asarray(tok.encode(s), np.int64) for s in scratch],
+               "JSB+harm.": [np.asarray(tok.encode(s), np.int64) for s in jsb_chorales]}
     kw = dict(quarters=60.0, seconds=args.seconds, seed=0, real_scores=real)
-    a = music_statistics(tok, real_ids, ltr_ids, sample_scores=[tok.decode_score(i) for i in ltr_ids], **kw)
-    b = music_statistics(tok, real_ids, scratch_ids, sample_scores=[tok.decode_score(i) for i in scratch_ids], **kw)
-    print(f"\n{'statistic (mean over pieces)':28s} {'Bach':>6s} {'LTR+harm.':>10s} {'scratch':>8s}   closer to Bach")
-    wins = {"LTR": 0, "scratch": 0}
+    stats = {name: music_statistics(tok, real_ids, ids, sample_scores=[tok.decode_score(i) for i in ids],
+                                    **kw)["statistics"] for name, ids in methods.items()}
+    print(f"\n{'statistic (mean over pieces)':28s} {'Bach':>6s} " + " ".join(f"{n:>10s}" for n in methods)
+          + "   closest to Bach")
+    wins = dict.fromkeys([*methods, "tie"], 0)
     for k in ROWS:
-        r, x, y = (a["statistics"][k]["real"]["mean"], a["statistics"][k]["model"]["mean"],
-                   b["statistics"][k]["model"]["mean"])
-        who = "LTR" if abs(x - r) < abs(y - r) else "scratch" if abs(y - r) < abs(x - r) else "tie"
-        wins[who] = wins.get(who, 0) + 1
-        print(f"{k:28s} {r:6.2f} {x:10.2f} {y:8.2f}   {who}")
-    print(f"\ncloser to Bach: left-to-right + harmonizer on {wins['LTR']} statistics, from scratch on "
-          f"{wins['scratch']}; seconds per piece: {ltr_s:.1f} vs {scratch_s:.1f} (one thread)")
+        r = stats["LTR+harm."][k]["real"]["mean"]
+        got = {n: stats[n][k]["model"]["mean"] for n in methods}
+        gaps = {n: round(abs(x - r), 6) for n, x in got.items()}
+        best = [n for n, g in gaps.items() if g == min(gaps.values())]
+        who = best[0] if len(best) == 1 else "tie"
+        wins[who] += 1
+        print(f"{k:28s} {r:6.2f} " + " ".join(f"{x:10.2f}" for x in got.values()) + f"   {who}")
+    print("\nclosest to Bach: " + ", ".join(f"{n} on {wins[n]}" for n in methods) + f" (ties {wins['tie']}); "
+          f"seconds per piece: {ltr_s:.1f}, {scratch_s:.1f}, {jsb_s:.1f} (one thread)")
 
 
 if __name__ == "__main__":
