@@ -174,3 +174,15 @@ def test_a_run_fine_tuned_from_a_bundled_model_records_its_name_not_this_machine
     copy = tmp_path / "mine.pt"
     shutil.copy(bundled.path, copy)
     assert checkpoint.origin(checkpoint.load(copy))["path"] == str(copy.resolve())
+
+
+def test_merging_restrikes_makes_a_repeated_pitch_a_hold_and_nothing_else():
+    cells = HN.Cells(Tokenizer("grid", hold=True))
+    P, H, R = (lambda p: cells.pitch0 + p), cells.hold, cells.rest
+    voice = [P(60), P(60), H, P(60), R, P(60), P(62), H, P(62), P(60)]
+    want = [P(60), H, H, H, R, P(60), P(62), H, H, P(60)]  # after a rest, the same pitch is a new note
+    x = torch.tensor(voice)[None, :, None].repeat(2, 1, 4)
+    x[1, :, 2] = torch.tensor(want)  # already merged: unchanged
+    out = cells.merge_restrikes(x)
+    assert out[0, :, 0].tolist() == want and out[1, :, 2].tolist() == want
+    assert (cells.pitches(out[0].numpy()) == cells.pitches(x[0].numpy())).all()  # the same pitches sound

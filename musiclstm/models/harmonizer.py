@@ -113,6 +113,18 @@ class Cells:
         cells = np.where(pitches < 0, self.rest, self.pitch0 + np.clip(pitches, 0, 127))
         return np.where((pitches >= 0) & ~onset, self.hold, cells).astype(np.int64)
 
+    def merge_restrikes(self, cells: torch.Tensor) -> torch.Tensor:
+        """(B, T, V) cells with each re-strike (a voice striking again the pitch it sounds at the step before)
+        made a HOLD: the music as the JSB arrays and other pitch-per-step data read, which cannot mark them."""
+        out = cells.clone()
+        sounding = torch.full_like(cells[:, 0], -1)
+        for t in range(cells.shape[1]):
+            c = cells[:, t]
+            is_pitch = (c >= self.pitch0) & (c < self.pitch0 + 128)
+            out[:, t] = torch.where(is_pitch & (c - self.pitch0 == sounding), self.hold, c)
+            sounding = torch.where(is_pitch, c - self.pitch0, torch.where(c == self.hold, sounding, -1))
+        return out
+
     def transpose(self, cells: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Shift the PITCH cells of each (B, T, V) item by its k (B,) semitones."""
         is_pitch = (cells >= self.pitch0) & (cells < self.pitch0 + 128)

@@ -6,9 +6,10 @@ cells. Masks are of four kinds: the lower voices with the soprano given (harmoni
 blocks of beats in some voices (infilling). Pieces are transposed at random to the keys the voice
 ranges allow. Where the corpus marks fermatas (`data.collections.fermatas_of`: MusicXML, or the `fermatas.json`
 that `corpus export bach` writes), the network gets a fermata channel (DeepBach's metadata) and half the windows
-see it as unknown. `init` starts from a checkpoint's weights (fine-tuning). `train` runs the shared loop
-(`loop.run_loop`) with the harmonizer's batches, loss and validation; its config shares `BaseTrainConfig` with
-the LSTM's.
+see it as unknown. Half the windows have their re-strikes made holds (`Cells.merge_restrikes`), so a melody
+from data that cannot mark them (the JSB arrays, a tied-over MIDI line) reads as music it knows. `init` starts
+from a checkpoint's weights (fine-tuning). `train` runs the shared loop (`loop.run_loop`) with the harmonizer's
+batches, loss and validation; its config shares `BaseTrainConfig` with the LSTM's.
 May import: errors, encodings, data, models, training (the shared loop). Not: generation, evaluation, app.
 """
 
@@ -173,6 +174,7 @@ def _validate(net, grids, idx, cells, L: int = 512, fermatas=None) -> float:
 
 
 HIDE_FERMATAS = 0.5  # share of training windows given the fermata channel as unknown (as a melody without marks)
+MERGE_RESTRIKES = 0.5  # share of training windows whose re-strikes are made holds (as pitch-per-step data reads)
 UNUSED = HARMONIZER_UNUSED  # TrainConfig fields a harmonizer's training does not use (refused by the command line)
 
 
@@ -259,6 +261,8 @@ class _HarmonizerRun:
         idx = self.rng.choice(self.train_idx, size=self.cfg.batch_size, p=self.weights).tolist()
         x, beat, valid, ferm = _batch(self.grids, idx, self.cfg.seq_len, self.cells, self.shifts, self.gen,
                                       fermatas=self.fermatas, hide=HIDE_FERMATAS)
+        merge = torch.rand(len(x), generator=self.gen) < MERGE_RESTRIKES
+        x[merge] = self.cells.merge_restrikes(x[merge])
         mask = _masks(len(x), self.cfg.seq_len, valid, self.gen)
         n = int(mask.sum())
         if n == 0:  # nothing masked in this batch (its cross-entropy would be NaN): no step, never "diverged"
