@@ -1,11 +1,11 @@
 """How much the JSB arrays' missing re-strikes cost the harmonizer (issue 25, item 2).
 
 The JSB arrays (`bench/harmonize.py`'s test data) hold a pitch per voice per 16th, so a note struck again at
-the same pitch reads as one held note; the music21 chorales the harmonizer learns from mark them (in the
-alto about a fifth of the note changes). This scores the harmonizer's left-to-right view (`bench/harmonize.py`'s
-`bi_nll`: Bach's A T B at each 16th given the whole soprano, the lower voices before and the voices above) on
-the chorales left out of its training because they are JSB test chorales, read from `corpora/bach` twice: as
-they are, and with every re-strike made a hold, as the JSB arrays read.
+the same pitch reads as one held note; the music21 chorales the harmonizer learns from mark them. This scores
+the harmonizer's left-to-right view (`bench/harmonize.py`'s `bi_nll`: Bach's A T B at each 16th given the whole
+soprano, the lower voices before and the voices above) on the chorales left out of its training because they
+are JSB test chorales, read from `corpora/bach` twice: as they are, and with every re-strike made a hold, as the
+JSB arrays read. About 17 minutes on one core for the default 20.
 
     python bench/restrikes.py                       # the first 20 left-out chorales
     python bench/restrikes.py --model runs/h/best.pt --limit 78
