@@ -186,3 +186,17 @@ def test_merging_restrikes_makes_a_repeated_pitch_a_hold_and_nothing_else():
     out = cells.merge_restrikes(x)
     assert out[0, :, 0].tolist() == want and out[1, :, 2].tolist() == want
     assert (cells.pitches(out[0].numpy()) == cells.pitches(x[0].numpy())).all()  # the same pitches sound
+
+
+def test_a_batch_with_nothing_masked_is_skipped_not_called_diverged(chorales, tmp_path, monkeypatch):
+    real, calls = chorale_train._masks, []
+
+    def sometimes_empty(*args, **kwargs):  # the first two training batches mask no cell (NaN cross-entropy)
+        calls.append(1)
+        m = real(*args, **kwargs)
+        return torch.zeros_like(m) if len(calls) <= 2 else m
+
+    monkeypatch.setattr(chorale_train, "_masks", sometimes_empty)
+    best = chorale_train.train(chorales, tmp_path / "a", progress=False, max_steps=4, eval_every=4, **SMALL)
+    metrics = checkpoint.read(best)["meta"]["metrics"]
+    assert len(calls) > 2 and np.isfinite(metrics["train_nll"]) and np.isfinite(metrics["val_nll"])
